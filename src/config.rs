@@ -1,0 +1,112 @@
+//! Configuration, read from the environment (and `.env`) or from flags.
+//!
+//! Every default points at what `scripts/services start` runs, so
+//! `cargo run -- serve` works on a machine set up by the scripts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
+    pub bind_addr: SocketAddr,
+
+    /// The write database: users, sessions, orders, outbox and notice log.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://sightline@127.0.0.1:5433/sightline"
+    )]
+    pub database_url: String,
+
+    /// The read store.
+    #[arg(
+        long,
+        env = "ELASTICSEARCH_URL",
+        default_value = "http://127.0.0.1:9200"
+    )]
+    pub elasticsearch_url: String,
+
+    /// Prefix of every Elasticsearch index and alias this instance uses.
+    #[arg(long, env = "INDEX_PREFIX", default_value = "sightline-")]
+    pub index_prefix: String,
+
+    /// Most outbox events the relay takes in one batch.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
+    pub relay_batch_size: i64,
+
+    /// How often the relay looks for work when no notification arrives
+    /// (a safety net: commits wake it through LISTEN/NOTIFY).
+    #[arg(long, env = "RELAY_POLL_MS", default_value_t = 2000)]
+    pub relay_poll_ms: u64,
+
+    /// How a batch is made searchable before its notices are recorded.
+    #[arg(long, env = "REFRESH_MODE", value_enum, default_value_t = RefreshMode::Explicit)]
+    pub refresh_mode: RefreshMode,
+
+    /// The index's scheduled refresh interval (Elasticsearch syntax, e.g. `1s`).
+    #[arg(long, env = "INDEX_REFRESH_INTERVAL", default_value = "1s")]
+    pub index_refresh_interval: String,
+
+    /// Notices buffered per user for live SSE clients; a client that falls
+    /// further behind is disconnected and resumes from the notice log.
+    #[arg(long, env = "SSE_BUFFER", default_value_t = 256)]
+    pub sse_buffer: usize,
+
+    /// Seconds between SSE heartbeat comments.
+    #[arg(long, env = "SSE_HEARTBEAT_SECS", default_value_t = 15)]
+    pub sse_heartbeat_secs: u64,
+
+    /// After how many milliseconds a still-pending order is shown as `delayed`.
+    #[arg(long, env = "LAG_SLO_MS", default_value_t = 5000)]
+    pub lag_slo_ms: u64,
+
+    /// How long a login session lasts, in hours.
+    #[arg(long, env = "SESSION_TTL_HOURS", default_value_t = 24 * 14)]
+    pub session_ttl_hours: i64,
+
+    /// Mark the session cookie `Secure` (set this behind HTTPS).
+    #[arg(long, env = "COOKIE_SECURE", default_value_t = false)]
+    pub cookie_secure: bool,
+
+    /// Most PostgreSQL connections in the pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+}
+
+/// How the projector makes a bulk write searchable.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshMode {
+    /// Bulk write, then `POST _refresh`: searchable as soon as the refresh returns.
+    Explicit,
+    /// Bulk write with `refresh=wait_for`: returns after the next scheduled refresh.
+    WaitFor,
+}
+
+impl Settings {
+    /// The settings as the environment gives them, without any flags.
+    pub fn from_env() -> anyhow::Result<Self> {
+        #[derive(clap::Parser)]
+        struct OnlyEnv {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        use clap::Parser;
+        Ok(OnlyEnv::try_parse_from(["sightline"])?.settings)
+    }
+
+    pub fn relay_poll(&self) -> Duration {
+        Duration::from_millis(self.relay_poll_ms)
+    }
+
+    pub fn sse_heartbeat(&self) -> Duration {
+        Duration::from_secs(self.sse_heartbeat_secs)
+    }
+
+    pub fn lag_slo(&self) -> Duration {
+        Duration::from_millis(self.lag_slo_ms)
+    }
+}

@@ -1,0 +1,183 @@
+//! The read side: every query of orders is answered by the read model
+//! (Elasticsearch), except the explicit read-your-writes paths.
+
+pub mod document;
+pub mod index;
+pub mod read_your_writes;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::CurrentUser;
+use crate::consistency::ConsistencyToken;
+use crate::error::{AppError, AppResult};
+use crate::http::{ApiPath, ApiQuery};
+use crate::order::OrderView;
+use crate::state::AppState;
+use index::{IndexError, SortKey};
+use read_your_writes::ReadSource;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/orders", get(list_orders))
+        .route("/api/orders/{id}", get(get_order))
+}
+
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+pub const MAX_PAGE_SIZE: usize = 100;
+
+#[derive(Deserialize, Debug, Default)]
+pub struct ListParams {
+    pub q: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+    pub consistency_token: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct OrderList {
+    pub orders: Vec<OrderView>,
+    pub next_cursor: Option<String>,
+}
+
+impl From<IndexError> for AppError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::Unreachable(_) => {
+                tracing::warn!(error = %e, "read model unreachable");
+                AppError::Unavailable("search")
+            }
+            other => AppError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
+fn encode_cursor(key: &SortKey) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{}", key.placed_at_millis, key.id))
+}
+
+fn decode_cursor(raw: &str) -> AppResult<SortKey> {
+    let bad = || AppError::bad_request("bad_cursor", "malformed cursor");
+    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (millis, id) = text.split_once('|').ok_or_else(bad)?;
+    let id: Uuid = id.parse().map_err(|_| bad())?;
+    Ok(SortKey {
+        placed_at_millis: millis.parse().map_err(|_| bad())?,
+        id: id.to_string(),
+    })
+}
+
+/// The token a read presents, from the query or the `X-Consistency-Token` header.
+fn presented_token(
+    params: &ListParams,
+    headers: &HeaderMap,
+) -> AppResult<Option<ConsistencyToken>> {
+    let raw = params.consistency_token.as_deref().or_else(|| {
+        headers
+            .get("x-consistency-token")
+            .and_then(|v| v.to_str().ok())
+    });
+    raw.map(ConsistencyToken::decode).transpose()
+}
+
+/// One page of a user's orders, with read-your-writes when a token is given.
+/// Shared by the JSON API and the HTML page.
+pub async fn list_page(
+    state: &AppState,
+    user: &CurrentUser,
+    params: &ListParams,
+    token: Option<ConsistencyToken>,
+) -> AppResult<(OrderList, ReadSource)> {
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(AppError::bad_request(
+            "bad_query",
+            format!("limit must be 1 to {MAX_PAGE_SIZE}"),
+        ));
+    }
+    if params.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
+        return Err(AppError::bad_request(
+            "bad_query",
+            "q must be at most 200 characters",
+        ));
+    }
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let q = params.q.as_deref();
+
+    // Pending first, then the read model: see `pending_orders`.
+    let pending = match token {
+        Some(token) => read_your_writes::pending_orders(&state.db, user.id, token).await?,
+        None => vec![],
+    };
+    let page = state
+        .orders_index
+        .search(user.id, q, limit, after.as_ref())
+        .await?;
+    let mut orders: Vec<OrderView> = page.orders.into_iter().map(|d| d.into_view()).collect();
+    let source = read_your_writes::merge_into_page(
+        &mut orders,
+        pending,
+        after.as_ref(),
+        page.next.as_ref(),
+        q,
+    );
+    Ok((
+        OrderList {
+            orders,
+            next_cursor: page.next.as_ref().map(encode_cursor),
+        },
+        source,
+    ))
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> AppResult<impl IntoResponse> {
+    let token = presented_token(&params, &headers)?;
+    let (list, source) = list_page(&state, &user, &params, token).await?;
+    Ok((read_source_header(source), Json(list)))
+}
+
+/// From the read model once search sees the order; before that the owner gets
+/// it from the write database, so following a 201's `Location` always works.
+async fn get_order(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> AppResult<impl IntoResponse> {
+    match state.orders_index.find(user.id, id).await {
+        Ok(Some(doc)) => {
+            return Ok((
+                read_source_header(ReadSource::ReadModel),
+                Json(doc.into_view()),
+            ));
+        }
+        Ok(None) => {}
+        // The owner can still read their own order from the write side.
+        Err(e) => {
+            tracing::warn!(error = %e, "read model unavailable; answering from the write side")
+        }
+    }
+    let view = read_your_writes::own_order(&state.db, user.id, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok((read_source_header(ReadSource::WriteDb), Json(view)))
+}
+
+fn read_source_header(source: ReadSource) -> [(HeaderName, axum::http::HeaderValue); 1] {
+    [(
+        HeaderName::from_static(read_your_writes::HEADER),
+        source.header_value(),
+    )]
+}

@@ -1,0 +1,183 @@
+//! Building and running the application.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::projector::Projector;
+use crate::read_side::index::OrderIndex;
+use crate::relay::Relay;
+use crate::relay::bus::InProcessBus;
+use crate::shutdown::ShutdownSignal;
+use crate::state::{App, AppState};
+use crate::visibility::hub::{self, NoticeHub};
+use crate::visibility::notice_log;
+use crate::{telemetry, web};
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+}
+
+/// How long background tasks get to finish their work after the server stops.
+const TASK_GRACE: Duration = Duration::from_secs(8);
+
+impl Application {
+    /// Connects to PostgreSQL (migrating it), prepares the read model if
+    /// Elasticsearch is up, and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = connect_database(&settings).await?;
+        sqlx::migrate!("./migrations")
+            .run(&db)
+            .await
+            .context("Failed to migrate the database")?;
+
+        let orders_index = OrderIndex::new(
+            &settings.elasticsearch_url,
+            &settings.index_prefix,
+            &settings.index_refresh_interval,
+        )?;
+        // Elasticsearch being down must not stop the write side: the relay
+        // keeps the backlog and catches up once it is back.
+        if let Err(e) = orders_index.ensure_exists().await {
+            tracing::warn!(
+                "Elasticsearch is not usable at {} ({e}) — start it with `scripts/services start elasticsearch`; orders are kept and indexed once it is up",
+                settings.elasticsearch_url
+            );
+        }
+
+        let head = notice_log::head(&db)
+            .await
+            .context("Failed to read the notice log")?;
+        let listener = TcpListener::bind(settings.bind_addr)
+            .await
+            .with_context(|| format!("Failed to bind {}", settings.bind_addr))?;
+        let port = listener
+            .local_addr()
+            .context("Failed to read the bound address")?
+            .port();
+
+        let state = AppState(Arc::new(App {
+            hub: NoticeHub::new(head, settings.sse_buffer),
+            db,
+            orders_index,
+            settings,
+            shutdown: ShutdownSignal::new(),
+            metrics: telemetry::metrics_handle(),
+        }));
+        Ok(Self {
+            listener,
+            port,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Triggers a graceful stop, as SIGTERM would.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves HTTP and runs the pipeline until SIGINT, SIGTERM or the
+    /// shutdown signal; then stops accepting, closes SSE streams, lets the
+    /// relay finish its batch, and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let state = self.state;
+        let tasks = spawn_pipeline(&state);
+
+        let signal = state.shutdown.clone();
+        let mut stopped = signal.subscribe();
+        let graceful = async move {
+            tokio::select! {
+                _ = os_signal() => tracing::info!("shutdown requested"),
+                _ = stopped.recv() => {}
+            }
+            signal.trigger();
+        };
+        tracing::info!(addr = %self.listener.local_addr()?, "listening");
+        axum::serve(self.listener, web::app(state.clone()))
+            .with_graceful_shutdown(graceful)
+            .await
+            .context("HTTP server failed")?;
+
+        state.shutdown.trigger();
+        for task in tasks {
+            if tokio::time::timeout(TASK_GRACE, task).await.is_err() {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The relay (with the in-process bus and projector) and the notice hub.
+fn spawn_pipeline(state: &AppState) -> Vec<JoinHandle<()>> {
+    let settings = &state.settings;
+    let projector = Projector::new(
+        state.db.clone(),
+        state.orders_index.clone(),
+        settings.refresh_mode,
+    );
+    let relay = Relay::new(
+        state.db.clone(),
+        Arc::new(InProcessBus::new(projector)),
+        settings.relay_batch_size,
+        settings.relay_poll(),
+    );
+    vec![
+        tokio::spawn(relay.run(state.shutdown.subscribe())),
+        tokio::spawn(hub::run(state.clone(), state.shutdown.subscribe())),
+    ]
+}
+
+async fn os_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Opens the pool, failing in one line that names the service and the
+/// command that starts it.
+pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = settings
+        .database_url
+        .parse()
+        .context("Failed to parse DATABASE_URL")?;
+    let (host, port) = (options.get_host().to_owned(), options.get_port());
+    PgPoolOptions::new()
+        .max_connections(settings.database_max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(options)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "PostgreSQL is not reachable at {host}:{port} ({e}) — start it with `scripts/services start postgres`"
+            )
+        })
+}

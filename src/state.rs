@@ -1,0 +1,37 @@
+//! The state every handler and background task shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::config::Settings;
+use crate::read_side::index::OrderIndex;
+use crate::shutdown::ShutdownSignal;
+use crate::visibility::hub::NoticeHub;
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+pub struct App {
+    /// The write database: users, sessions, orders, the outbox and the notice log.
+    pub db: PgPool,
+    /// The read model. Query handlers read it; only the projector writes it.
+    pub orders_index: OrderIndex,
+    /// Fans recorded notices out to this instance's SSE streams and long polls.
+    pub hub: NoticeHub,
+    pub settings: Settings,
+    /// Tells SSE streams, long polls and background tasks to finish.
+    pub shutdown: ShutdownSignal,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}

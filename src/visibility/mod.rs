@@ -1,0 +1,22 @@
+//! Visibility: telling clients the moment their order is searchable.
+//!
+//! - `notice_log` — the durable log the projector records notices in
+//! - `hub` — fans new notices out to this instance's clients
+//! - `sse` — `GET /api/events`, where the notice leaves
+//! - `polling` — `GET /api/orders/{id}/visibility`, the fallback
+
+pub mod hub;
+pub mod notice_log;
+pub mod polling;
+pub mod sse;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/events", get(sse::events))
+        .route("/api/orders/{id}/visibility", get(polling::visibility))
+}

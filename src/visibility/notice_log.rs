@@ -1,0 +1,118 @@
+//! The durable notice log: one row per order version that search can see.
+//!
+//! Its `seq` is the SSE cursor. Writers hold an advisory lock from before the
+//! insert until commit, so sequence order is commit order: a reader that has
+//! seen `seq = N` has seen every notice below N, whatever commits concurrently.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Every instance's hub listens here; a recording commit wakes them all.
+pub const CHANNEL: &str = "sightline_notices";
+
+/// Arbitrary but fixed: serialises notice recording across processes.
+const RECORD_LOCK: i64 = 0x5167_6874_6c6e;
+
+#[derive(sqlx::FromRow, Serialize, Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub seq: i64,
+    pub user_id: Uuid,
+    pub order_id: Uuid,
+    pub order_version: i32,
+    pub visible_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewNotice {
+    pub user_id: Uuid,
+    pub order_id: Uuid,
+    pub order_version: i32,
+}
+
+/// Records notices for order versions that search now shows. Recording the
+/// same version again does nothing, so redelivery never sends a notice twice.
+/// Returns the notices newly recorded.
+#[tracing::instrument(skip_all, fields(notices = notices.len()))]
+pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Notice>> {
+    if notices.is_empty() {
+        return Ok(vec![]);
+    }
+    let (users, (orders, versions)): (Vec<Uuid>, (Vec<Uuid>, Vec<i32>)) = notices
+        .iter()
+        .map(|n| (n.user_id, (n.order_id, n.order_version)))
+        .unzip();
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(RECORD_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let recorded: Vec<Notice> = sqlx::query_as(
+        "INSERT INTO notices (user_id, order_id, order_version)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[])
+         ON CONFLICT (order_id, order_version) DO NOTHING
+         RETURNING seq, user_id, order_id, order_version, visible_at",
+    )
+    .bind(&users)
+    .bind(&orders)
+    .bind(&versions)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !recorded.is_empty() {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// Every user's notices after `seq`, in order (the hub's catch-up).
+pub async fn after(db: &PgPool, seq: i64, limit: i64) -> sqlx::Result<Vec<Notice>> {
+    sqlx::query_as(
+        "SELECT seq, user_id, order_id, order_version, visible_at FROM notices
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(seq)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One user's notices with `after < seq <= up_to`, in order (SSE replay).
+pub async fn for_user_between(
+    db: &PgPool,
+    user_id: Uuid,
+    after: i64,
+    up_to: i64,
+) -> sqlx::Result<Vec<Notice>> {
+    sqlx::query_as(
+        "SELECT seq, user_id, order_id, order_version, visible_at FROM notices
+         WHERE user_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+    )
+    .bind(user_id)
+    .bind(after)
+    .bind(up_to)
+    .fetch_all(db)
+    .await
+}
+
+/// The newest cursor.
+pub async fn head(db: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM notices")
+        .fetch_one(db)
+        .await
+}
+
+/// The latest notice of an order, if any.
+pub async fn latest_for_order(db: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Notice>> {
+    sqlx::query_as(
+        "SELECT seq, user_id, order_id, order_version, visible_at FROM notices
+         WHERE order_id = $1 ORDER BY order_version DESC LIMIT 1",
+    )
+    .bind(order_id)
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,90 @@
+//! The polling fallback: `GET /api/orders/{id}/visibility[?wait=N]`, answered
+//! from the same notice log as the stream, waiting on the hub.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::notice_log::{self, Notice};
+use crate::auth::CurrentUser;
+use crate::error::{AppError, AppResult};
+use crate::http::{ApiPath, ApiQuery};
+use crate::state::AppState;
+
+pub const MAX_WAIT_SECS: u64 = 30;
+
+#[derive(Deserialize)]
+pub struct VisibilityParams {
+    pub wait: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct Visibility {
+    pub id: Uuid,
+    pub visible: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visible_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[tracing::instrument(skip(state, user, params), fields(user = %user.username))]
+pub async fn visibility(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<VisibilityParams>,
+) -> AppResult<Json<Visibility>> {
+    let wait = params.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(AppError::bad_request(
+            "bad_query",
+            format!("wait must be 0 to {MAX_WAIT_SECS} seconds"),
+        ));
+    }
+    if !crate::read_side::read_your_writes::owns_order(&state.db, user.id, id).await? {
+        return Err(AppError::NotFound);
+    }
+    // Subscribe before looking, so a notice recorded in between is not missed.
+    let mut subscription = state.hub.subscribe(user.id);
+    let answer = |notice: Option<Notice>| {
+        Json(Visibility {
+            id,
+            visible: notice.is_some(),
+            visible_at: notice.map(|n| n.visible_at),
+        })
+    };
+    if let Some(notice) = notice_log::latest_for_order(&state.db, id).await? {
+        return Ok(answer(Some(notice)));
+    }
+    if wait == 0 {
+        return Ok(answer(None));
+    }
+    let mut shutdown = state.shutdown.subscribe();
+    let waited = tokio::time::timeout(Duration::from_secs(wait), async {
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => return Ok::<_, sqlx::Error>(None),
+                received = subscription.receiver.recv() => match received {
+                    Ok(n) if n.order_id == id => return Ok(Some(n)),
+                    Ok(_) => {}
+                    // Missed some: the log knows.
+                    Err(RecvError::Lagged(_)) => {
+                        if let Some(n) = notice_log::latest_for_order(&state.db, id).await? {
+                            return Ok(Some(n));
+                        }
+                    }
+                    Err(RecvError::Closed) => return Ok(None),
+                },
+            }
+        }
+    })
+    .await;
+    let notice = match waited {
+        Ok(result) => result.map_err(AppError::from)?,
+        Err(_elapsed) => None,
+    };
+    Ok(answer(notice))
+}

@@ -1,0 +1,115 @@
+//! Where the notice leaves: `GET /api/events`, the user's notices as
+//! Server-Sent Events — replayed from the log after `Last-Event-ID`, then live
+//! from the hub.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt, stream};
+use serde_json::json;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::notice_log::{self, Notice};
+use crate::auth::CurrentUser;
+use crate::error::AppResult;
+use crate::state::AppState;
+
+/// How long a client waits before reconnecting.
+const RETRY: Duration = Duration::from_millis(1000);
+
+pub fn order_visible_event(notice: &Notice) -> Event {
+    Event::default()
+        .event("order-visible")
+        .id(notice.seq.to_string())
+        .data(
+            json!({
+                "id": notice.order_id,
+                "version": notice.order_version,
+                "visible_at": notice.visible_at,
+            })
+            .to_string(),
+        )
+}
+
+fn cursor_event(kind: &'static str, head: i64) -> Event {
+    Event::default()
+        .event(kind)
+        .id(head.to_string())
+        .retry(RETRY)
+        .data(json!({ "cursor": head.to_string() }).to_string())
+}
+
+#[tracing::instrument(skip_all, fields(user = %user.username))]
+pub async fn events(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+) -> AppResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Subscribe before reading the log, so nothing falls between the two.
+    let subscription = state.hub.subscribe(user.id);
+    let head = subscription.head;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()));
+
+    let mut opening = Vec::new();
+    // Live notices must have a cursor above `floor`; older ones were replayed.
+    let mut floor = head;
+    match last_event_id {
+        None => opening.push(cursor_event("ready", head)),
+        Some(Some(last)) if (0..=head).contains(&last) => {
+            opening.push(cursor_event("ready", head));
+            let missed = notice_log::for_user_between(&state.db, user.id, last, head).await?;
+            opening.extend(missed.iter().map(order_visible_event));
+        }
+        // Ahead of this instance's hub but known to the log: another instance
+        // served it. Continue from there.
+        Some(Some(last)) if last > head && last <= notice_log::head(&state.db).await? => {
+            opening.push(cursor_event("ready", last));
+            floor = last;
+        }
+        // Malformed or unknown: the client must refetch its list.
+        Some(_) => opening.push(cursor_event("reset", head)),
+    }
+
+    let user_id = user.id;
+    let live = BroadcastStream::new(subscription.receiver)
+        // A lagging client is cut off; it resumes from the log on reconnect.
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(move |item| {
+            std::future::ready(match item {
+                Ok(n) if n.seq > floor && n.user_id == user_id => Some(order_visible_event(&n)),
+                _ => None,
+            })
+        });
+    let mut shutdown = state.shutdown.subscribe();
+    let stopped = async move { shutdown.recv().await };
+    let farewell = stream::once(async {
+        Event::default()
+            .retry(RETRY)
+            .comment("stream closed; reconnect with Last-Event-ID")
+    });
+
+    metrics::gauge!("sightline_sse_streams").increment(1.0);
+    let guard = StreamGauge;
+    let stream = stream::iter(opening)
+        .chain(live.take_until(stopped))
+        .chain(farewell)
+        .map(move |event| {
+            let _ = &guard;
+            Ok(event)
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat())))
+}
+
+/// Decrements the open-streams gauge when the stream is dropped.
+struct StreamGauge;
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("sightline_sse_streams").decrement(1.0);
+    }
+}

@@ -1,0 +1,127 @@
+//! Where an order is committed: the order, its items and its `OrderPlaced`
+//! event go into PostgreSQL in one transaction. Nothing here talks to
+//! Elasticsearch or a bus — the outbox row is the only way out.
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+use super::store::{self, StoredOrder};
+use super::validation::ValidOrder;
+use crate::auth::CurrentUser;
+use crate::error::{AppError, AppResult};
+use crate::outbox::{self, NewEvent, events};
+
+pub enum Placed {
+    /// Committed by this request.
+    Created(StoredOrder),
+    /// A retry of an order already placed with the same content.
+    AlreadyPlaced(StoredOrder),
+}
+
+#[tracing::instrument(skip(db, user, order), fields(order_id = %order.id, user = %user.username))]
+pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> AppResult<Placed> {
+    let mut tx = db.begin().await?;
+
+    // Taking the user row first serialises this user's writes: positions
+    // commit in order (see `consistency`), and a concurrent retry of the same
+    // id waits here until the first attempt has committed.
+    let write_seq: i64 = sqlx::query_scalar(
+        "UPDATE users SET write_seq = write_seq + 1 WHERE id = $1 RETURNING write_seq",
+    )
+    .bind(user.id)
+    .fetch_one(&mut *tx)
+    .await?;
+
+    let placed_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "INSERT INTO orders (id, user_id, user_write_seq, note, total_cents)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO NOTHING
+         RETURNING placed_at",
+    )
+    .bind(order.id)
+    .bind(user.id)
+    .bind(write_seq)
+    .bind(&order.note)
+    .bind(order.total_cents)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    let Some(placed_at) = placed_at else {
+        tx.rollback().await?;
+        return existing_order(db, user, &order).await;
+    };
+
+    let (skus, quantities, prices): (Vec<_>, Vec<_>, Vec<_>) = order
+        .items
+        .iter()
+        .map(|i| (i.sku.clone(), i.quantity, i.unit_price_cents))
+        .collect();
+    sqlx::query(
+        "INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents)
+         SELECT $1, ord::int - 1, sku, qty, price
+         FROM UNNEST($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, qty, price, ord)",
+    )
+    .bind(order.id)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *tx)
+    .await?;
+
+    let event = events::OrderPlacedV1 {
+        order_id: order.id,
+        user_id: user.id,
+        username: user.username.clone(),
+        items: order.items.clone(),
+        total_cents: order.total_cents,
+        note: order.note.clone(),
+        placed_at,
+    };
+    outbox::append(
+        &mut tx,
+        NewEvent {
+            event_type: events::ORDER_PLACED,
+            schema_version: events::OrderPlacedV1::SCHEMA_VERSION,
+            aggregate_id: order.id,
+            aggregate_version: 1,
+            user_id: user.id,
+            payload: serde_json::to_value(&event).context("Failed to encode OrderPlaced")?,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    metrics::counter!("sightline_orders_placed_total").increment(1);
+
+    Ok(Placed::Created(StoredOrder {
+        id: order.id,
+        user_id: user.id,
+        username: user.username.clone(),
+        user_write_seq: write_seq,
+        items: order.items,
+        note: order.note,
+        total_cents: order.total_cents,
+        placed_at,
+        visible: false,
+    }))
+}
+
+/// The id is taken: a faithful retry gets the order as it is now, anything
+/// else (other content, another user's id) is a conflict.
+async fn existing_order(db: &PgPool, user: &CurrentUser, order: &ValidOrder) -> AppResult<Placed> {
+    let existing = store::load(db, order.id)
+        .await?
+        .context("Order vanished after an id conflict")?;
+    if existing.user_id != user.id {
+        return Err(AppError::conflict(
+            "id_taken",
+            "an order with this id already exists",
+        ));
+    }
+    if existing.items != order.items || existing.note != order.note {
+        return Err(AppError::conflict(
+            "id_reused",
+            "an order with this id was placed with other content",
+        ));
+    }
+    Ok(Placed::AlreadyPlaced(existing))
+}

@@ -1,0 +1,157 @@
+//! Where an order is validated. Nothing past this point checks business rules:
+//! the transaction commits a `ValidOrder`, the projector copies it.
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+use crate::order::Item;
+
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_SKU_CHARS: usize = 64;
+pub const MAX_QUANTITY: i64 = 1000;
+pub const MAX_UNIT_PRICE_CENTS: i64 = 10_000_000;
+pub const MAX_NOTE_CHARS: usize = 1000;
+
+/// The body of `POST /api/orders` as sent. Numbers are wide so that an out of
+/// range value is a rule broken (422 with its field), not a shape error.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    pub id: Option<Uuid>,
+    pub items: Vec<ItemRequest>,
+    pub note: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRequest {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+/// An order that passed every rule; the server computed its total.
+#[derive(Debug, Clone)]
+pub struct ValidOrder {
+    pub id: Uuid,
+    pub items: Vec<Item>,
+    pub note: Option<String>,
+    pub total_cents: i64,
+}
+
+pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
+    if request.items.is_empty() || request.items.len() > MAX_ITEMS {
+        return Err(AppError::invalid(
+            "items",
+            format!("an order has 1 to {MAX_ITEMS} items"),
+        ));
+    }
+    let mut items = Vec::with_capacity(request.items.len());
+    for (i, item) in request.items.into_iter().enumerate() {
+        let sku_chars = item.sku.chars().count();
+        if sku_chars == 0 || sku_chars > MAX_SKU_CHARS || item.sku.trim().is_empty() {
+            return Err(AppError::invalid(
+                &format!("items[{i}].sku"),
+                format!("sku must be 1 to {MAX_SKU_CHARS} characters"),
+            ));
+        }
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            return Err(AppError::invalid(
+                &format!("items[{i}].quantity"),
+                format!("quantity must be 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        if !(0..=MAX_UNIT_PRICE_CENTS).contains(&item.unit_price_cents) {
+            return Err(AppError::invalid(
+                &format!("items[{i}].unit_price_cents"),
+                format!("unit_price_cents must be 0 to {MAX_UNIT_PRICE_CENTS}"),
+            ));
+        }
+        items.push(Item {
+            sku: item.sku,
+            quantity: item.quantity as i32,
+            unit_price_cents: item.unit_price_cents,
+        });
+    }
+    if let Some(note) = &request.note
+        && note.chars().count() > MAX_NOTE_CHARS
+    {
+        return Err(AppError::invalid(
+            "note",
+            format!("note must be at most {MAX_NOTE_CHARS} characters"),
+        ));
+    }
+    // At most 100 × 1000 × 10^7 = 10^12: no overflow possible.
+    let total_cents = items
+        .iter()
+        .map(|i| i64::from(i.quantity) * i.unit_price_cents)
+        .sum();
+    Ok(ValidOrder {
+        id: request.id.unwrap_or_else(Uuid::new_v4),
+        items,
+        note: request.note,
+        total_cents,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(sku: &str, quantity: i64, unit_price_cents: i64) -> ItemRequest {
+        ItemRequest {
+            sku: sku.into(),
+            quantity,
+            unit_price_cents,
+        }
+    }
+
+    fn field_of(result: AppResult<ValidOrder>) -> String {
+        match result {
+            Err(AppError::Invalid { field, .. }) => field.unwrap_or_default(),
+            other => panic!("expected a rule violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn computes_the_total() {
+        let order = validate(PlaceOrderRequest {
+            id: None,
+            items: vec![item("A", 2, 150), item("B", 1, 99)],
+            note: None,
+        })
+        .unwrap();
+        assert_eq!(order.total_cents, 399);
+    }
+
+    #[test]
+    fn names_the_field_that_breaks_a_rule() {
+        let req = |items| PlaceOrderRequest {
+            id: None,
+            items,
+            note: None,
+        };
+        assert_eq!(field_of(validate(req(vec![]))), "items");
+        assert_eq!(
+            field_of(validate(req(vec![item("", 1, 1)]))),
+            "items[0].sku"
+        );
+        assert_eq!(
+            field_of(validate(req(vec![item("A", 1, 1), item("B", 0, 1)]))),
+            "items[1].quantity"
+        );
+        assert_eq!(
+            field_of(validate(req(vec![item("A", 1, 10_000_001)]))),
+            "items[0].unit_price_cents"
+        );
+        assert_eq!(
+            field_of(validate(PlaceOrderRequest {
+                id: None,
+                items: vec![item("A", 1, 1)],
+                note: Some("x".repeat(1001)),
+            })),
+            "note"
+        );
+    }
+}
