@@ -70,6 +70,7 @@ impl Application {
             orders_index,
             settings,
             shutdown: ShutdownSignal::new(),
+            login_throttle: Default::default(),
             metrics: telemetry::metrics_handle(),
         }));
         Ok(Self {

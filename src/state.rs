@@ -6,6 +6,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::auth::throttle::LoginThrottle;
 use crate::config::Settings;
 use crate::read_side::index::OrderIndex;
 use crate::shutdown::ShutdownSignal;
@@ -32,6 +33,8 @@ pub struct App {
     pub settings: Settings,
     /// Tells SSE streams, long polls and background tasks to finish.
     pub shutdown: ShutdownSignal,
+    /// Failed logins per username, for throttling.
+    pub login_throttle: LoginThrottle,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }

@@ -2,6 +2,7 @@
 
 pub mod password;
 pub mod session;
+pub mod throttle;
 
 use anyhow::Context;
 use axum::extract::State;
@@ -84,6 +85,10 @@ pub async fn authenticate(
     state: &AppState,
     credentials: Credentials,
 ) -> AppResult<session::NewSession> {
+    state
+        .login_throttle
+        .check(&credentials.username)
+        .map_err(|retry_after| AppError::Throttled { retry_after })?;
     let row: Option<(Uuid, String)> =
         sqlx::query_as("SELECT id, password_hash FROM users WHERE username = $1")
             .bind(&credentials.username)
@@ -91,15 +96,22 @@ pub async fn authenticate(
             .await?;
     let (user_id, stored) = row.map_or((None, None), |(id, h)| (Some(id), Some(h)));
     let matches = password::verify(credentials.password, stored).await?;
+    let username = credentials.username;
     match user_id {
-        Some(user_id) if matches => Ok(session::create(
-            &state.db,
-            user_id,
-            chrono::Duration::hours(state.settings.session_ttl_hours),
-        )
-        .await
-        .context("Failed to open a session")?),
-        _ => Err(AppError::BadCredentials),
+        Some(user_id) if matches => {
+            state.login_throttle.record_success(&username);
+            Ok(session::create(
+                &state.db,
+                user_id,
+                chrono::Duration::hours(state.settings.session_ttl_hours),
+            )
+            .await
+            .context("Failed to open a session")?)
+        }
+        _ => {
+            state.login_throttle.record_failure(&username);
+            Err(AppError::BadCredentials)
+        }
     }
 }
 

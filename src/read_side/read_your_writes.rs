@@ -108,7 +108,7 @@ pub fn merge_into_page(
         }
     }
     if merged {
-        page.sort_by(|a, b| sort_key(b).cmp(&sort_key(a)));
+        page.sort_by_key(|o| std::cmp::Reverse(sort_key(o)));
         ReadSource::Merged
     } else {
         ReadSource::ReadModel

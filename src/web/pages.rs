@@ -1,9 +1,648 @@
-//! Server-rendered pages (placeholder until the UI lands).
+//! Server-rendered pages: sign-up, login, logout and the orders page.
+//!
+//! Every page works without JavaScript: the forms post here and the server
+//! answers with a redirect (303) or the same page re-rendered with the error.
+//! `static/app.js` only enhances `/orders` (optimistic rows, live updates over
+//! SSE, long polling as the fallback).
 
-use axum::Router;
+use std::sync::OnceLock;
 
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::auth::{self, Credentials, PageUser, session};
+use crate::consistency::ConsistencyToken;
+use crate::error::AppError;
+use crate::order::OrderView;
+use crate::read_side::{self, ListParams, OrderList};
 use crate::state::AppState;
+use crate::write_side::place_order::{self, Placed};
+use crate::write_side::validation::{self, ItemRequest, PlaceOrderRequest};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(|| async { Redirect::to("/orders") }))
+        .route("/signup", get(signup_form).post(signup))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/orders", get(orders_page).post(place_order_form))
+        .route("/static/app.js", get(app_js))
+        .route("/static/sightline.css", get(stylesheet))
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+/// Headers every HTML page carries: no third-party anything, no framing, and
+/// no caching of pages that show a user's data.
+fn html_page(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; object-src 'none'; \
+                 base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "same-origin"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Html(body),
+    )
+        .into_response()
+}
+
+fn render(template: &impl Template, status: StatusCode) -> Response {
+    match template.render() {
+        Ok(body) => html_page(status, body),
+        Err(e) => AppError::Internal(anyhow::Error::new(e).context("Failed to render a page"))
+            .into_response(),
+    }
+}
+
+/// The status an error answers with and the message a person may read.
+/// Internal details never reach the page (the JSON error logs them).
+fn describe(err: AppError) -> (StatusCode, String) {
+    let message = err.to_string();
+    let unavailable = matches!(err, AppError::Unavailable(_));
+    let status = err.into_response().status();
+    let message = if status == StatusCode::SERVICE_UNAVAILABLE {
+        if unavailable {
+            message
+        } else {
+            "the database is unavailable, try again shortly".to_owned()
+        }
+    } else if status.is_server_error() {
+        "something went wrong on our side, please try again".to_owned()
+    } else {
+        message
+    };
+    (status, sentence(&message))
+}
+
+/// "wrong password" → "Wrong password": messages read as sentences on a page.
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Login and sign-up have no session to protect yet, but a cross-site form
+/// must not log a browser into someone else's account either.
+fn refuse_cross_site(headers: &HeaderMap) -> Result<(), AppError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross_site =
+        matches!(header("sec-fetch-site"), Some(site) if site != "same-origin" && site != "none");
+    let foreign_origin = header("origin").is_some_and(|origin| {
+        let host = header("host").unwrap_or_default();
+        origin == "null" || origin.split_once("://").map(|(_, h)| h) != Some(host)
+    });
+    if cross_site || foreign_origin {
+        return Err(AppError::Forbidden("cross-site request refused"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Sign-up, login, logout
+
+#[derive(Template)]
+#[template(path = "auth.html")]
+struct AuthPage {
+    /// "signup" or "login".
+    mode: &'static str,
+    title: &'static str,
+    username: String,
+    error: Option<String>,
+}
+
+impl AuthPage {
+    fn signup(username: String, error: Option<String>) -> Self {
+        AuthPage {
+            mode: "signup",
+            title: "Create an account",
+            username,
+            error,
+        }
+    }
+
+    fn login(username: String, error: Option<String>) -> Self {
+        AuthPage {
+            mode: "login",
+            title: "Sign in",
+            username,
+            error,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CredentialsForm {
+    username: String,
+    password: String,
+}
+
+async fn signup_form() -> Response {
+    render(&AuthPage::signup(String::new(), None), StatusCode::OK)
+}
+
+async fn login_form() -> Response {
+    render(&AuthPage::login(String::new(), None), StatusCode::OK)
+}
+
+async fn signup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CredentialsForm>,
+) -> Response {
+    if let Err(refused) = refuse_cross_site(&headers) {
+        return refused.into_response();
+    }
+    let username = form.username.trim().to_owned();
+    let credentials = || Credentials {
+        username: username.clone(),
+        password: form.password.clone(),
+    };
+    let result = match auth::register(&state, credentials()).await {
+        Ok(_) => auth::authenticate(&state, credentials()).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(session) => signed_in(&state, &session.token),
+        Err(e) => {
+            let (status, message) = describe(e);
+            render(&AuthPage::signup(username, Some(message)), status)
+        }
+    }
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CredentialsForm>,
+) -> Response {
+    if let Err(refused) = refuse_cross_site(&headers) {
+        return refused.into_response();
+    }
+    let username = form.username.trim().to_owned();
+    let credentials = Credentials {
+        username: username.clone(),
+        password: form.password,
+    };
+    match auth::authenticate(&state, credentials).await {
+        Ok(session) => signed_in(&state, &session.token),
+        Err(e) => {
+            let (status, message) = describe(e);
+            render(&AuthPage::login(username, Some(message)), status)
+        }
+    }
+}
+
+fn signed_in(state: &AppState, token: &str) -> Response {
+    ([auth::cookie_header(state, token)], Redirect::to("/orders")).into_response()
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    PageUser(_user): PageUser,
+    headers: HeaderMap,
+) -> Response {
+    if let Some((token, _)) = session::presented_token(&headers)
+        && let Err(e) = session::delete(&state.db, &token).await
+    {
+        return AppError::from(e).into_response();
+    }
+    let expired = session::session_cookie("", 0, state.settings.cookie_secure);
+    ([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response()
+}
+
+// ---------------------------------------------------------------------------
+// The orders page
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OrdersQuery {
+    q: Option<String>,
+    cursor: Option<String>,
+    consistency_token: Option<String>,
+    /// `poll` makes app.js long-poll instead of opening the event stream.
+    transport: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OrderForm {
+    id: String,
+    sku: String,
+    quantity: String,
+    unit_price_cents: String,
+    note: String,
+}
+
+/// What the form shows: the values last submitted (after an error) or defaults.
+struct FormValues {
+    id: String,
+    sku: String,
+    quantity: String,
+    unit_price_cents: String,
+    note: String,
+}
+
+impl FormValues {
+    fn fresh() -> Self {
+        FormValues {
+            id: Uuid::new_v4().to_string(),
+            sku: String::new(),
+            quantity: "1".to_owned(),
+            unit_price_cents: String::new(),
+            note: String::new(),
+        }
+    }
+}
+
+/// One row of the orders table, ready to print.
+struct OrderRow {
+    id: String,
+    /// `visible`, `pending` or `delayed`.
+    state: &'static str,
+    state_label: &'static str,
+    items: String,
+    total: String,
+    note: String,
+    placed_at_iso: String,
+    placed_at_text: String,
+    placed_at_ms: i64,
+}
+
+#[derive(Template)]
+#[template(path = "orders.html")]
+struct OrdersPage {
+    username: String,
+    lag_slo_ms: u128,
+    server_now_ms: i64,
+    form: FormValues,
+    form_error: Option<String>,
+    list_error: Option<String>,
+    rows: Vec<OrderRow>,
+    q: String,
+    /// Hidden fields the search form carries along (name, value).
+    carried: Vec<(&'static str, String)>,
+    older_href: Option<String>,
+    newest_href: Option<String>,
+    refresh_href: String,
+    /// Whether some row still waits for search.
+    any_pending: bool,
+}
+
+/// Formats cents as money: 1234 → "12.34".
+pub fn format_money(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+fn row_state(order: &OrderView, now: DateTime<Utc>, lag_slo: chrono::Duration) -> &'static str {
+    if order.visible {
+        "visible"
+    } else if now - order.placed_at > lag_slo {
+        "delayed"
+    } else {
+        "pending"
+    }
+}
+
+fn state_label(state: &str) -> &'static str {
+    match state {
+        "visible" => "visible",
+        "delayed" => "delayed — still on its way",
+        _ => "pending — on its way to search",
+    }
+}
+
+fn order_row(order: &OrderView, now: DateTime<Utc>, lag_slo: chrono::Duration) -> OrderRow {
+    let state = row_state(order, now, lag_slo);
+    OrderRow {
+        id: order.id.to_string(),
+        state,
+        state_label: state_label(state),
+        items: order
+            .items
+            .iter()
+            .map(|i| format!("{} × {}", i.sku, i.quantity))
+            .collect::<Vec<_>>()
+            .join(", "),
+        total: format_money(order.total_cents),
+        note: order.note.clone().unwrap_or_default(),
+        placed_at_iso: order
+            .placed_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        placed_at_text: order.placed_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        placed_at_ms: order.placed_at.timestamp_millis(),
+    }
+}
+
+fn orders_href(pairs: &[(&str, &str)]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        query.append_pair(name, value);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        "/orders".to_owned()
+    } else {
+        format!("/orders?{query}")
+    }
+}
+
+/// Renders `/orders`: the form (with `form` values and `form_error`) above
+/// one page of the user's orders. A list that cannot be read is reported on
+/// the page, and the form still works: writes do not need search.
+async fn orders_response(
+    state: &AppState,
+    user: &auth::CurrentUser,
+    query: OrdersQuery,
+    form: FormValues,
+    form_error: Option<(StatusCode, String)>,
+) -> Response {
+    let q = query.q.clone().unwrap_or_default();
+    let cursor = query.cursor.clone().unwrap_or_default();
+    let transport = query.transport.clone().unwrap_or_default();
+    let raw_token = query.consistency_token.clone().unwrap_or_default();
+
+    let mut status = StatusCode::OK;
+    let mut list_error = None;
+    // A token this server did not issue is ignored: the page still shows
+    // what search knows.
+    let token = (!raw_token.is_empty())
+        .then(|| ConsistencyToken::decode(&raw_token).ok())
+        .flatten();
+    let token_text = token.map(ConsistencyToken::encode).unwrap_or_default();
+    let params = ListParams {
+        q: (!q.trim().is_empty()).then(|| q.clone()),
+        limit: None,
+        cursor: (!cursor.is_empty()).then(|| cursor.clone()),
+        consistency_token: None,
+    };
+    let list = match read_side::list_page(state, user, &params, token).await {
+        Ok((list, _source)) => list,
+        Err(e) => {
+            let (error_status, message) = describe(e);
+            status = error_status;
+            list_error = Some(message);
+            OrderList {
+                orders: vec![],
+                next_cursor: None,
+            }
+        }
+    };
+
+    let now = Utc::now();
+    let lag_slo = state.settings.lag_slo();
+    let lag_slo_chrono = chrono::Duration::from_std(lag_slo).unwrap_or(chrono::Duration::MAX);
+    let rows: Vec<OrderRow> = list
+        .orders
+        .iter()
+        .map(|o| order_row(o, now, lag_slo_chrono))
+        .collect();
+
+    let keep = [
+        ("q", q.as_str()),
+        ("consistency_token", token_text.as_str()),
+        ("transport", transport.as_str()),
+    ];
+    let older_href = list.next_cursor.as_deref().map(|next| {
+        let mut pairs = keep.to_vec();
+        pairs.push(("cursor", next));
+        orders_href(&pairs)
+    });
+    let newest_href = (!cursor.is_empty()).then(|| orders_href(&keep));
+    let mut current = keep.to_vec();
+    current.push(("cursor", cursor.as_str()));
+    let refresh_href = orders_href(&current);
+    let carried = [
+        ("consistency_token", token_text.clone()),
+        ("transport", transport.clone()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .collect();
+
+    let form_error = form_error.map(|(form_status, message)| {
+        status = form_status;
+        message
+    });
+    let page = OrdersPage {
+        username: user.username.clone(),
+        lag_slo_ms: lag_slo.as_millis(),
+        server_now_ms: now.timestamp_millis(),
+        form,
+        form_error,
+        list_error,
+        any_pending: rows.iter().any(|r| r.state != "visible"),
+        rows,
+        q,
+        carried,
+        older_href,
+        newest_href,
+        refresh_href,
+    };
+    render(&page, status)
+}
+
+async fn orders_page(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    query: Result<Query<OrdersQuery>, QueryRejection>,
+) -> Response {
+    // A mangled query string still gets the page, just without its options.
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    orders_response(&state, &user, query, FormValues::fresh(), None).await
+}
+
+fn parse_number(field: &str, raw: &str) -> Result<i64, AppError> {
+    raw.trim()
+        .parse::<i64>()
+        .map_err(|_| AppError::invalid(field, format!("{field} must be a whole number")))
+}
+
+fn order_request(form: &OrderForm) -> Result<PlaceOrderRequest, AppError> {
+    let id = match form.id.trim() {
+        "" => None,
+        raw => Some(
+            raw.parse::<Uuid>()
+                .map_err(|_| AppError::invalid("id", "id must be a UUID"))?,
+        ),
+    };
+    let note = form.note.trim();
+    Ok(PlaceOrderRequest {
+        id,
+        items: vec![ItemRequest {
+            sku: form.sku.trim().to_owned(),
+            quantity: parse_number("quantity", &form.quantity)?,
+            unit_price_cents: parse_number("unit_price_cents", &form.unit_price_cents)?,
+        }],
+        note: (!note.is_empty()).then(|| note.to_owned()),
+    })
+}
+
+async fn place_order_form(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Form(form): Form<OrderForm>,
+) -> Response {
+    let placed = match order_request(&form).and_then(validation::validate) {
+        Ok(order) => place_order::place_order(&state.db, &user, order).await,
+        Err(e) => Err(e),
+    };
+    match placed {
+        Ok(Placed::Created(order) | Placed::AlreadyPlaced(order)) => {
+            let token = ConsistencyToken {
+                write_seq: order.user_write_seq,
+            }
+            .encode();
+            Redirect::to(&orders_href(&[("consistency_token", &token)])).into_response()
+        }
+        Err(e) => {
+            let (status, message) = describe(e);
+            // Nothing was placed: the same id may be submitted again.
+            let values = FormValues {
+                id: form
+                    .id
+                    .trim()
+                    .parse::<Uuid>()
+                    .unwrap_or_else(|_| Uuid::new_v4())
+                    .to_string(),
+                sku: form.sku,
+                quantity: form.quantity,
+                unit_price_cents: form.unit_price_cents,
+                note: form.note,
+            };
+            orders_response(
+                &state,
+                &user,
+                OrdersQuery::default(),
+                values,
+                Some((status, message)),
+            )
+            .await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Static files, embedded so the binary runs from any directory
+
+const APP_JS: &str = include_str!("../../static/app.js");
+const STYLESHEET: &str = include_str!("../../static/sightline.css");
+
+fn etag_of(body: &str, cell: &'static OnceLock<String>) -> &'static str {
+    cell.get_or_init(|| {
+        let digest = Sha256::digest(body.as_bytes());
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        format!("\"{hex}\"")
+    })
+}
+
+fn static_file(
+    headers: &HeaderMap,
+    body: &'static str,
+    content_type: &'static str,
+    etag: &'static str,
+) -> Response {
+    let headers_out = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::ETAG, HeaderValue::from_static(etag)),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ];
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        (StatusCode::NOT_MODIFIED, headers_out).into_response()
+    } else {
+        (headers_out, body).into_response()
+    }
+}
+
+async fn app_js(headers: HeaderMap) -> Response {
+    static ETAG: OnceLock<String> = OnceLock::new();
+    static_file(
+        &headers,
+        APP_JS,
+        "text/javascript; charset=utf-8",
+        etag_of(APP_JS, &ETAG),
+    )
+}
+
+async fn stylesheet(headers: HeaderMap) -> Response {
+    static ETAG: OnceLock<String> = OnceLock::new();
+    static_file(
+        &headers,
+        STYLESHEET,
+        "text/css; charset=utf-8",
+        etag_of(STYLESHEET, &ETAG),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_money() {
+        assert_eq!(format_money(0), "0.00");
+        assert_eq!(format_money(5), "0.05");
+        assert_eq!(format_money(1234), "12.34");
+        assert_eq!(format_money(-150), "-1.50");
+    }
+
+    #[test]
+    fn messages_read_as_sentences() {
+        assert_eq!(
+            sentence("wrong username or password"),
+            "Wrong username or password"
+        );
+        assert_eq!(sentence(""), "");
+    }
+
+    #[test]
+    fn builds_order_links() {
+        assert_eq!(orders_href(&[("q", ""), ("cursor", "")]), "/orders");
+        assert_eq!(
+            orders_href(&[("q", "blue widget"), ("cursor", "abc")]),
+            "/orders?q=blue+widget&cursor=abc"
+        );
+    }
+
+    #[test]
+    fn rejects_non_numeric_form_values() {
+        let form = OrderForm {
+            sku: "A".into(),
+            quantity: "two".into(),
+            unit_price_cents: "100".into(),
+            ..OrderForm::default()
+        };
+        match order_request(&form) {
+            Err(AppError::Invalid { field, .. }) => assert_eq!(field.as_deref(), Some("quantity")),
+            _ => panic!("expected a rule violation"),
+        }
+    }
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub address: String,
+    #[allow(dead_code)] // for tests that need the bare port
     pub port: u16,
     /// The test's own database, for assertions on what was committed.
     pub db: PgPool,
@@ -195,4 +196,438 @@ pub fn order_ids(list: &Value) -> Vec<String> {
         .iter()
         .map(|o| o["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Contract-test helpers.
+
+/// How long any single wait for the pipeline may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Asserts an error response of the contract: the status, JSON
+/// `{"error": "<non-empty>", "code": "<code>"}` and an `X-Request-Id`.
+/// Returns the body.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(
+        response.status(),
+        status,
+        "expected {status} ({code}) from {}",
+        response.url()
+    );
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "error response without X-Request-Id"
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "error body is {content_type:?}, not JSON"
+    );
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error body without a message: {body}"
+    );
+    assert_eq!(body["code"], code, "unexpected code in {body}");
+    body
+}
+
+/// One Server-Sent Events frame.
+#[derive(Clone, Debug, Default)]
+pub struct SseFrame {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    /// `data:` lines joined with `\n`.
+    pub data: Option<String>,
+    pub retry: Option<u64>,
+    /// Comment lines (`: …`), without the colon.
+    pub comments: Vec<String>,
+}
+
+impl SseFrame {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().expect("frame has data"))
+            .expect("frame data is JSON")
+    }
+
+    fn is_empty(&self) -> bool {
+        self.event.is_none()
+            && self.id.is_none()
+            && self.data.is_none()
+            && self.retry.is_none()
+            && self.comments.is_empty()
+    }
+
+    /// Only comments (a heartbeat) or only `retry:`: nothing a client dispatches.
+    pub fn is_dispatched(&self) -> bool {
+        self.event.is_some() || self.data.is_some()
+    }
+}
+
+/// A minimal SSE parser over a streaming response body.
+pub struct SseStream {
+    body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    buffer: Vec<u8>,
+    frame: SseFrame,
+}
+
+impl SseStream {
+    pub fn new(response: Response) -> Self {
+        use futures::StreamExt;
+        Self {
+            body: response
+                .bytes_stream()
+                .map(|chunk| chunk.map(|b| b.to_vec()))
+                .boxed(),
+            buffer: Vec::new(),
+            frame: SseFrame::default(),
+        }
+    }
+
+    /// The next frame, heartbeats included; `None` when the stream ends.
+    pub async fn next_frame(&mut self) -> Option<SseFrame> {
+        use futures::StreamExt;
+        loop {
+            while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                let line = String::from_utf8(line).expect("SSE is UTF-8");
+                if line.is_empty() {
+                    let frame = std::mem::take(&mut self.frame);
+                    if !frame.is_empty() {
+                        return Some(frame);
+                    }
+                    continue;
+                }
+                if let Some(comment) = line.strip_prefix(':') {
+                    self.frame.comments.push(comment.trim_start().to_owned());
+                    continue;
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+                let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+                match field {
+                    "event" => self.frame.event = Some(value),
+                    "id" => self.frame.id = Some(value),
+                    "retry" => self.frame.retry = Some(value.parse().expect("retry is a number")),
+                    "data" => {
+                        self.frame.data = Some(match self.frame.data.take() {
+                            Some(before) => format!("{before}\n{value}"),
+                            None => value,
+                        })
+                    }
+                    other => panic!("unexpected SSE field {other:?}"),
+                }
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Some(Err(e)) => panic!("SSE stream failed: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next frame a client would dispatch (skips heartbeats), within [`WAIT`].
+    pub async fn next_event(&mut self) -> SseFrame {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let frame = self.next_frame().await.expect("SSE stream ended");
+                if frame.is_dispatched() {
+                    return frame;
+                }
+            }
+        })
+        .await
+        .expect("no SSE event arrived in time")
+    }
+
+    /// The next `order-visible` event; any other event fails the test.
+    pub async fn next_order_visible(&mut self) -> SseFrame {
+        let frame = self.next_event().await;
+        assert_eq!(
+            frame.event.as_deref(),
+            Some("order-visible"),
+            "expected order-visible, got {frame:?}"
+        );
+        frame
+    }
+}
+
+/// The order id an `order-visible` frame announces.
+pub fn visible_id(frame: &SseFrame) -> String {
+    frame.json()["id"]
+        .as_str()
+        .expect("order-visible data has an id")
+        .to_owned()
+}
+
+/// The key of the advisory lock the projector takes to record notices
+/// (`visibility::notice_log::RECORD_LOCK`). Holding it from a test lets the
+/// projector index a batch but not record its notices, and keeps the relay
+/// (one batch at a time) from projecting anything after it.
+pub const NOTICE_RECORD_LOCK: i64 = 0x5167_6874_6c6e;
+
+/// A held notice-recording lock; dropping it (or `release`) lets the pipeline go on.
+pub struct NoticeHold {
+    conn: PgConnection,
+}
+
+impl NoticeHold {
+    pub async fn release(mut self) {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(NOTICE_RECORD_LOCK)
+            .execute(&mut self.conn)
+            .await
+            .unwrap();
+        self.conn.close().await.unwrap();
+    }
+}
+
+impl TestApp {
+    pub fn delete(&self, user: &TestUser, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(&user.token)
+    }
+
+    /// A cookie header that carries the user's session, as a browser sends it.
+    pub fn session_cookie(user: &TestUser) -> String {
+        format!("sightline_session={}", user.token)
+    }
+
+    /// Opens `GET /api/events` (optionally resuming from `last_event_id`).
+    pub async fn open_events(&self, user: &TestUser, last_event_id: Option<&str>) -> SseStream {
+        let mut request = self.get(user, "/api/events");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        SseStream::new(response)
+    }
+
+    /// Opens the event stream and returns it with the cursor of its `ready` frame.
+    pub async fn open_events_ready(&self, user: &TestUser) -> (SseStream, String) {
+        let mut stream = self.open_events(user, None).await;
+        let ready = stream.next_event().await;
+        assert_eq!(ready.event.as_deref(), Some("ready"), "{ready:?}");
+        let id = ready.id.expect("ready carries an id");
+        (stream, id)
+    }
+
+    /// `count(*)` of a query against the test database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
+    }
+
+    pub async fn user_id(&self, user: &TestUser) -> Uuid {
+        sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+            .bind(&user.username)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Lists the user's orders (`path_and_query` starts with `/api/orders`);
+    /// asserts 200 and returns the `X-Read-Source` header with the body.
+    pub async fn list(&self, user: &TestUser, path_and_query: &str) -> (String, Value) {
+        let response = self.get(user, path_and_query).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path_and_query}");
+        let source = response
+            .headers()
+            .get("x-read-source")
+            .expect("list responses carry X-Read-Source")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (source, response.json().await.unwrap())
+    }
+
+    pub async fn visibility(&self, user: &TestUser, id: &str) -> bool {
+        let response = self
+            .get(user, &format!("/api/orders/{id}/visibility"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["id"], id);
+        body["visible"].as_bool().expect("visible is a boolean")
+    }
+
+    /// Holds the notice-recording lock (see [`NOTICE_RECORD_LOCK`]).
+    pub async fn hold_notices(&self) -> NoticeHold {
+        let mut conn = PgConnection::connect(&self.settings.database_url)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(NOTICE_RECORD_LOCK)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        NoticeHold { conn }
+    }
+
+    /// Waits until the projector is blocked on a held notice lock: the batch
+    /// it holds is searchable, and nothing committed later gets projected.
+    pub async fn wait_until_projector_blocked(&self) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let waiting = self
+                    .count(
+                        "SELECT count(*) FROM pg_locks
+                         WHERE locktype = 'advisory' AND NOT granted
+                           AND database = (SELECT oid FROM pg_database
+                                           WHERE datname = current_database())",
+                    )
+                    .await;
+                if waiting > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the projector never reached the held notice lock");
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL whose `cut` makes the database
+/// unreachable, as a crash would: the port closes and every open
+/// connection through it is dropped.
+pub struct TcpProxy {
+    pub port: u16,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: String) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut until_cut = stopped.clone();
+            loop {
+                let accepted = tokio::select! {
+                    _ = until_cut.wait_for(|cut| *cut) => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
+                let target = target.clone();
+                let mut until_cut = stopped.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = until_cut.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        TcpProxy { port, stop }
+    }
+
+    pub fn cut(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Settings whose database is reached through a [`TcpProxy`]; returns them
+/// with the proxy and a direct connection URL for the test's own checks.
+pub async fn settings_behind_proxy() -> (Settings, TcpProxy, String) {
+    let mut settings = test_settings().await;
+    let direct = settings.database_url.clone();
+    let mut url = url::Url::parse(&direct).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let proxy = TcpProxy::start(target).await;
+    url.set_port(Some(proxy.port)).unwrap();
+    settings.database_url = url.to_string();
+    (settings, proxy, direct)
+}
+
+/// Each test's database and index are removed when its app goes away, so
+/// repeated runs do not pile up databases or run into Elasticsearch's shard
+/// limit. `KEEP_TEST_DATA=1` keeps them for a post-mortem.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if std::env::var("KEEP_TEST_DATA").is_ok() {
+            return;
+        }
+        let database_url = self.settings.database_url.clone();
+        let elasticsearch_url = self.settings.elasticsearch_url.clone();
+        let prefix = self.settings.index_prefix.clone();
+        // A thread of its own: Drop cannot await, and the test's runtime may
+        // be a current-thread one that is busy running this very drop.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(15), async {
+                    drop_test_index(&elasticsearch_url, &prefix).await;
+                    drop_test_database(&database_url).await;
+                })
+                .await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn drop_test_index(elasticsearch_url: &str, prefix: &str) {
+    let base = elasticsearch_url.trim_end_matches('/');
+    let http = reqwest::Client::new();
+    // Concrete names: wildcard deletes are refused by default.
+    let Ok(response) = http
+        .get(format!("{base}/{prefix}*?expand_wildcards=all"))
+        .send()
+        .await
+    else {
+        return;
+    };
+    let Ok(indices) = response.json::<serde_json::Map<String, Value>>().await else {
+        return;
+    };
+    let names: Vec<&str> = indices
+        .keys()
+        .map(String::as_str)
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    if !names.is_empty() {
+        let _ = http
+            .delete(format!("{base}/{}", names.join(",")))
+            .send()
+            .await;
+    }
+}
+
+async fn drop_test_database(database_url: &str) {
+    let Ok(url) = url::Url::parse(database_url) else {
+        return;
+    };
+    let name = url.path().trim_start_matches('/').to_owned();
+    if !name.starts_with("test_") {
+        return;
+    }
+    let Ok(settings) = Settings::from_env() else {
+        return;
+    };
+    let Ok(mut admin) = PgConnection::connect(&settings.database_url).await else {
+        return;
+    };
+    let _ = sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
+        .execute(&mut admin)
+        .await;
+    let _ = admin.close().await;
 }

@@ -1,0 +1,513 @@
+// Sightline — progressive enhancement for /orders. Plain ES module, no build step.
+//
+// Without this script the page still works: the form posts to /orders and the
+// server redirects back with a consistency token. With it:
+//   - a submitted order appears at once as a `pending` row (optimistic), and is
+//     POSTed as JSON to /api/orders with a client-generated id (retries are safe);
+//   - ONE EventSource on /api/events flips rows to `visible` on `order-visible`;
+//   - without EventSource (or with ?transport=poll, or when the stream keeps
+//     failing) each pending row is long-polled on /api/orders/{id}/visibility;
+//   - rows still pending after the lag SLO turn `delayed` (and stay watched).
+
+const form = document.getElementById('order-form');
+const tbody = document.querySelector('#orders tbody');
+const connection = document.getElementById('connection');
+const announcer = document.getElementById('announcements');
+
+const LAG_SLO_MS = Number(document.body.dataset.lagSloMs) || 5000;
+// Server clock minus ours, so "older than the SLO" uses the server's placed_at fairly.
+const CLOCK_OFFSET_MS = (() => {
+  const serverNow = Number(document.body.dataset.serverNowMs);
+  return Number.isFinite(serverNow) && serverNow > 0 ? serverNow - Date.now() : 0;
+})();
+const serverNow = () => Date.now() + CLOCK_OFFSET_MS;
+
+const LABEL = {
+  sending: 'pending — sending…',
+  pending: 'pending — on its way to search',
+  delayed: 'delayed — still on its way',
+  visible: 'visible',
+};
+const CONNECTION_LABEL = {
+  connecting: 'Connecting to live updates…',
+  live: 'Live — orders update the moment search can find them',
+  reconnecting: 'Connection lost — reconnecting…',
+  polling: 'Live updates by polling',
+  offline: 'Signed out — reload the page to sign in again',
+};
+
+const MAX_CONCURRENT_POLLS = 4;
+const POLL_WAIT_SECS = 25;
+const STREAM_FAILURES_BEFORE_POLLING = 3;
+
+/** id → { row, placedAt (server ms), accepted (server has it), timer } */
+const watched = new Map();
+/** ids with a long poll in flight */
+const polling = new Set();
+
+let mode = 'sse'; // 'sse' | 'polling' | 'offline'
+let streamEpoch = 0; // bumped on every `ready`/`reset`: a new stream, maybe a gap
+
+if (form && tbody) {
+  init();
+}
+
+function init() {
+  localiseTimes(document);
+  for (const row of tbody.querySelectorAll('tr[data-order-id]')) {
+    const state = row.dataset.state;
+    if (state === 'pending' || state === 'delayed') {
+      const placedAt = Number(row.dataset.placedAt) || serverNow();
+      watch(row.dataset.orderId, row, placedAt, true);
+    }
+  }
+  form.addEventListener('submit', onSubmit);
+
+  const params = new URLSearchParams(window.location.search);
+  if (params.get('transport') === 'poll' || typeof window.EventSource !== 'function') {
+    startPolling();
+  } else {
+    openStream();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Rows
+
+function findRow(id) {
+  return tbody.querySelector(`tr[data-order-id="${cssEscape(id)}"]`);
+}
+
+function setRowState(row, state, label) {
+  row.dataset.state = state;
+  const badge = row.querySelector('.state .badge');
+  if (badge) badge.textContent = label;
+}
+
+function describeRow(row) {
+  const items = row.querySelector('.items');
+  const id = row.dataset.orderId || '';
+  const what = items ? items.textContent.trim() : '';
+  return what ? `${what} (${id.slice(0, 8)})` : id.slice(0, 8);
+}
+
+function buildRow(id, order) {
+  const row = document.createElement('tr');
+  row.dataset.orderId = id;
+  row.dataset.state = 'pending';
+  row.dataset.placedAt = String(serverNow());
+  row.className = 'fresh';
+  const cell = (cls, text) => {
+    const td = document.createElement('td');
+    td.className = cls;
+    td.textContent = text;
+    row.appendChild(td);
+    return td;
+  };
+  cell('items', itemsText(order.items));
+  cell('num total', formatMoney(totalOf(order.items)));
+  cell('note', order.note || '');
+  const placed = cell('placed', '');
+  const time = document.createElement('time');
+  time.dateTime = new Date(serverNow()).toISOString();
+  time.textContent = new Date().toLocaleString();
+  placed.appendChild(time);
+  const state = cell('state', '');
+  const badge = document.createElement('span');
+  badge.className = 'badge';
+  badge.textContent = LABEL.sending;
+  state.appendChild(badge);
+  return row;
+}
+
+function fillRow(row, order) {
+  if (Array.isArray(order.items)) row.querySelector('.items').textContent = itemsText(order.items);
+  if (Number.isFinite(order.total_cents)) {
+    row.querySelector('.total').textContent = formatMoney(order.total_cents);
+  }
+  if ('note' in order) row.querySelector('.note').textContent = order.note || '';
+  const placedAt = Date.parse(order.placed_at);
+  if (Number.isFinite(placedAt)) {
+    row.dataset.placedAt = String(placedAt);
+    const time = row.querySelector('.placed time');
+    if (time) {
+      time.dateTime = order.placed_at;
+      time.textContent = new Date(placedAt).toLocaleString();
+    }
+  }
+}
+
+function itemsText(items) {
+  return items.map((i) => `${i.sku} × ${i.quantity}`).join(', ');
+}
+
+function totalOf(items) {
+  return items.reduce((sum, i) => sum + i.quantity * i.unit_price_cents, 0);
+}
+
+function formatMoney(cents) {
+  const sign = cents < 0 ? '-' : '';
+  const abs = Math.abs(Math.trunc(cents));
+  return `${sign}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, '0')}`;
+}
+
+function localiseTimes(root) {
+  for (const time of root.querySelectorAll('#orders time[datetime]')) {
+    const at = Date.parse(time.dateTime);
+    if (Number.isFinite(at)) {
+      time.title = time.textContent;
+      time.textContent = new Date(at).toLocaleString();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Watching rows until search can see them
+
+function watch(id, row, placedAt, accepted) {
+  let entry = watched.get(id);
+  if (!entry) {
+    entry = { row, placedAt, accepted, timer: 0 };
+    watched.set(id, entry);
+  } else {
+    entry.row = row;
+    entry.placedAt = placedAt;
+    entry.accepted = entry.accepted || accepted;
+  }
+  clearTimeout(entry.timer);
+  const due = Math.max(0, placedAt + LAG_SLO_MS - serverNow());
+  entry.timer = setTimeout(() => {
+    if (watched.get(id) === entry && entry.row.dataset.state === 'pending') {
+      setRowState(entry.row, 'delayed', LABEL.delayed);
+    }
+  }, due);
+  if (entry.accepted) schedulePolls();
+}
+
+function unwatch(id) {
+  const entry = watched.get(id);
+  if (entry) clearTimeout(entry.timer);
+  watched.delete(id);
+}
+
+function markVisible(id) {
+  const entry = watched.get(id);
+  const row = entry ? entry.row : findRow(id);
+  unwatch(id);
+  if (!row || row.dataset.state === 'visible') return;
+  setRowState(row, 'visible', LABEL.visible);
+  row.classList.remove('fresh');
+  void row.offsetWidth; // restart the highlight
+  row.classList.add('fresh');
+  announce(`Order ${describeRow(row)} is now visible`);
+}
+
+function announce(message) {
+  if (!announcer) return;
+  announcer.textContent = '';
+  // A fresh text node in a later task is announced even if the text repeats.
+  setTimeout(() => {
+    announcer.textContent = message;
+  }, 50);
+}
+
+/** One immediate look at every accepted, still-pending row. */
+function recheckPending() {
+  for (const [id, entry] of watched) {
+    if (entry.accepted) checkOnce(id);
+  }
+}
+
+async function checkOnce(id) {
+  try {
+    const response = await fetch(visibilityUrl(id, 0), fetchOptions());
+    if (response.status === 401) return goOffline();
+    if (!response.ok) return;
+    const body = await response.json();
+    if (body && body.visible) markVisible(id);
+  } catch {
+    // The stream (or the next poll) will tell.
+  }
+}
+
+function visibilityUrl(id, wait) {
+  return `/api/orders/${encodeURIComponent(id)}/visibility?wait=${wait}`;
+}
+
+function fetchOptions(extra = {}) {
+  return {
+    credentials: 'same-origin',
+    cache: 'no-store',
+    ...extra,
+    headers: { Accept: 'application/json', ...(extra.headers || {}) },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Placing an order
+
+function onSubmit(event) {
+  event.preventDefault();
+  const data = new FormData(form);
+  const note = String(data.get('note') || '').trim();
+  const order = {
+    id: newId(),
+    items: [
+      {
+        sku: String(data.get('sku') || '').trim(),
+        quantity: Number(data.get('quantity')),
+        unit_price_cents: Number(data.get('unit_price_cents')),
+      },
+    ],
+    note: note === '' ? null : note,
+  };
+
+  // The optimistic row goes in first, before anything leaves the browser.
+  const row = buildRow(order.id, order);
+  tbody.prepend(row);
+  document.getElementById('empty')?.remove();
+  document.getElementById('form-error')?.remove();
+  watch(order.id, row, serverNow(), false);
+
+  // Ready for the next order.
+  form.elements.sku.value = '';
+  form.elements.note.value = '';
+  form.elements.quantity.value = '1';
+  form.elements.unit_price_cents.value = '';
+  const hiddenId = form.elements.namedItem('id');
+  if (hiddenId) hiddenId.value = newId();
+  form.elements.sku.focus();
+
+  send(order, row, streamEpoch);
+}
+
+/** Puts a rejected order back into the form, unless the user started another. */
+function restoreForm(order) {
+  const f = form.elements;
+  const untouched =
+    f.sku.value === '' && f.note.value === '' && f.quantity.value === '1' && f.unit_price_cents.value === '';
+  if (!untouched) return;
+  const [item] = order.items;
+  f.sku.value = item.sku;
+  f.quantity.value = String(item.quantity);
+  f.unit_price_cents.value = String(item.unit_price_cents);
+  f.note.value = order.note || '';
+}
+
+async function send(order, row, epochAtSend) {
+  const delays = [500, 1500, 4000];
+  for (let attempt = 0; ; attempt++) {
+    let response;
+    try {
+      response = await fetch(
+        '/api/orders',
+        fetchOptions({
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify(order),
+        }),
+      );
+    } catch {
+      // The id makes a retry safe: the server answers 200 if it already has it.
+      if (attempt < delays.length) {
+        await sleep(delays[attempt]);
+        continue;
+      }
+      restoreForm(order);
+      return reject(order.id, row, 'the server could not be reached');
+    }
+    const body = await response.json().catch(() => null);
+    if (response.status === 503 && attempt < delays.length) {
+      await sleep(delays[attempt]);
+      continue;
+    }
+    if (response.ok) return accepted(order.id, row, body || {}, epochAtSend);
+    if (response.status === 401) goOffline();
+    restoreForm(order);
+    return reject(order.id, row, (body && body.error) || `HTTP ${response.status}`);
+  }
+}
+
+function accepted(id, row, body, epochAtSend) {
+  row.dataset.accepted = 'true';
+  fillRow(row, body);
+  if (body.consistency_token) rememberToken(body.consistency_token);
+  if (body.visible === true) return markVisible(id);
+  const entry = watched.get(id);
+  if (!entry || row.dataset.state === 'visible') return; // the stream was faster
+  if (row.dataset.state === 'pending') setRowState(row, 'pending', LABEL.pending);
+  const placedAt = Number(row.dataset.placedAt) || entry.placedAt;
+  watch(id, row, placedAt, true);
+  // A stream that (re)started while the POST was out may have come up after
+  // the notice: one look closes that gap.
+  if (mode === 'sse' && (epochAtSend !== streamEpoch || connection?.dataset.state !== 'live')) {
+    checkOnce(id);
+  }
+}
+
+function reject(id, row, message) {
+  unwatch(id);
+  row.classList.remove('fresh');
+  setRowState(row, 'rejected', `rejected: ${message}`);
+  announce(`Order ${describeRow(row)} was rejected: ${message}`);
+}
+
+/** Lets a reload show this order even before search can (read-your-writes). */
+function rememberToken(token) {
+  try {
+    const url = new URL(window.location.href);
+    url.searchParams.set('consistency_token', token);
+    window.history.replaceState(window.history.state, '', url);
+  } catch {
+    // Not important enough to fail over.
+  }
+}
+
+function newId() {
+  if (window.crypto && typeof window.crypto.randomUUID === 'function') {
+    return window.crypto.randomUUID();
+  }
+  const bytes = new Uint8Array(16);
+  if (window.crypto && typeof window.crypto.getRandomValues === 'function') {
+    window.crypto.getRandomValues(bytes);
+  } else {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  }
+  bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+// ---------------------------------------------------------------------------
+// Connection: one EventSource, long polling as the fallback
+
+function setConnection(state) {
+  if (!connection) return;
+  connection.hidden = false;
+  connection.dataset.state = state;
+  const label = connection.querySelector('.connection-label');
+  if (label) label.textContent = CONNECTION_LABEL[state] || state;
+}
+
+function openStream() {
+  mode = 'sse';
+  setConnection('connecting');
+  // EventSource reconnects by itself and sends Last-Event-ID, so the server
+  // replays whatever was recorded in between.
+  const source = new EventSource('/api/events');
+  let failuresWithoutOpen = 0;
+
+  source.addEventListener('open', () => {
+    failuresWithoutOpen = 0;
+  });
+  source.addEventListener('ready', () => {
+    failuresWithoutOpen = 0;
+    streamEpoch++;
+    setConnection('live');
+    recheckPending();
+  });
+  source.addEventListener('reset', () => {
+    failuresWithoutOpen = 0;
+    streamEpoch++;
+    setConnection('live');
+    recheckPending();
+  });
+  source.addEventListener('order-visible', (event) => {
+    let notice;
+    try {
+      notice = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (notice && typeof notice.id === 'string') markVisible(notice.id);
+  });
+  source.addEventListener('error', () => {
+    failuresWithoutOpen++;
+    // CLOSED: the browser gave up (e.g. 401, or not an event stream).
+    if (source.readyState === EventSource.CLOSED || failuresWithoutOpen >= STREAM_FAILURES_BEFORE_POLLING) {
+      source.close();
+      startPolling();
+    } else {
+      setConnection('reconnecting');
+    }
+  });
+}
+
+function startPolling() {
+  mode = 'polling';
+  setConnection('polling');
+  schedulePolls();
+}
+
+function goOffline() {
+  mode = 'offline';
+  setConnection('offline');
+}
+
+/** Keeps up to MAX_CONCURRENT_POLLS long polls running, newest orders first. */
+function schedulePolls() {
+  if (mode !== 'polling') return;
+  const candidates = [...watched]
+    .filter(([id, entry]) => entry.accepted && !polling.has(id))
+    .sort((a, b) => b[1].placedAt - a[1].placedAt);
+  for (const [id] of candidates) {
+    if (polling.size >= MAX_CONCURRENT_POLLS) break;
+    pollUntilVisible(id);
+  }
+}
+
+async function pollUntilVisible(id) {
+  polling.add(id);
+  let failures = 0;
+  try {
+    while (mode === 'polling' && watched.has(id)) {
+      let response;
+      try {
+        response = await fetch(visibilityUrl(id, POLL_WAIT_SECS), fetchOptions());
+      } catch {
+        failures++;
+        await sleep(backoff(failures));
+        continue;
+      }
+      if (response.ok) {
+        failures = 0;
+        const body = await response.json().catch(() => null);
+        if (body && body.visible) {
+          markVisible(id);
+          break;
+        }
+        continue; // the wait ran out: ask again
+      }
+      if (response.status === 401) {
+        goOffline();
+        break;
+      }
+      if (response.status === 404) {
+        // Not an order of ours the server knows: stop asking about it.
+        const entry = watched.get(id);
+        if (entry) entry.accepted = false;
+        break;
+      }
+      failures++;
+      await sleep(backoff(failures));
+    }
+  } finally {
+    polling.delete(id);
+    schedulePolls();
+  }
+}
+
+function backoff(failures) {
+  return Math.min(30000, 500 * 2 ** Math.min(failures, 6)) * (0.75 + Math.random() / 2);
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function cssEscape(value) {
+  return window.CSS && typeof window.CSS.escape === 'function'
+    ? window.CSS.escape(value)
+    : String(value).replace(/["\\]/g, '\\$&');
+}
