@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::projector::Projector;
-use crate::read_side::index::OrderIndex;
+use crate::read_side::index::ReadStore;
 use crate::relay::Relay;
 use crate::relay::bus::InProcessBus;
 use crate::shutdown::ShutdownSignal;
@@ -39,14 +39,14 @@ impl Application {
             .await
             .context("Failed to migrate the database")?;
 
-        let orders_index = OrderIndex::new(
+        let read_store = ReadStore::new(
             &settings.elasticsearch_url,
             &settings.index_prefix,
             &settings.index_refresh_interval,
         )?;
         // Elasticsearch being down must not stop the write side: the relay
         // keeps the backlog and catches up once it is back.
-        if let Err(e) = orders_index.ensure_exists().await {
+        if let Err(e) = read_store.ensure_exists().await {
             tracing::warn!(
                 "Elasticsearch is not usable at {} ({e}) — start it with `scripts/services start elasticsearch`; orders are kept and indexed once it is up",
                 settings.elasticsearch_url
@@ -67,7 +67,7 @@ impl Application {
         let state = AppState(Arc::new(App {
             hub: NoticeHub::new(head, settings.sse_buffer),
             db,
-            orders_index,
+            read_store,
             settings,
             shutdown: ShutdownSignal::new(),
             login_throttle: Default::default(),
@@ -127,7 +127,7 @@ fn spawn_pipeline(state: &AppState) -> Vec<JoinHandle<()>> {
     let settings = &state.settings;
     let projector = Projector::new(
         state.db.clone(),
-        state.orders_index.clone(),
+        state.read_store.clone(),
         settings.refresh_mode,
     );
     let relay = Relay::new(

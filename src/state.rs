@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use crate::auth::throttle::LoginThrottle;
 use crate::config::Settings;
-use crate::read_side::index::OrderIndex;
+use crate::read_side::index::ReadStore;
 use crate::shutdown::ShutdownSignal;
 use crate::visibility::hub::NoticeHub;
 
@@ -27,7 +27,7 @@ pub struct App {
     /// The write database: users, sessions, orders, the outbox and the notice log.
     pub db: PgPool,
     /// The read model. Query handlers read it; only the projector writes it.
-    pub orders_index: OrderIndex,
+    pub read_store: ReadStore,
     /// Fans recorded notices out to this instance's SSE streams and long polls.
     pub hub: NoticeHub,
     pub settings: Settings,

@@ -1,9 +1,12 @@
 //! Where an order becomes searchable.
 //!
-//! The projector is a dumb data mover: it copies events into the read model
+//! The projector is a dumb data mover: it copies events into the read store
 //! with the domain version as an external version (so replays and reordering
-//! are harmless), makes the batch searchable, and only then records the
-//! notices. No business rules, no validation.
+//! are harmless), counts them into the summaries through an inbox (so
+//! duplicates count once), makes the batch searchable, and only then records
+//! the notices. No business rules, no validation.
+
+pub mod summaries;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,91 +15,125 @@ use chrono::Utc;
 use sqlx::PgPool;
 
 use crate::config::RefreshMode;
-use crate::outbox::{OutboxEvent, events};
+use crate::outbox::OutboxEvent;
+use crate::outbox::events::OrderEvent;
 use crate::read_side::document::OrderDocument;
-use crate::read_side::index::{OrderIndex, WriteOutcome};
+use crate::read_side::index::{ReadStore, WriteOutcome};
 use crate::relay::bus::Delivery;
 use crate::visibility::notice_log::{self, NewNotice};
 
 pub struct Projector {
     db: PgPool,
-    index: OrderIndex,
+    store: ReadStore,
     refresh: RefreshMode,
-    index_ready: AtomicBool,
+    store_ready: AtomicBool,
 }
 
 impl Projector {
-    pub fn new(db: PgPool, index: OrderIndex, refresh: RefreshMode) -> Self {
+    pub fn new(db: PgPool, store: ReadStore, refresh: RefreshMode) -> Self {
         Self {
             db,
-            index,
+            store,
             refresh,
-            index_ready: AtomicBool::new(false),
+            store_ready: AtomicBool::new(false),
         }
     }
 
-    /// Projects a batch; what it returns as taken is searchable and has its
-    /// notice recorded.
+    /// Projects a batch. What it returns as taken is searchable and has its
+    /// notice recorded; what it parks gets an `order-failed` notice.
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     pub async fn project(&self, events: &[OutboxEvent]) -> anyhow::Result<Delivery> {
-        if !self.index_ready.load(Ordering::Relaxed) {
-            self.index
+        if !self.store_ready.load(Ordering::Relaxed) {
+            self.store
                 .ensure_exists()
                 .await
-                .context("Failed to prepare the orders index")?;
-            self.index_ready.store(true, Ordering::Relaxed);
+                .context("Failed to prepare the read store")?;
+            self.store_ready.store(true, Ordering::Relaxed);
         }
 
         let mut delivery = Delivery::default();
-        let mut docs = Vec::with_capacity(events.len());
-        let mut sources = Vec::with_capacity(events.len());
+        let mut notices = Vec::new();
+        let mut decoded = Vec::with_capacity(events.len());
         for event in events {
-            match to_document(event) {
-                Ok(doc) => {
-                    docs.push(doc);
-                    sources.push(event);
+            match OrderEvent::decode(&event.event_type, event.schema_version, &event.payload) {
+                Ok(order_event) => decoded.push((event, order_event)),
+                Err(reason) => {
+                    notices.push(failed_notice(event, &reason));
+                    delivery.parked.push((event.id, reason));
                 }
-                Err(reason) => delivery.refused.push((event.id, reason)),
             }
         }
-        if docs.is_empty() {
-            return Ok(delivery);
-        }
 
+        let docs: Vec<OrderDocument> = decoded
+            .iter()
+            .map(|(event, order_event)| to_document(event, order_event))
+            .collect();
         let outcomes = self
-            .index
+            .store
             .bulk_write(&docs, self.refresh)
             .await
-            .context("Failed to write the batch to the read model")?;
-        let already_applied = outcomes.contains(&WriteOutcome::AlreadyApplied);
-        // `wait_for` does not wait for documents written by an earlier,
-        // interrupted attempt: refresh explicitly when there were any.
-        if self.refresh == RefreshMode::Explicit || already_applied {
-            self.index
-                .refresh()
-                .await
-                .context("Failed to refresh the read model")?;
+            .context("Failed to write the batch to the read store")?;
+
+        let mut applied = Vec::with_capacity(docs.len());
+        for ((event, order_event), outcome) in decoded.iter().zip(outcomes) {
+            match outcome {
+                WriteOutcome::Applied => applied.push((*event, order_event)),
+                WriteOutcome::AlreadyApplied => {
+                    metrics::counter!("sightline_duplicates_acknowledged_total").increment(1);
+                    applied.push((*event, order_event));
+                }
+                WriteOutcome::Rejected(reason) => {
+                    notices.push(failed_notice(event, &reason));
+                    delivery.parked.push((event.id, reason));
+                }
+                WriteOutcome::Failed(reason) => delivery.retry.push((event.id, reason)),
+            }
         }
 
-        let mut notices = Vec::with_capacity(docs.len());
-        for ((event, doc), outcome) in sources.iter().zip(&docs).zip(outcomes) {
-            match outcome {
-                WriteOutcome::Applied | WriteOutcome::AlreadyApplied => {
-                    if outcome == WriteOutcome::AlreadyApplied {
-                        metrics::counter!("sightline_duplicates_acknowledged_total").increment(1);
-                    }
-                    notices.push(NewNotice {
-                        user_id: doc.user_id,
-                        order_id: doc.id,
-                        order_version: event.aggregate_version,
-                    });
-                    delivery.taken.push(event.id);
-                    let lag = (Utc::now() - event.created_at).num_milliseconds().max(0);
-                    metrics::histogram!("sightline_commit_to_searchable_seconds")
-                        .record(lag as f64 / 1000.0);
-                }
-                WriteOutcome::Failed(reason) => delivery.refused.push((event.id, reason)),
+        let counted: Vec<_> = applied
+            .iter()
+            .map(|(event, order_event)| (event.event_id, event.user_id, *order_event))
+            .collect();
+        let summaries = summaries::count(&self.db, &counted)
+            .await
+            .context("Failed to count the batch into the summaries")?;
+        for outcome in self
+            .store
+            .bulk_write_summaries(&summaries)
+            .await
+            .context("Failed to write summaries")?
+        {
+            if let WriteOutcome::Failed(reason) | WriteOutcome::Rejected(reason) = outcome {
+                // Counted already (the inbox has it); the next attempt rewrites it.
+                anyhow::bail!("a summary write failed: {reason}");
             }
+        }
+
+        // `wait_for` does not wait for documents written by an earlier,
+        // interrupted attempt, nor for summaries: refresh explicitly then.
+        if self.refresh == RefreshMode::Explicit
+            || applied.len() != docs.len()
+            || !summaries.is_empty()
+        {
+            self.store
+                .refresh()
+                .await
+                .context("Failed to refresh the read store")?;
+        }
+
+        for (event, order_event) in &applied {
+            notices.push(NewNotice {
+                user_id: event.user_id,
+                order_id: event.aggregate_id,
+                order_version: event.aggregate_version,
+                kind: notice_log::ORDER_VISIBLE,
+                status: order_event.status().as_str(),
+                error: None,
+            });
+            delivery.taken.push(event.id);
+            let lag = (Utc::now() - event.created_at).num_milliseconds().max(0);
+            metrics::histogram!("sightline_commit_to_searchable_seconds")
+                .record(lag as f64 / 1000.0);
         }
         // Searchable now: the notices may go out.
         let recorded = notice_log::record(&self.db, &notices)
@@ -107,24 +144,41 @@ impl Projector {
     }
 }
 
-/// Translates an event into the document it puts in the read model.
-fn to_document(event: &OutboxEvent) -> Result<OrderDocument, String> {
-    match (event.event_type.as_str(), event.schema_version) {
-        (events::ORDER_PLACED, 1) => {
-            let e: events::OrderPlacedV1 = serde_json::from_value(event.payload.clone())
-                .map_err(|err| format!("undecodable {} v1: {err}", event.event_type))?;
-            Ok(OrderDocument {
-                id: e.order_id,
-                user_id: e.user_id,
-                username: e.username,
-                skus: e.items.iter().map(|i| i.sku.clone()).collect(),
-                items: e.items,
-                total_cents: e.total_cents,
-                note: e.note,
-                placed_at: e.placed_at,
-                version: i64::from(event.aggregate_version),
-            })
-        }
-        (kind, version) => Err(format!("unknown event {kind} v{version}")),
+/// The document an event puts in the read store: the order as it stands
+/// after the event, versioned by the event's aggregate version.
+pub fn to_document(event: &OutboxEvent, order_event: &OrderEvent) -> OrderDocument {
+    let order = order_event.order().clone();
+    OrderDocument {
+        id: order.order_id,
+        user_id: order.user_id,
+        username: order.username,
+        skus: order.items.iter().map(|i| i.sku.clone()).collect(),
+        items: order.items,
+        total_cents: order.total_cents,
+        currency: order.currency,
+        note: order.note,
+        placed_at: order.placed_at,
+        status: order_event.status(),
+        cancelled_at: match order_event {
+            OrderEvent::Cancelled(c) => Some(c.cancelled_at),
+            OrderEvent::Placed(_) => None,
+        },
+        version: i64::from(event.aggregate_version),
+    }
+}
+
+fn failed_notice(event: &OutboxEvent, reason: &str) -> NewNotice {
+    NewNotice {
+        user_id: event.user_id,
+        order_id: event.aggregate_id,
+        order_version: event.aggregate_version,
+        kind: notice_log::ORDER_FAILED,
+        status: "failed",
+        // Clients see that it failed, not Elasticsearch's internals.
+        error: Some(if reason.starts_with("unknown event") {
+            "this kind of change cannot be shown yet".to_owned()
+        } else {
+            "the order could not be made searchable".to_owned()
+        }),
     }
 }

@@ -1,10 +1,11 @@
-//! The read store: the Elasticsearch orders index, behind an alias.
+//! The read store: two Elasticsearch indices, each behind an alias — orders
+//! (searchable) and per-user summaries (counters).
 //!
 //! Writes here come only from the projector; reads only from query handlers.
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{IndicesCreateParts, IndicesExistsAliasParts, IndicesRefreshParts};
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::document::OrderDocument;
+use super::document::{OrderDocument, SummaryDocument};
 use crate::config::RefreshMode;
 
 /// A failure to read or write the index.
@@ -42,14 +43,18 @@ pub enum WriteOutcome {
     Applied,
     /// The index already holds this version or a newer one: nothing to do.
     AlreadyApplied,
+    /// A passing failure (overload, node trouble): try again later.
     Failed(String),
+    /// The document is refused for what it is (e.g. a mapping error).
+    Rejected(String),
 }
 
 #[derive(Clone)]
-pub struct OrderIndex {
+pub struct ReadStore {
     client: Elasticsearch,
-    /// Readers and writers use the alias, so a rebuild can swap indices under it.
+    /// Readers and writers use aliases, so a rebuild can swap indices under them.
     alias: String,
+    summaries_alias: String,
     refresh_interval: String,
 }
 
@@ -67,7 +72,7 @@ pub struct SortKey {
     pub id: String,
 }
 
-impl OrderIndex {
+impl ReadStore {
     pub fn new(url: &str, prefix: &str, refresh_interval: &str) -> anyhow::Result<Self> {
         let url = url::Url::parse(url).context("Failed to parse ELASTICSEARCH_URL")?;
         let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
@@ -78,6 +83,7 @@ impl OrderIndex {
         Ok(Self {
             client: Elasticsearch::new(transport),
             alias: format!("{prefix}orders"),
+            summaries_alias: format!("{prefix}summaries"),
             refresh_interval: refresh_interval.to_owned(),
         })
     }
@@ -100,30 +106,56 @@ impl OrderIndex {
         )
     }
 
-    /// Creates `<alias>_v1` with its mapping and points the alias at it,
-    /// unless the alias already exists.
+    pub fn summaries_alias(&self) -> &str {
+        &self.summaries_alias
+    }
+
+    pub fn client(&self) -> &Elasticsearch {
+        &self.client
+    }
+
+    /// Makes sure both aliases exist (creating `<alias>_v1` with its mapping)
+    /// and that their mappings have every field this version writes.
     #[tracing::instrument(skip(self), fields(alias = %self.alias))]
     pub async fn ensure_exists(&self) -> Result<(), IndexError> {
+        self.ensure_alias(&self.alias, self.order_mappings())
+            .await?;
+        self.ensure_alias(&self.summaries_alias, summary_mappings())
+            .await
+    }
+
+    async fn ensure_alias(&self, alias: &str, mappings: Value) -> Result<(), IndexError> {
         let exists = self
             .client
             .indices()
-            .exists_alias(IndicesExistsAliasParts::Name(&[&self.alias]))
+            .exists_alias(IndicesExistsAliasParts::Name(&[alias]))
             .send()
             .await?;
         if exists.status_code().is_success() {
-            return Ok(());
+            // Adding fields to a mapping is allowed and idempotent: older
+            // indices learn the fields newer code writes.
+            let response = self
+                .client
+                .indices()
+                .put_mapping(elasticsearch::indices::IndicesPutMappingParts::Index(&[
+                    alias,
+                ]))
+                .body(mappings)
+                .send()
+                .await?;
+            return check(response).await;
         }
-        let index = format!("{}_v1", self.alias);
+        let index = format!("{alias}_v1");
         let response = self
             .client
             .indices()
             .create(IndicesCreateParts::Index(&index))
-            .body(self.definition())
+            .body(self.definition(alias, mappings))
             .send()
             .await?;
         let status = response.status_code().as_u16();
         if status == 200 {
-            tracing::info!(%index, "created the orders index");
+            tracing::info!(%index, "created index");
             return Ok(());
         }
         let body = response.text().await.unwrap_or_default();
@@ -134,7 +166,8 @@ impl OrderIndex {
         Err(IndexError::Refused { status, body })
     }
 
-    fn definition(&self) -> Value {
+    /// Settings, mappings and alias of a new index behind `alias`.
+    pub fn definition(&self, alias: &str, mappings: Value) -> Value {
         json!({
             "settings": {
                 "number_of_shards": 1,
@@ -142,25 +175,32 @@ impl OrderIndex {
                 // Explicit: an unset interval lets idle shards skip refreshes.
                 "refresh_interval": self.refresh_interval,
             },
-            "mappings": {
-                "dynamic": "strict",
-                "properties": {
-                    "id": { "type": "keyword" },
-                    "user_id": { "type": "keyword" },
-                    "username": { "type": "keyword" },
-                    "items": { "type": "object", "enabled": false },
-                    "skus": { "type": "text", "fields": { "raw": { "type": "keyword" } } },
-                    "note": { "type": "text" },
-                    "total_cents": { "type": "long" },
-                    "placed_at": { "type": "date" },
-                    "version": { "type": "long" }
-                }
-            },
-            "aliases": { &self.alias: {} }
+            "mappings": mappings,
+            "aliases": { alias: {} }
         })
     }
 
-    /// Writes documents with `version_type=external` keyed on the domain
+    pub fn order_mappings(&self) -> Value {
+        json!({
+            "dynamic": "strict",
+            "properties": {
+                "id": { "type": "keyword" },
+                "user_id": { "type": "keyword" },
+                "username": { "type": "keyword" },
+                "items": { "type": "object", "enabled": false },
+                "skus": { "type": "text", "fields": { "raw": { "type": "keyword" } } },
+                "note": { "type": "text" },
+                "total_cents": { "type": "long" },
+                "currency": { "type": "keyword" },
+                "placed_at": { "type": "date" },
+                "status": { "type": "keyword" },
+                "cancelled_at": { "type": "date" },
+                "version": { "type": "long" }
+            }
+        })
+    }
+
+    /// Writes orders with `version_type=external` keyed on the domain
     /// version, so a replayed or reordered write can never overwrite a newer
     /// one. Returns one outcome per document, in order.
     #[tracing::instrument(skip_all, fields(docs = docs.len()))]
@@ -169,23 +209,50 @@ impl OrderIndex {
         docs: &[OrderDocument],
         refresh: RefreshMode,
     ) -> Result<Vec<WriteOutcome>, IndexError> {
-        let mut body: Vec<JsonBody<Value>> = Vec::with_capacity(docs.len() * 2);
-        for doc in docs {
+        let writes = docs
+            .iter()
+            .map(|d| Ok((d.id.to_string(), d.version, serde_json::to_value(d)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .context("Failed to encode an order document")?;
+        self.bulk_versioned(&self.alias, writes, refresh).await
+    }
+
+    /// Writes summaries keyed on their revision (same guarantees as orders).
+    #[tracing::instrument(skip_all, fields(docs = docs.len()))]
+    pub async fn bulk_write_summaries(
+        &self,
+        docs: &[SummaryDocument],
+    ) -> Result<Vec<WriteOutcome>, IndexError> {
+        let writes = docs
+            .iter()
+            .map(|d| Ok((d.user_id.to_string(), d.revision, serde_json::to_value(d)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .context("Failed to encode a summary document")?;
+        self.bulk_versioned(&self.summaries_alias, writes, RefreshMode::Explicit)
+            .await
+    }
+
+    /// One bulk request of `(id, external version, document)` writes to `target`
+    /// (an alias or an index).
+    pub async fn bulk_versioned(
+        &self,
+        target: &str,
+        writes: Vec<(String, i64, Value)>,
+        refresh: RefreshMode,
+    ) -> Result<Vec<WriteOutcome>, IndexError> {
+        if writes.is_empty() {
+            return Ok(vec![]);
+        }
+        let count = writes.len();
+        let mut body: Vec<JsonBody<Value>> = Vec::with_capacity(count * 2);
+        for (id, version, doc) in writes {
             body.push(
-                json!({ "index": {
-                    "_id": doc.id,
-                    "version": doc.version,
-                    "version_type": "external"
-                }})
-                .into(),
-            );
-            body.push(
-                serde_json::to_value(doc)
-                    .context("Failed to encode a document")?
+                json!({ "index": { "_id": id, "version": version, "version_type": "external" } })
                     .into(),
             );
+            body.push(doc.into());
         }
-        let mut request = self.client.bulk(BulkParts::Index(&self.alias)).body(body);
+        let mut request = self.client.bulk(BulkParts::Index(target)).body(body);
         if refresh == RefreshMode::WaitFor {
             request = request.refresh(Refresh::WaitFor);
         }
@@ -201,36 +268,55 @@ impl OrderIndex {
             .json()
             .await
             .context("Failed to read the bulk response")?;
-        if parsed.items.len() != docs.len() {
-            return Err(anyhow::anyhow!(
-                "bulk answered {} items for {}",
-                parsed.items.len(),
-                docs.len()
-            )
-            .into());
+        if parsed.items.len() != count {
+            return Err(
+                anyhow::anyhow!("bulk answered {} items for {count}", parsed.items.len()).into(),
+            );
         }
         Ok(parsed
             .items
             .into_iter()
-            .map(|item| match item.index.status {
-                200 | 201 => WriteOutcome::Applied,
-                409 => WriteOutcome::AlreadyApplied,
-                _ => WriteOutcome::Failed(
+            .map(|item| {
+                let status = item.index.status;
+                let reason = || {
                     item.index
                         .error
+                        .as_ref()
                         .map(|e| e.to_string())
-                        .unwrap_or_else(|| format!("status {}", item.index.status)),
-                ),
+                        .unwrap_or_else(|| format!("status {status}"))
+                };
+                match status {
+                    200 | 201 => WriteOutcome::Applied,
+                    409 => WriteOutcome::AlreadyApplied,
+                    // Overload or a node problem: worth another try.
+                    429 | 500..=599 => WriteOutcome::Failed(reason()),
+                    // The document itself is refused (mapping, size): retrying won't help.
+                    _ => WriteOutcome::Rejected(reason()),
+                }
             })
             .collect())
     }
 
-    /// Makes every write so far searchable.
+    /// Makes every write so far searchable, in both indices.
     pub async fn refresh(&self) -> Result<(), IndexError> {
         let response = self
             .client
             .indices()
-            .refresh(IndicesRefreshParts::Index(&[&self.alias]))
+            .refresh(IndicesRefreshParts::Index(&[
+                &self.alias,
+                &self.summaries_alias,
+            ]))
+            .send()
+            .await?;
+        check(response).await
+    }
+
+    /// One user's summary, if search shows one.
+    pub async fn summary(&self, user_id: Uuid) -> Result<Option<SummaryDocument>, IndexError> {
+        let response = self
+            .client
+            .search(SearchParts::Index(&[&self.summaries_alias]))
+            .body(json!({ "size": 1, "query": { "ids": { "values": [user_id] } } }))
             .send()
             .await?;
         let status = response.status_code().as_u16();
@@ -238,7 +324,11 @@ impl OrderIndex {
             let body = response.text().await.unwrap_or_default();
             return Err(IndexError::Refused { status, body });
         }
-        Ok(())
+        let parsed: SearchResponse<SummaryDocument> = response
+            .json()
+            .await
+            .context("Failed to read the summary response")?;
+        Ok(parsed.hits.hits.into_iter().next().map(|h| h.source))
     }
 
     /// A page of one user's orders, newest first, optionally full-text
@@ -314,7 +404,7 @@ impl OrderIndex {
             let body = response.text().await.unwrap_or_default();
             return Err(IndexError::Refused { status, body });
         }
-        let parsed: SearchResponse = response
+        let parsed: SearchResponse<OrderDocument> = response
             .json()
             .await
             .context("Failed to read the search response")?;
@@ -330,23 +420,6 @@ impl OrderIndex {
                 Ok((hit.source, key))
             })
             .collect()
-    }
-
-    /// Deletes every index this instance's prefix names (tests clean up with it).
-    pub async fn delete_all(&self) -> anyhow::Result<()> {
-        let pattern = format!("{}*", self.alias);
-        let response = self
-            .client
-            .indices()
-            .delete(elasticsearch::indices::IndicesDeleteParts::Index(&[
-                &pattern,
-            ]))
-            .send()
-            .await?;
-        if !response.status_code().is_success() && response.status_code().as_u16() != 404 {
-            bail!("Failed to delete {pattern}: {}", response.status_code());
-        }
-        Ok(())
     }
 }
 
@@ -367,17 +440,41 @@ struct BulkItemResult {
 }
 
 #[derive(Deserialize)]
-struct SearchResponse {
-    hits: Hits,
+struct SearchResponse<T> {
+    hits: Hits<T>,
 }
 
 #[derive(Deserialize)]
-struct Hits {
-    hits: Vec<Hit>,
+struct Hits<T> {
+    hits: Vec<Hit<T>>,
 }
 
 #[derive(Deserialize)]
-struct Hit {
+struct Hit<T> {
     #[serde(rename = "_source")]
-    source: OrderDocument,
+    source: T,
+}
+
+/// Turns a non-success answer into an error.
+async fn check(response: elasticsearch::http::response::Response) -> Result<(), IndexError> {
+    let status = response.status_code().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(IndexError::Refused { status, body })
+}
+
+fn summary_mappings() -> Value {
+    json!({
+        "dynamic": "strict",
+        "properties": {
+            "user_id": { "type": "keyword" },
+            "orders_placed": { "type": "long" },
+            "orders_cancelled": { "type": "long" },
+            "spent_cents": { "type": "object", "enabled": false },
+            "last_order_at": { "type": "date" },
+            "revision": { "type": "long" }
+        }
+    })
 }

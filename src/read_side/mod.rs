@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/orders", get(list_orders))
         .route("/api/orders/{id}", get(get_order))
+        .route("/api/summary", get(get_summary))
 }
 
 pub const DEFAULT_PAGE_SIZE: usize = 20;
@@ -118,7 +119,7 @@ pub async fn list_page(
         None => vec![],
     };
     let page = state
-        .orders_index
+        .read_store
         .search(user.id, q, limit, after.as_ref())
         .await?;
     let mut orders: Vec<OrderView> = page.orders.into_iter().map(|d| d.into_view()).collect();
@@ -156,7 +157,7 @@ async fn get_order(
     user: CurrentUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> AppResult<impl IntoResponse> {
-    match state.orders_index.find(user.id, id).await {
+    match state.read_store.find(user.id, id).await {
         Ok(Some(doc)) => {
             return Ok((
                 read_source_header(ReadSource::ReadModel),
@@ -180,4 +181,22 @@ fn read_source_header(source: ReadSource) -> [(HeaderName, axum::http::HeaderVal
         HeaderName::from_static(read_your_writes::HEADER),
         source.header_value(),
     )]
+}
+
+/// The user's counters from the read store (all zero before the first order
+/// is projected).
+async fn get_summary(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> AppResult<impl IntoResponse> {
+    let summary =
+        state
+            .read_store
+            .summary(user.id)
+            .await?
+            .unwrap_or_else(|| document::SummaryDocument {
+                user_id: user.id,
+                ..Default::default()
+            });
+    Ok((read_source_header(ReadSource::ReadModel), Json(summary)))
 }

@@ -98,13 +98,20 @@ pub fn merge_into_page(
         // Descending order: "after the start" means a smaller key.
         let after_start = after.is_none_or(|start| key < *start);
         let before_end = next.is_none_or(|end| key >= *end);
-        if after_start
-            && before_end
-            && matches_query(&order, q)
-            && !page.iter().any(|o| o.id == order.id)
-        {
-            page.push(order);
-            merged = true;
+        if !(after_start && before_end && matches_query(&order, q)) {
+            continue;
+        }
+        match page.iter_mut().find(|o| o.id == order.id) {
+            // The write side is ahead (e.g. a cancellation not yet projected).
+            Some(shown) if shown.version < order.version => {
+                *shown = order;
+                merged = true;
+            }
+            Some(_) => {}
+            None => {
+                page.push(order);
+                merged = true;
+            }
         }
     }
     if merged {
@@ -150,8 +157,11 @@ mod tests {
                 unit_price_cents: 1,
             }],
             total_cents: 1,
+            currency: "USD".into(),
             note: Some("Blue widget".into()),
             placed_at: Utc.timestamp_millis_opt(millis).unwrap(),
+            status: crate::order::OrderStatus::Placed,
+            version: 1,
             visible: false,
         }
     }

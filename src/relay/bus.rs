@@ -15,8 +15,12 @@ use crate::projector::Projector;
 pub struct Delivery {
     /// Outbox ids durably taken: the relay marks these published.
     pub taken: Vec<i64>,
-    /// Outbox ids refused, with the reason; they stay unpublished.
-    pub refused: Vec<(i64, String)>,
+    /// Outbox ids refused for good (poison), with the reason: the relay parks
+    /// them in the dead-letter table and goes on.
+    pub parked: Vec<(i64, String)>,
+    /// Outbox ids that failed for a passing reason: they stay unpublished
+    /// and are tried again after a backoff.
+    pub retry: Vec<(i64, String)>,
 }
 
 pub trait Bus: Send + Sync + 'static {

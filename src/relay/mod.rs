@@ -100,15 +100,22 @@ impl Relay {
         outbox::mark_published(&mut tx, &delivery.taken)
             .await
             .context("Failed to mark events published")?;
+        for (id, reason) in &delivery.parked {
+            tracing::error!(outbox_id = id, %reason, "event dead-lettered");
+            outbox::park(&mut tx, *id, reason)
+                .await
+                .context("Failed to park a poison event")?;
+        }
         tx.commit()
             .await
             .context("Failed to commit the relay batch")?;
         metrics::counter!("sightline_events_published_total")
             .increment(delivery.taken.len() as u64);
-        if let Some((id, reason)) = delivery.refused.first() {
+        metrics::counter!("sightline_dead_letters_total").increment(delivery.parked.len() as u64);
+        if let Some((id, reason)) = delivery.retry.first() {
             anyhow::bail!(
-                "{} event(s) refused, first outbox id {id}: {reason}",
-                delivery.refused.len()
+                "{} event(s) to retry, first outbox id {id}: {reason}",
+                delivery.retry.len()
             );
         }
         Ok(events.len())

@@ -15,12 +15,22 @@ pub const CHANNEL: &str = "sightline_notices";
 /// Arbitrary but fixed: serialises notice recording across processes.
 const RECORD_LOCK: i64 = 0x5167_6874_6c6e;
 
+/// `order-visible`: search shows this version. `order-failed`: its event
+/// was dead-lettered, so it will not show until retried.
+pub const ORDER_VISIBLE: &str = "order-visible";
+pub const ORDER_FAILED: &str = "order-failed";
+
 #[derive(sqlx::FromRow, Serialize, Clone, Debug, PartialEq)]
 pub struct Notice {
     pub seq: i64,
     pub user_id: Uuid,
     pub order_id: Uuid,
     pub order_version: i32,
+    pub kind: String,
+    /// The order's status at this version (`placed`, `cancelled`).
+    pub status: String,
+    pub error: Option<String>,
+    /// When the notice was recorded.
     pub visible_at: DateTime<Utc>,
 }
 
@@ -29,7 +39,12 @@ pub struct NewNotice {
     pub user_id: Uuid,
     pub order_id: Uuid,
     pub order_version: i32,
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub error: Option<String>,
 }
+
+const COLUMNS: &str = "seq, user_id, order_id, order_version, kind, status, error, visible_at";
 
 /// Records notices for order versions that search now shows. Recording the
 /// same version again does nothing, so redelivery never sends a notice twice.
@@ -39,24 +54,29 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
     if notices.is_empty() {
         return Ok(vec![]);
     }
-    let (users, (orders, versions)): (Vec<Uuid>, (Vec<Uuid>, Vec<i32>)) = notices
-        .iter()
-        .map(|n| (n.user_id, (n.order_id, n.order_version)))
-        .unzip();
+    let users: Vec<Uuid> = notices.iter().map(|n| n.user_id).collect();
+    let orders: Vec<Uuid> = notices.iter().map(|n| n.order_id).collect();
+    let versions: Vec<i32> = notices.iter().map(|n| n.order_version).collect();
+    let kinds: Vec<&str> = notices.iter().map(|n| n.kind).collect();
+    let statuses: Vec<&str> = notices.iter().map(|n| n.status).collect();
+    let errors: Vec<Option<String>> = notices.iter().map(|n| n.error.clone()).collect();
     let mut tx = db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(RECORD_LOCK)
         .execute(&mut *tx)
         .await?;
-    let recorded: Vec<Notice> = sqlx::query_as(
-        "INSERT INTO notices (user_id, order_id, order_version)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[])
-         ON CONFLICT (order_id, order_version) DO NOTHING
-         RETURNING seq, user_id, order_id, order_version, visible_at",
-    )
+    let recorded: Vec<Notice> = sqlx::query_as(&format!(
+        "INSERT INTO notices (user_id, order_id, order_version, kind, status, error)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[])
+         ON CONFLICT (order_id, order_version, kind) DO NOTHING
+         RETURNING {COLUMNS}"
+    ))
     .bind(&users)
     .bind(&orders)
     .bind(&versions)
+    .bind(&kinds)
+    .bind(&statuses)
+    .bind(&errors)
     .fetch_all(&mut *tx)
     .await?;
     if !recorded.is_empty() {
@@ -71,10 +91,9 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
 
 /// Every user's notices after `seq`, in order (the hub's catch-up).
 pub async fn after(db: &PgPool, seq: i64, limit: i64) -> sqlx::Result<Vec<Notice>> {
-    sqlx::query_as(
-        "SELECT seq, user_id, order_id, order_version, visible_at FROM notices
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notices WHERE seq > $1 ORDER BY seq LIMIT $2"
+    ))
     .bind(seq)
     .bind(limit)
     .fetch_all(db)
@@ -88,10 +107,9 @@ pub async fn for_user_between(
     after: i64,
     up_to: i64,
 ) -> sqlx::Result<Vec<Notice>> {
-    sqlx::query_as(
-        "SELECT seq, user_id, order_id, order_version, visible_at FROM notices
-         WHERE user_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notices WHERE user_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq"
+    ))
     .bind(user_id)
     .bind(after)
     .bind(up_to)
@@ -108,10 +126,20 @@ pub async fn head(db: &PgPool) -> sqlx::Result<i64> {
 
 /// The latest notice of an order, if any.
 pub async fn latest_for_order(db: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Notice>> {
-    sqlx::query_as(
-        "SELECT seq, user_id, order_id, order_version, visible_at FROM notices
-         WHERE order_id = $1 ORDER BY order_version DESC LIMIT 1",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notices WHERE order_id = $1 ORDER BY seq DESC LIMIT 1"
+    ))
+    .bind(order_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The latest `order-visible` notice of an order, if any.
+pub async fn latest_visible(db: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Notice>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notices WHERE order_id = $1 AND kind = '{ORDER_VISIBLE}'
+         ORDER BY seq DESC LIMIT 1"
+    ))
     .bind(order_id)
     .fetch_optional(db)
     .await

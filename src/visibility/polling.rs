@@ -25,9 +25,19 @@ pub struct VisibilityParams {
 #[derive(Serialize)]
 pub struct Visibility {
     pub id: Uuid,
+    /// True once search shows the order (its `order-visible` notice is recorded).
     pub visible: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub visible_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The newest version search shows, and its status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// True when the newest notice says the order could not be projected.
+    pub failed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[tracing::instrument(skip(state, user, params), fields(user = %user.username))]
@@ -49,18 +59,23 @@ pub async fn visibility(
     }
     // Subscribe before looking, so a notice recorded in between is not missed.
     let mut subscription = state.hub.subscribe(user.id);
-    let answer = |notice: Option<Notice>| {
+    let answer = |latest: Option<Notice>, visible: Option<Notice>| {
+        let failed = latest.filter(|n| n.kind == notice_log::ORDER_FAILED);
         Json(Visibility {
             id,
-            visible: notice.is_some(),
-            visible_at: notice.map(|n| n.visible_at),
+            visible: visible.is_some(),
+            visible_at: visible.as_ref().map(|n| n.visible_at),
+            version: visible.as_ref().map(|n| n.order_version),
+            status: visible.map(|n| n.status),
+            failed: failed.is_some(),
+            error: failed.and_then(|n| n.error),
         })
     };
-    if let Some(notice) = notice_log::latest_for_order(&state.db, id).await? {
-        return Ok(answer(Some(notice)));
-    }
-    if wait == 0 {
-        return Ok(answer(None));
+    let latest = notice_log::latest_for_order(&state.db, id).await?;
+    let visible = notice_log::latest_visible(&state.db, id).await?;
+    // Answer at once when there is news (visible, or failed).
+    if latest.is_some() || wait == 0 {
+        return Ok(answer(latest, visible));
     }
     let mut shutdown = state.shutdown.subscribe();
     let waited = tokio::time::timeout(Duration::from_secs(wait), async {
@@ -86,5 +101,8 @@ pub async fn visibility(
         Ok(result) => result.map_err(AppError::from)?,
         Err(_elapsed) => None,
     };
-    Ok(answer(notice))
+    let visible = notice
+        .clone()
+        .filter(|n| n.kind == notice_log::ORDER_VISIBLE);
+    Ok(answer(notice, visible))
 }

@@ -20,18 +20,23 @@ use crate::state::AppState;
 /// How long a client waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(1000);
 
-pub fn order_visible_event(notice: &Notice) -> Event {
+/// `order-visible` (or `order-failed`) as an SSE event; its id is the cursor.
+pub fn notice_event(notice: &Notice) -> Event {
+    let mut data = json!({
+        "id": notice.order_id,
+        "version": notice.order_version,
+        "status": notice.status,
+        "visible_at": notice.visible_at,
+    });
+    if let Some(error) = &notice.error {
+        data["error"] = json!(error);
+        data["failed_at"] = data["visible_at"].take();
+        data.as_object_mut().map(|d| d.remove("visible_at"));
+    }
     Event::default()
-        .event("order-visible")
+        .event(notice.kind.as_str())
         .id(notice.seq.to_string())
-        .data(
-            json!({
-                "id": notice.order_id,
-                "version": notice.order_version,
-                "visible_at": notice.visible_at,
-            })
-            .to_string(),
-        )
+        .data(data.to_string())
 }
 
 fn cursor_event(kind: &'static str, head: i64) -> Event {
@@ -63,7 +68,7 @@ pub async fn events(
         Some(Some(last)) if (0..=head).contains(&last) => {
             opening.push(cursor_event("ready", head));
             let missed = notice_log::for_user_between(&state.db, user.id, last, head).await?;
-            opening.extend(missed.iter().map(order_visible_event));
+            opening.extend(missed.iter().map(notice_event));
         }
         // Ahead of this instance's hub but known to the log: another instance
         // served it. Continue from there.
@@ -81,7 +86,7 @@ pub async fn events(
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(move |item| {
             std::future::ready(match item {
-                Ok(n) if n.seq > floor && n.user_id == user_id => Some(order_visible_event(&n)),
+                Ok(n) if n.seq > floor && n.user_id == user_id => Some(notice_event(&n)),
                 _ => None,
             })
         });

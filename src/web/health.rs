@@ -23,7 +23,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
     .await
     .is_ok_and(|r| r.is_ok());
-    let elasticsearch = state.orders_index.ping().await;
+    let elasticsearch = state.read_store.ping().await;
     let word = |up: bool| if up { "up" } else { "down" };
     let (status, overall) = match (postgres, elasticsearch) {
         (true, true) => (StatusCode::OK, "ready"),

@@ -495,6 +495,7 @@ fn order_request(form: &OrderForm) -> Result<PlaceOrderRequest, AppError> {
             unit_price_cents: parse_number("unit_price_cents", &form.unit_price_cents)?,
         }],
         note: (!note.is_empty()).then(|| note.to_owned()),
+        currency: None,
     })
 }
 

@@ -2,8 +2,10 @@
 //!
 //! - `validation` — where an order is validated
 //! - `place_order` — where it is committed (one transaction, outbox included)
+//! - `cancel_order` — the one change an order can go through
 //! - `store` — reading an order back from the write database
 
+pub mod cancel_order;
 pub mod place_order;
 pub mod store;
 pub mod validation;
@@ -18,14 +20,17 @@ use serde::Serialize;
 use crate::auth::CurrentUser;
 use crate::consistency::ConsistencyToken;
 use crate::error::AppResult;
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ApiPath};
 use crate::order::OrderView;
 use crate::state::AppState;
 use place_order::Placed;
 use store::StoredOrder;
+use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/orders", post(create_order))
+    Router::new()
+        .route("/api/orders", post(create_order))
+        .route("/api/orders/{id}/cancel", post(cancel))
 }
 
 /// The answer to a write: the order plus the token that lets the next read
@@ -37,15 +42,19 @@ pub struct WriteReceipt {
     pub consistency_token: String,
 }
 
-impl From<&StoredOrder> for WriteReceipt {
-    fn from(order: &StoredOrder) -> Self {
+impl WriteReceipt {
+    pub fn new(order: &StoredOrder, write_seq: i64) -> Self {
         WriteReceipt {
             order: order.view(),
-            consistency_token: ConsistencyToken {
-                write_seq: order.user_write_seq,
-            }
-            .encode(),
+            consistency_token: ConsistencyToken { write_seq }.encode(),
         }
+    }
+}
+
+impl From<&StoredOrder> for WriteReceipt {
+    /// The receipt of placing: the token covers the order's own position.
+    fn from(order: &StoredOrder) -> Self {
+        Self::new(order, order.user_write_seq)
     }
 }
 
@@ -65,4 +74,16 @@ async fn create_order(
         [(header::LOCATION, location)],
         Json(WriteReceipt::from(&stored)),
     ))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> AppResult<Json<WriteReceipt>> {
+    let cancellation = cancel_order::cancel_order(&state.db, &user, id).await?;
+    Ok(Json(WriteReceipt::new(
+        &cancellation.order,
+        cancellation.write_seq,
+    )))
 }

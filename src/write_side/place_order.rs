@@ -9,6 +9,7 @@ use super::store::{self, StoredOrder};
 use super::validation::ValidOrder;
 use crate::auth::CurrentUser;
 use crate::error::{AppError, AppResult};
+use crate::order::OrderStatus;
 use crate::outbox::{self, NewEvent, events};
 
 pub enum Placed {
@@ -33,8 +34,8 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
     .await?;
 
     let placed_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "INSERT INTO orders (id, user_id, user_write_seq, note, total_cents)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO orders (id, user_id, user_write_seq, note, total_cents, currency)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (id) DO NOTHING
          RETURNING placed_at",
     )
@@ -43,6 +44,7 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
     .bind(write_seq)
     .bind(&order.note)
     .bind(order.total_cents)
+    .bind(&order.currency)
     .fetch_optional(&mut *tx)
     .await?;
 
@@ -68,12 +70,13 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
     .execute(&mut *tx)
     .await?;
 
-    let event = events::OrderPlacedV1 {
+    let event = events::OrderPlacedV2 {
         order_id: order.id,
         user_id: user.id,
         username: user.username.clone(),
         items: order.items.clone(),
         total_cents: order.total_cents,
+        currency: order.currency.clone(),
         note: order.note.clone(),
         placed_at,
     };
@@ -81,7 +84,7 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
         &mut tx,
         NewEvent {
             event_type: events::ORDER_PLACED,
-            schema_version: events::OrderPlacedV1::SCHEMA_VERSION,
+            schema_version: events::OrderPlacedV2::SCHEMA_VERSION,
             aggregate_id: order.id,
             aggregate_version: 1,
             user_id: user.id,
@@ -100,7 +103,10 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
         items: order.items,
         note: order.note,
         total_cents: order.total_cents,
+        currency: order.currency,
         placed_at,
+        status: OrderStatus::Placed,
+        version: 1,
         visible: false,
     }))
 }
@@ -117,7 +123,10 @@ async fn existing_order(db: &PgPool, user: &CurrentUser, order: &ValidOrder) -> 
             "an order with this id already exists",
         ));
     }
-    if existing.items != order.items || existing.note != order.note {
+    if existing.items != order.items
+        || existing.note != order.note
+        || existing.currency != order.currency
+    {
         return Err(AppError::conflict(
             "id_reused",
             "an order with this id was placed with other content",

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::order::{Item, OrderView};
+use crate::order::{Item, OrderStatus, OrderView};
 
 /// An order as the write database holds it.
 #[derive(Debug, Clone)]
@@ -18,8 +18,11 @@ pub struct StoredOrder {
     pub items: Vec<Item>,
     pub note: Option<String>,
     pub total_cents: i64,
+    pub currency: String,
     pub placed_at: DateTime<Utc>,
-    /// Whether the order's notice has been recorded (search can see it).
+    pub status: OrderStatus,
+    pub version: i32,
+    /// Whether the current version's notice has been recorded (search shows it).
     pub visible: bool,
 }
 
@@ -30,8 +33,11 @@ impl StoredOrder {
             username: self.username.clone(),
             items: self.items.clone(),
             total_cents: self.total_cents,
+            currency: self.currency.clone(),
             note: self.note.clone(),
             placed_at: self.placed_at,
+            status: self.status,
+            version: self.version,
             visible: self.visible,
         }
     }
@@ -45,7 +51,10 @@ struct OrderRow {
     user_write_seq: i64,
     note: Option<String>,
     total_cents: i64,
+    currency: String,
     placed_at: DateTime<Utc>,
+    status: String,
+    version: i32,
     visible: bool,
     skus: Vec<String>,
     quantities: Vec<i32>,
@@ -73,16 +82,21 @@ impl From<OrderRow> for StoredOrder {
             items,
             note: row.note,
             total_cents: row.total_cents,
+            currency: row.currency,
             placed_at: row.placed_at,
+            // The column only ever holds what `OrderStatus::as_str` wrote.
+            status: OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Placed),
+            version: row.version,
             visible: row.visible,
         }
     }
 }
 
 const SELECT_ORDERS: &str = "
-    SELECT o.id, o.user_id, u.username, o.user_write_seq, o.note, o.total_cents, o.placed_at,
-           EXISTS (SELECT 1 FROM notices n WHERE n.order_id = o.id AND n.order_version = o.version)
-               AS visible,
+    SELECT o.id, o.user_id, u.username, o.user_write_seq, o.note, o.total_cents, o.currency,
+           o.placed_at, o.status, o.version,
+           EXISTS (SELECT 1 FROM notices n WHERE n.order_id = o.id AND n.order_version = o.version
+                     AND n.kind = 'order-visible') AS visible,
            ARRAY(SELECT sku FROM order_items i WHERE i.order_id = o.id ORDER BY position) AS skus,
            ARRAY(SELECT quantity FROM order_items i WHERE i.order_id = o.id ORDER BY position)
                AS quantities,
@@ -105,7 +119,8 @@ pub async fn not_yet_visible(
 ) -> sqlx::Result<Vec<StoredOrder>> {
     let sql = format!(
         "{SELECT_ORDERS} WHERE o.user_id = $1 AND o.user_write_seq <= $2
-           AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.order_id = o.id AND n.order_version = o.version)
+           AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.order_id = o.id
+                             AND n.order_version = o.version AND n.kind = 'order-visible')
          ORDER BY o.placed_at DESC, o.id DESC LIMIT 1000"
     );
     let rows: Vec<OrderRow> = sqlx::query_as(&sql)

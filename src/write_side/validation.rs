@@ -21,6 +21,8 @@ pub struct PlaceOrderRequest {
     pub id: Option<Uuid>,
     pub items: Vec<ItemRequest>,
     pub note: Option<String>,
+    /// ISO 4217 code; absent means the default currency.
+    pub currency: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -38,6 +40,7 @@ pub struct ValidOrder {
     pub items: Vec<Item>,
     pub note: Option<String>,
     pub total_cents: i64,
+    pub currency: String,
 }
 
 pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
@@ -82,6 +85,15 @@ pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
             format!("note must be at most {MAX_NOTE_CHARS} characters"),
         ));
     }
+    let currency = request
+        .currency
+        .unwrap_or_else(|| crate::outbox::events::DEFAULT_CURRENCY.to_owned());
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(AppError::invalid(
+            "currency",
+            "currency must be a three-letter code such as USD",
+        ));
+    }
     // At most 100 × 1000 × 10^7 = 10^12: no overflow possible.
     let total_cents = items
         .iter()
@@ -92,6 +104,7 @@ pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
         items,
         note: request.note,
         total_cents,
+        currency,
     })
 }
 
@@ -120,6 +133,7 @@ mod tests {
             id: None,
             items: vec![item("A", 2, 150), item("B", 1, 99)],
             note: None,
+            currency: None,
         })
         .unwrap();
         assert_eq!(order.total_cents, 399);
@@ -131,6 +145,7 @@ mod tests {
             id: None,
             items,
             note: None,
+            currency: None,
         };
         assert_eq!(field_of(validate(req(vec![]))), "items");
         assert_eq!(
@@ -150,8 +165,18 @@ mod tests {
                 id: None,
                 items: vec![item("A", 1, 1)],
                 note: Some("x".repeat(1001)),
+                currency: None,
             })),
             "note"
+        );
+        assert_eq!(
+            field_of(validate(PlaceOrderRequest {
+                id: None,
+                items: vec![item("A", 1, 1)],
+                note: None,
+                currency: Some("usd".into()),
+            })),
+            "currency"
         );
     }
 }

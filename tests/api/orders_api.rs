@@ -216,7 +216,7 @@ async fn the_order_and_its_order_placed_event_commit_together() {
     .await
     .unwrap();
     assert_eq!(event_type, "OrderPlaced");
-    assert_eq!(schema_version, 1);
+    assert_eq!(schema_version, 2);
     assert_eq!(aggregate_id, id);
     assert_eq!(aggregate_version, 1);
     assert_eq!(user_id, app.user_id(&user).await);
@@ -832,7 +832,7 @@ async fn visibility_turns_true_once_the_notice_is_recorded_and_a_long_poll_retur
         .await
         .unwrap();
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({ "id": id, "visible": false }));
+    assert_eq!(body, json!({ "id": id, "visible": false, "failed": false }));
 
     let long_poll = async {
         let response = app

@@ -1,0 +1,133 @@
+//! The counter-style read model: per-user summaries.
+//!
+//! Counters are where duplicate delivery does damage, so every event is
+//! counted through an inbox keyed by event id, in the same transaction as the
+//! counters: a redelivered event finds itself in the inbox and counts nothing.
+//! The folds commute, so delivery order does not matter either.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::outbox::events::OrderEvent;
+use crate::read_side::document::SummaryDocument;
+
+/// Folds one event into a summary. Pure, and commutative across events.
+pub fn fold(summary: &mut SummaryDocument, event: &OrderEvent) {
+    let order = event.order();
+    match event {
+        OrderEvent::Placed(_) => {
+            summary.orders_placed += 1;
+            *summary
+                .spent_cents
+                .entry(order.currency.clone())
+                .or_default() += order.total_cents;
+            summary.last_order_at = summary.last_order_at.max(Some(order.placed_at));
+        }
+        OrderEvent::Cancelled(_) => {
+            summary.orders_cancelled += 1;
+            *summary
+                .spent_cents
+                .entry(order.currency.clone())
+                .or_default() -= order.total_cents;
+        }
+    }
+    summary.revision += 1;
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    user_id: Uuid,
+    revision: i64,
+    orders_placed: i64,
+    orders_cancelled: i64,
+    spent_cents: sqlx::types::Json<BTreeMap<String, i64>>,
+    last_order_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<SummaryRow> for SummaryDocument {
+    fn from(row: SummaryRow) -> Self {
+        SummaryDocument {
+            user_id: row.user_id,
+            orders_placed: row.orders_placed,
+            orders_cancelled: row.orders_cancelled,
+            spent_cents: row.spent_cents.0,
+            last_order_at: row.last_order_at,
+            revision: row.revision,
+        }
+    }
+}
+
+/// Counts the events not counted before and returns the current summary of
+/// every user the batch touches — also when nothing new was counted, so a
+/// summary lost between this commit and the read store write is written again.
+pub async fn count(
+    db: &PgPool,
+    events: &[(Uuid, Uuid, &OrderEvent)],
+) -> sqlx::Result<Vec<SummaryDocument>> {
+    if events.is_empty() {
+        return Ok(vec![]);
+    }
+    let event_ids: Vec<Uuid> = events.iter().map(|(id, _, _)| *id).collect();
+    let mut user_ids: Vec<Uuid> = events.iter().map(|(_, user, _)| *user).collect();
+    user_ids.sort();
+    user_ids.dedup();
+
+    let mut tx = db.begin().await?;
+    let fresh: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO projector_inbox (event_id) SELECT * FROM UNNEST($1::uuid[])
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(&event_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO user_summaries (user_id, revision) SELECT *, 0 FROM UNNEST($1::uuid[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&user_ids)
+    .execute(&mut *tx)
+    .await?;
+    // Sorted ids: concurrent projectors lock rows in the same order.
+    let rows: Vec<SummaryRow> = sqlx::query_as(
+        "SELECT user_id, revision, orders_placed, orders_cancelled, spent_cents, last_order_at
+         FROM user_summaries WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+    )
+    .bind(&user_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut summaries: HashMap<Uuid, SummaryDocument> =
+        rows.into_iter().map(|r| (r.user_id, r.into())).collect();
+
+    let mut changed = Vec::new();
+    for (event_id, user_id, event) in events {
+        if !fresh.contains(event_id) {
+            continue;
+        }
+        if let Some(summary) = summaries.get_mut(user_id) {
+            fold(summary, event);
+            changed.push(*user_id);
+        }
+    }
+    changed.sort();
+    changed.dedup();
+    for user_id in &changed {
+        let s = &summaries[user_id];
+        sqlx::query(
+            "UPDATE user_summaries SET revision = $2, orders_placed = $3, orders_cancelled = $4,
+                    spent_cents = $5, last_order_at = $6 WHERE user_id = $1",
+        )
+        .bind(s.user_id)
+        .bind(s.revision)
+        .bind(s.orders_placed)
+        .bind(s.orders_cancelled)
+        .bind(sqlx::types::Json(&s.spent_cents))
+        .bind(s.last_order_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    // Users with nothing counted yet (revision 0) have nothing to show.
+    Ok(summaries.into_values().filter(|s| s.revision > 0).collect())
+}

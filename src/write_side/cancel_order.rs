@@ -1,0 +1,87 @@
+//! Cancelling an order: the state change and its `OrderCancelled` event
+//! commit together, like placing one.
+
+use anyhow::Context;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::store::{self, StoredOrder};
+use crate::auth::CurrentUser;
+use crate::error::{AppError, AppResult};
+use crate::order::OrderStatus;
+use crate::outbox::{self, NewEvent, events};
+
+pub struct Cancellation {
+    pub order: StoredOrder,
+    /// The user's write position after this request, for the consistency token.
+    pub write_seq: i64,
+}
+
+/// Cancels the user's order; cancelling a cancelled order changes nothing.
+/// Another user's order is reported as unknown.
+#[tracing::instrument(skip(db, user), fields(user = %user.username))]
+pub async fn cancel_order(db: &PgPool, user: &CurrentUser, id: Uuid) -> AppResult<Cancellation> {
+    let mut tx = db.begin().await?;
+    // The user row first, as when placing: one lock order, no deadlocks, and
+    // this user's positions keep committing in order.
+    let write_seq: i64 = sqlx::query_scalar(
+        "UPDATE users SET write_seq = write_seq + 1 WHERE id = $1 RETURNING write_seq",
+    )
+    .bind(user.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 AND user_id = $2 FOR UPDATE")
+            .bind(id)
+            .bind(user.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(status) = status else {
+        return Err(AppError::NotFound);
+    };
+    if status == OrderStatus::Cancelled.as_str() {
+        // Nothing to do; the transaction rolls back on drop.
+        let order = store::load(db, id).await?.context("Order vanished")?;
+        let write_seq = order.user_write_seq.max(write_seq - 1);
+        return Ok(Cancellation { order, write_seq });
+    }
+    let (version, cancelled_at): (i32, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "UPDATE orders SET status = $2, version = version + 1, cancelled_at = now()
+         WHERE id = $1 RETURNING version, cancelled_at",
+    )
+    .bind(id)
+    .bind(OrderStatus::Cancelled.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let order = store::load(&mut *tx, id)
+        .await?
+        .context("Order vanished inside its own transaction")?;
+    let event = events::OrderCancelledV1 {
+        order: events::OrderPlacedV2 {
+            order_id: order.id,
+            user_id: order.user_id,
+            username: order.username.clone(),
+            items: order.items.clone(),
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+            note: order.note.clone(),
+            placed_at: order.placed_at,
+        },
+        cancelled_at,
+    };
+    outbox::append(
+        &mut tx,
+        NewEvent {
+            event_type: events::ORDER_CANCELLED,
+            schema_version: events::OrderCancelledV1::SCHEMA_VERSION,
+            aggregate_id: id,
+            aggregate_version: version,
+            user_id: user.id,
+            payload: serde_json::to_value(&event).context("Failed to encode OrderCancelled")?,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    metrics::counter!("sightline_orders_cancelled_total").increment(1);
+    Ok(Cancellation { order, write_seq })
+}
