@@ -8,6 +8,9 @@
 
 pub mod summaries;
 
+#[cfg(test)]
+mod properties;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;

@@ -36,6 +36,35 @@ pub fn fold(summary: &mut SummaryDocument, event: &OrderEvent) {
     summary.revision += 1;
 }
 
+/// Folds the events the inbox saw for the first time into their users'
+/// summaries; returns the users whose summary changed. Events already in the
+/// inbox (redeliveries) count nothing.
+pub fn fold_fresh(
+    summaries: &mut HashMap<Uuid, SummaryDocument>,
+    fresh: &std::collections::HashSet<Uuid>,
+    events: &[(Uuid, Uuid, &OrderEvent)],
+) -> Vec<Uuid> {
+    let mut uncounted = fresh.clone();
+    let mut changed = Vec::new();
+    for (event_id, user_id, event) in events {
+        // Removing it means a batch carrying the same event twice counts it once.
+        if !uncounted.remove(event_id) {
+            continue;
+        }
+        let summary = summaries
+            .entry(*user_id)
+            .or_insert_with(|| SummaryDocument {
+                user_id: *user_id,
+                ..Default::default()
+            });
+        fold(summary, event);
+        changed.push(*user_id);
+    }
+    changed.sort();
+    changed.dedup();
+    changed
+}
+
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
     user_id: Uuid,
@@ -100,18 +129,8 @@ pub async fn count(
     let mut summaries: HashMap<Uuid, SummaryDocument> =
         rows.into_iter().map(|r| (r.user_id, r.into())).collect();
 
-    let mut changed = Vec::new();
-    for (event_id, user_id, event) in events {
-        if !fresh.contains(event_id) {
-            continue;
-        }
-        if let Some(summary) = summaries.get_mut(user_id) {
-            fold(summary, event);
-            changed.push(*user_id);
-        }
-    }
-    changed.sort();
-    changed.dedup();
+    let fresh: std::collections::HashSet<Uuid> = fresh.into_iter().collect();
+    let changed = fold_fresh(&mut summaries, &fresh, events);
     for user_id in &changed {
         let s = &summaries[user_id];
         sqlx::query(

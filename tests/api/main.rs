@@ -6,5 +6,6 @@ mod auth_api;
 mod browser;
 mod errors_api;
 mod events_api;
+mod lifecycle;
 mod orders_api;
 mod smoke;

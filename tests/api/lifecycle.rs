@@ -1,0 +1,220 @@
+//! Orders have a lifecycle: cancellation, versions above 1, and the
+//! counter-style summary that must stay exact under redelivery.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{order_ids, spawn_app, visible_id};
+
+#[tokio::test]
+async fn cancelling_produces_version_2_with_its_own_notice_and_the_list_shows_it() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let (mut stream, _) = app.open_events_ready(&user).await;
+    let order = app.place_simple_order(&user, "CANCEL-ME").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let placed = stream.next_order_visible().await;
+    assert_eq!(visible_id(&placed), id);
+    assert_eq!(placed.json()["version"], 1);
+    assert_eq!(placed.json()["status"], "placed");
+
+    let response = app
+        .post(&user, &format!("/api/orders/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cancelled: Value = response.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["version"], 2);
+    assert!(cancelled["consistency_token"].is_string());
+
+    let notice = stream.next_order_visible().await;
+    assert_eq!(visible_id(&notice), id);
+    assert_eq!(notice.json()["version"], 2);
+    assert_eq!(notice.json()["status"], "cancelled");
+    // The promise holds for version 2 too: right now, search shows the cancellation.
+    let (source, list) = app.list(&user, "/api/orders").await;
+    assert_eq!(source, "read-model");
+    assert_eq!(list["orders"][0]["status"], "cancelled");
+    assert_eq!(list["orders"][0]["version"], 2);
+    let one: Value = app
+        .get(&user, &format!("/api/orders/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn cancelling_twice_changes_nothing_and_others_cannot_cancel() {
+    let app = spawn_app().await;
+    let alice = app.new_user().await;
+    let bob = app.new_user().await;
+    let order = app.place_simple_order(&alice, "ONCE").await;
+    let id = order["id"].as_str().unwrap();
+    let cancel = |user| app.post(user, &format!("/api/orders/{id}/cancel")).send();
+
+    let response = cancel(&bob).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE event_type = 'OrderCancelled'")
+            .await,
+        0
+    );
+
+    let first: Value = cancel(&alice).await.unwrap().json().await.unwrap();
+    let response = cancel(&alice).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(second["status"], "cancelled");
+    assert_eq!(second["version"], first["version"]);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE event_type = 'OrderCancelled'")
+            .await,
+        1
+    );
+
+    let unknown = app
+        .post(
+            &alice,
+            &format!("/api/orders/{}/cancel", uuid::Uuid::new_v4()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_consistency_token_from_a_cancel_shows_the_cancellation_before_search_does() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let order = app.place_simple_order(&user, "RYW-CANCEL").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    app.wait_until_visible(&user, &id).await;
+
+    let hold = app.hold_notices().await;
+    let cancelled: Value = app
+        .post(&user, &format!("/api/orders/{id}/cancel"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = cancelled["consistency_token"].as_str().unwrap();
+    app.wait_until_projector_blocked().await;
+    let (source, list) = app
+        .list(&user, &format!("/api/orders?consistency_token={token}"))
+        .await;
+    assert_eq!(order_ids(&list), vec![id.clone()]);
+    assert_eq!(list["orders"][0]["status"], "cancelled");
+    if list["orders"][0]["visible"] == false {
+        assert_eq!(source, "merged");
+    }
+    hold.release().await;
+}
+
+async fn summary(app: &crate::helpers::TestApp, user: &crate::helpers::TestUser) -> Value {
+    let response = app.get(user, "/api/summary").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_summary_counts_exactly_once_even_when_every_event_is_delivered_again() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let other = app.new_user().await;
+    let (mut stream, _) = app.open_events_ready(&user).await;
+
+    let empty = summary(&app, &user).await;
+    assert_eq!(empty["orders_placed"], 0);
+
+    let mut ids = vec![];
+    for (sku, qty, price, currency) in [
+        ("A", 2, 500, "USD"),
+        ("B", 1, 1999, "USD"),
+        ("C", 3, 100, "EUR"),
+    ] {
+        let response = app
+            .place_order(
+                &user,
+                &json!({ "items": [{ "sku": sku, "quantity": qty, "unit_price_cents": price }],
+                         "currency": currency }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["currency"], currency);
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    app.place_simple_order(&other, "NOT-MINE").await;
+    let cancel = app
+        .post(&user, &format!("/api/orders/{}/cancel", ids[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::OK);
+    for _ in 0..4 {
+        stream.next_order_visible().await;
+    }
+    let expected = json!({ "USD": 1000, "EUR": 300 });
+    let before = summary(&app, &user).await;
+    assert_eq!(before["orders_placed"], 3);
+    assert_eq!(before["orders_cancelled"], 1);
+    assert_eq!(before["spent_cents"], expected);
+
+    // Deliver every event again, as after a crash between indexing and marking.
+    let notices_before = app.count("SELECT count(*) FROM notices").await;
+    sqlx::query("UPDATE outbox SET published_at = NULL")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify('sightline_outbox', '')")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while app
+        .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .await
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redelivery never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let after = summary(&app, &user).await;
+    assert_eq!(after["orders_placed"], 3);
+    assert_eq!(after["orders_cancelled"], 1);
+    assert_eq!(after["spent_cents"], expected);
+    assert_eq!(
+        app.count("SELECT count(*) FROM notices").await,
+        notices_before
+    );
+    let other_summary = summary(&app, &other).await;
+    assert_eq!(other_summary["orders_placed"], 1);
+}
+
+#[tokio::test]
+async fn a_bad_currency_is_refused() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let response = app
+        .place_order(
+            &user,
+            &json!({ "items": [{ "sku": "A", "quantity": 1, "unit_price_cents": 1 }],
+                     "currency": "dollars" }),
+        )
+        .await;
+    let body =
+        crate::helpers::assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+    assert_eq!(body["field"], "currency");
+}
