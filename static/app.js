@@ -112,11 +112,14 @@ function buildRow(id, order) {
   time.dateTime = new Date(serverNow()).toISOString();
   time.textContent = new Date().toLocaleString();
   placed.appendChild(time);
+  const status = cell('status', 'placed');
+  status.dataset.status = 'placed';
   const state = cell('state', '');
   const badge = document.createElement('span');
   badge.className = 'badge';
   badge.textContent = LABEL.sending;
   state.appendChild(badge);
+  cell('actions', '');
   return row;
 }
 
@@ -200,6 +203,27 @@ function markVisible(id) {
   void row.offsetWidth; // restart the highlight
   row.classList.add('fresh');
   announce(`Order ${describeRow(row)} is now visible`);
+}
+
+function setStatus(id, status) {
+  const row = findRow(id);
+  const cell = row && row.querySelector('.status');
+  if (!cell) return;
+  cell.dataset.status = status;
+  cell.textContent = status;
+  if (status !== 'placed') {
+    const actions = row.querySelector('.actions');
+    if (actions) actions.textContent = '';
+  }
+}
+
+function markFailed(id, error) {
+  const entry = watched.get(id);
+  const row = entry ? entry.row : findRow(id);
+  unwatch(id);
+  if (!row || row.dataset.state === 'visible') return;
+  setRowState(row, 'failed', `failed: ${error || 'could not be made searchable'}`);
+  announce(`Order ${describeRow(row)} could not be made searchable`);
 }
 
 function announce(message) {
@@ -420,7 +444,21 @@ function openStream() {
     } catch {
       return;
     }
-    if (notice && typeof notice.id === 'string') markVisible(notice.id);
+    if (notice && typeof notice.id === 'string') {
+      if (typeof notice.status === 'string') setStatus(notice.id, notice.status);
+      markVisible(notice.id);
+    }
+  });
+  // The order committed but cannot be made searchable (its event was
+  // dead-lettered): say so rather than wait forever.
+  source.addEventListener('order-failed', (event) => {
+    let notice;
+    try {
+      notice = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (notice && typeof notice.id === 'string') markFailed(notice.id, notice.error);
   });
   source.addEventListener('error', () => {
     failuresWithoutOpen++;

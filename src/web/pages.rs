@@ -22,9 +22,13 @@ use uuid::Uuid;
 use crate::auth::{self, Credentials, PageUser, session};
 use crate::consistency::ConsistencyToken;
 use crate::error::AppError;
+use crate::http::ApiPath;
+use crate::order::OrderStatus;
 use crate::order::OrderView;
+use crate::read_side::document::SummaryDocument;
 use crate::read_side::{self, ListParams, OrderList};
 use crate::state::AppState;
+use crate::write_side::cancel_order;
 use crate::write_side::place_order::{self, Placed};
 use crate::write_side::validation::{self, ItemRequest, PlaceOrderRequest};
 
@@ -35,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/orders", get(orders_page).post(place_order_form))
+        .route("/orders/{id}/cancel", post(cancel_order_form))
         .route("/static/app.js", get(app_js))
         .route("/static/sightline.css", get(stylesheet))
 }
@@ -276,6 +281,9 @@ impl FormValues {
 /// One row of the orders table, ready to print.
 struct OrderRow {
     id: String,
+    /// `placed` or `cancelled`.
+    status: &'static str,
+    cancellable: bool,
     /// `visible`, `pending` or `delayed`.
     state: &'static str,
     state_label: &'static str,
@@ -305,6 +313,41 @@ struct OrdersPage {
     refresh_href: String,
     /// Whether some row still waits for search.
     any_pending: bool,
+    /// The counters read model, when search has one for this user.
+    summary: Option<SummaryLine>,
+}
+
+/// The summary read model, ready to print.
+struct SummaryLine {
+    placed: i64,
+    cancelled: i64,
+    /// "12.34 USD, 3.00 EUR"
+    spent: String,
+    last_order_at: String,
+}
+
+impl SummaryLine {
+    fn from_document(doc: SummaryDocument) -> Self {
+        let spent = doc
+            .spent_cents
+            .iter()
+            .map(|(currency, cents)| format!("{} {currency}", format_money(*cents)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        SummaryLine {
+            placed: doc.orders_placed,
+            cancelled: doc.orders_cancelled,
+            spent: if spent.is_empty() {
+                "0.00".to_owned()
+            } else {
+                spent
+            },
+            last_order_at: doc
+                .last_order_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| "—".to_owned()),
+        }
+    }
 }
 
 /// Formats cents as money: 1234 → "12.34".
@@ -336,6 +379,8 @@ fn order_row(order: &OrderView, now: DateTime<Utc>, lag_slo: chrono::Duration) -
     let state = row_state(order, now, lag_slo);
     OrderRow {
         id: order.id.to_string(),
+        status: order.status.as_str(),
+        cancellable: order.status == OrderStatus::Placed,
         state,
         state_label: state_label(state),
         items: order
@@ -344,7 +389,7 @@ fn order_row(order: &OrderView, now: DateTime<Utc>, lag_slo: chrono::Duration) -
             .map(|i| format!("{} × {}", i.sku, i.quantity))
             .collect::<Vec<_>>()
             .join(", "),
-        total: format_money(order.total_cents),
+        total: format!("{} {}", format_money(order.total_cents), order.currency),
         note: order.note.clone().unwrap_or_default(),
         placed_at_iso: order
             .placed_at
@@ -440,6 +485,14 @@ async fn orders_response(
     .filter(|(_, v)| !v.is_empty())
     .collect();
 
+    // The summary is a second read model; the page stands without it.
+    let summary = match state.read_store.summary(user.id).await {
+        Ok(doc) => doc.map(SummaryLine::from_document),
+        Err(e) => {
+            tracing::warn!(error = %e, "summary unavailable");
+            None
+        }
+    };
     let form_error = form_error.map(|(form_status, message)| {
         status = form_status;
         message
@@ -458,6 +511,7 @@ async fn orders_response(
         older_href,
         newest_href,
         refresh_href,
+        summary,
     };
     render(&page, status)
 }
@@ -536,6 +590,34 @@ async fn place_order_form(
                 &user,
                 OrdersQuery::default(),
                 values,
+                Some((status, message)),
+            )
+            .await
+        }
+    }
+}
+
+/// The no-JS cancel button: cancels, then shows the list with read-your-writes.
+async fn cancel_order_form(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Response {
+    match cancel_order::cancel_order(&state.db, &user, id).await {
+        Ok(cancellation) => {
+            let token = ConsistencyToken {
+                write_seq: cancellation.write_seq,
+            }
+            .encode();
+            Redirect::to(&orders_href(&[("consistency_token", &token)])).into_response()
+        }
+        Err(e) => {
+            let (status, message) = describe(e);
+            orders_response(
+                &state,
+                &user,
+                OrdersQuery::default(),
+                FormValues::fresh(),
                 Some((status, message)),
             )
             .await

@@ -218,3 +218,70 @@ async fn a_bad_currency_is_refused() {
         crate::helpers::assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
     assert_eq!(body["field"], "currency");
 }
+
+#[tokio::test]
+async fn the_orders_page_shows_status_summary_and_cancels_without_javascript() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let cookie = crate::helpers::TestApp::session_cookie(&user);
+    let order = app.place_simple_order(&user, "PAGE-CANCEL").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    app.wait_until_visible(&user, &id).await;
+
+    let page = app
+        .http
+        .get(app.url("/orders"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(r#"action="/orders/{id}/cancel""#)),
+        "{page}"
+    );
+    assert!(page.contains(r#"id="summary-placed">1<"#), "{page}");
+    assert!(page.contains(r#"data-status="placed""#));
+
+    let response = app
+        .http
+        .post(app.url(&format!("/orders/{id}/cancel")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("/orders?consistency_token="),
+        "{location}"
+    );
+
+    // Right after the redirect the page shows the cancellation, from the
+    // write side if search has not caught up yet.
+    let page = app
+        .http
+        .get(app.url(&location))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"data-status="cancelled""#), "{page}");
+    assert!(!page.contains(&format!(r#"action="/orders/{id}/cancel""#)));
+
+    // A cross-site cancel is refused.
+    let response = app
+        .http
+        .post(app.url(&format!("/orders/{id}/cancel")))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
