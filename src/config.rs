@@ -72,9 +72,28 @@ pub struct Settings {
     #[arg(long, env = "COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
 
+    /// What this instance runs: `web` (HTTP API, pages, SSE, polling),
+    /// `relay` and `projector` (the pipeline; with the in-process bus they go
+    /// together). Several web instances can share one pipeline.
+    #[arg(
+        long,
+        env = "ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "web,relay,projector"
+    )]
+    pub roles: Vec<Role>,
+
     /// Most PostgreSQL connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Web,
+    Relay,
+    Projector,
 }
 
 /// How the projector makes a bulk write searchable.
@@ -96,6 +115,24 @@ impl Settings {
         }
         use clap::Parser;
         Ok(OnlyEnv::try_parse_from(["sightline"])?.settings)
+    }
+
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The in-process bus hands events straight to the projector, so an
+    /// instance runs both or neither.
+    pub fn check_roles(&self) -> anyhow::Result<()> {
+        if self.roles.is_empty() {
+            anyhow::bail!("ROLES names nothing to run (choose from web, relay, projector)");
+        }
+        if self.runs(Role::Relay) != self.runs(Role::Projector) {
+            anyhow::bail!(
+                "the in-process bus runs the relay and the projector together: use --roles relay,projector"
+            );
+        }
+        Ok(())
     }
 
     pub fn relay_poll(&self) -> Duration {

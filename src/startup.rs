@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::Settings;
+use crate::config::{Role, Settings};
 use crate::projector::Projector;
 use crate::read_side::index::ReadStore;
 use crate::relay::Relay;
@@ -33,6 +33,7 @@ impl Application {
     /// Connects to PostgreSQL (migrating it), prepares the read model if
     /// Elasticsearch is up, and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.check_roles()?;
         let db = connect_database(&settings).await?;
         sqlx::migrate!("./migrations")
             .run(&db)
@@ -94,7 +95,22 @@ impl Application {
     /// relay finish its batch, and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let state = self.state;
-        let tasks = spawn_pipeline(&state);
+        let mut tasks = Vec::new();
+        if state.settings.runs(Role::Relay) {
+            tasks.push(spawn_pipeline(&state));
+        }
+        if state.settings.runs(Role::Web) {
+            tasks.push(tokio::spawn(hub::run(
+                state.clone(),
+                state.shutdown.subscribe(),
+            )));
+        }
+        let router = if state.settings.runs(Role::Web) {
+            web::app(state.clone())
+        } else {
+            web::operations_app(state.clone())
+        };
+        tracing::info!(roles = ?state.settings.roles, "starting");
 
         let signal = state.shutdown.clone();
         let mut stopped = signal.subscribe();
@@ -106,7 +122,7 @@ impl Application {
             signal.trigger();
         };
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
-        axum::serve(self.listener, web::app(state.clone()))
+        axum::serve(self.listener, router)
             .with_graceful_shutdown(graceful)
             .await
             .context("HTTP server failed")?;
@@ -122,8 +138,8 @@ impl Application {
     }
 }
 
-/// The relay (with the in-process bus and projector) and the notice hub.
-fn spawn_pipeline(state: &AppState) -> Vec<JoinHandle<()>> {
+/// The relay, with the in-process bus and projector.
+fn spawn_pipeline(state: &AppState) -> JoinHandle<()> {
     let settings = &state.settings;
     let projector = Projector::new(
         state.db.clone(),
@@ -136,10 +152,7 @@ fn spawn_pipeline(state: &AppState) -> Vec<JoinHandle<()>> {
         settings.relay_batch_size,
         settings.relay_poll(),
     );
-    vec![
-        tokio::spawn(relay.run(state.shutdown.subscribe())),
-        tokio::spawn(hub::run(state.clone(), state.shutdown.subscribe())),
-    ]
+    tokio::spawn(relay.run(state.shutdown.subscribe()))
 }
 
 async fn os_signal() {

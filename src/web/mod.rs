@@ -18,17 +18,35 @@ use crate::{auth, read_side, visibility, write_side};
 /// Requests larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// Everything a `web` instance serves.
 pub fn app(state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
+    with_layers(
+        Router::new()
+            .merge(auth::router())
+            .merge(write_side::router())
+            .merge(read_side::router())
+            .merge(visibility::router())
+            .merge(pages::router())
+            .merge(operations()),
+        state,
+    )
+}
+
+/// What a pipeline-only instance serves: health and metrics.
+pub fn operations_app(state: AppState) -> Router {
+    with_layers(operations(), state)
+}
+
+fn operations() -> Router<AppState> {
     Router::new()
-        .merge(auth::router())
-        .merge(write_side::router())
-        .merge(read_side::router())
-        .merge(visibility::router())
-        .merge(pages::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+}
+
+fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    routes
         .fallback(|| async { AppError::NotFound })
         // After every route: applies to the method routers registered so far.
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
