@@ -43,6 +43,12 @@ pub struct Settings {
     #[arg(long, env = "RELAY_POLL_MS", default_value_t = 2000)]
     pub relay_poll_ms: u64,
 
+    /// What wakes the relay between polls: `notify` (a commit's NOTIFY wakes
+    /// it at once) or `poll` (ignore NOTIFY; only the `RELAY_POLL_MS` timer —
+    /// kept as a knob for comparison, see `scripts/bench`).
+    #[arg(long, env = "RELAY_WAKE", value_enum, default_value_t = RelayWake::Notify)]
+    pub relay_wake: RelayWake,
+
     /// How a batch is made searchable before its notices are recorded.
     #[arg(long, env = "REFRESH_MODE", value_enum, default_value_t = RefreshMode::Explicit)]
     pub refresh_mode: RefreshMode,
@@ -72,6 +78,16 @@ pub struct Settings {
     #[arg(long, env = "COOKIE_SECURE", default_value_t = false)]
     pub cookie_secure: bool,
 
+    /// `SameSite` of the session cookie: `lax` (default), `strict`, or `none`
+    /// (for frontends on another site; `none` always adds `Secure`).
+    #[arg(long, env = "COOKIE_SAMESITE", value_enum, default_value_t = SameSite::Lax)]
+    pub cookie_samesite: SameSite,
+
+    /// Origins of frontends allowed to call the API with credentials (CORS),
+    /// comma-separated and exact (`https://shop.example.com`); empty: no CORS.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_allowed_origins: Vec<String>,
+
     /// What this instance runs: `web` (HTTP API, pages, SSE, polling),
     /// `relay` and `projector` (the pipeline; with the in-process bus they go
     /// together). Several web instances can share one pipeline.
@@ -94,6 +110,55 @@ pub enum Role {
     Web,
     Relay,
     Projector,
+}
+
+/// What wakes the relay to look for new outbox events.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayWake {
+    /// LISTEN on the outbox channel (with the safety poll behind it).
+    Notify,
+    /// Only the poll timer: every commit waits for the next tick.
+    Poll,
+}
+
+/// The session cookie's `SameSite` attribute.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    /// Sent on cross-site requests too; browsers require `Secure` with it.
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// One allowed CORS origin, as a browser serialises it in `Origin`:
+/// `scheme://host[:port]`, lower case, no default port, no path.
+/// An empty entry (e.g. `CORS_ALLOWED_ORIGINS=`) stands for nothing.
+pub fn parse_origin(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = || format!("{raw:?} is not an origin like https://app.example.com");
+    let url = url::Url::parse(raw).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(bad());
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// How the projector makes a bulk write searchable.
@@ -145,5 +210,50 @@ impl Settings {
 
     pub fn lag_slo(&self) -> Duration {
         Duration::from_millis(self.lag_slo_ms)
+    }
+
+    /// The CORS allowlist without empty entries.
+    pub fn cors_origins(&self) -> impl Iterator<Item = &str> {
+        self.cors_allowed_origins
+            .iter()
+            .map(String::as_str)
+            .filter(|o| !o.is_empty())
+    }
+
+    /// Whether `origin` (an `Origin` header's value) is on the CORS allowlist.
+    pub fn cors_allows(&self, origin: &str) -> bool {
+        self.cors_origins().any(|allowed| allowed == origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_origin;
+
+    #[test]
+    fn origins_are_normalised_as_browsers_send_them() {
+        assert_eq!(
+            parse_origin(" https://Shop.Example.com/ ").unwrap(),
+            "https://shop.example.com"
+        );
+        assert_eq!(
+            parse_origin("https://shop.example.com:443").unwrap(),
+            "https://shop.example.com"
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:5173").unwrap(),
+            "http://127.0.0.1:5173"
+        );
+        assert_eq!(parse_origin("").unwrap(), "");
+        for bad in [
+            "shop.example.com",
+            "https://shop.example.com/app",
+            "https://shop.example.com?x=1",
+            "ftp://shop.example.com",
+            "*",
+            "null",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod consistency;
 pub mod error;
 pub mod http;
+pub mod monitoring;
 pub mod order;
 pub mod shutdown;
 pub mod startup;

@@ -20,7 +20,22 @@ enum Command {
     Serve(Settings),
     /// Apply database migrations and exit.
     Migrate(Settings),
-    /// Inspect the outbox: backlog, dead letters, retries.
+    /// Build fresh read-model indices from the event log (the outbox) while
+    /// the live ones keep serving, then swap the aliases atomically.
+    ///
+    /// Creates `<prefix>orders_v{N+1}` and `<prefix>summaries_v{M+1}` beside
+    /// the live indices, replays every event into them, catches up, then
+    /// pauses the relay for a last pass and moves both aliases in one step.
+    /// Interrupted (Ctrl-C, kill), it resumes where it stopped when run
+    /// again. It sends no notices. Progress goes to stderr when that is a
+    /// terminal; the summary line to stdout.
+    Rebuild {
+        #[command(flatten)]
+        options: RebuildArgs,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Inspect the outbox: backlog, dead letters, retries, retention.
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
@@ -40,6 +55,42 @@ enum OutboxCommand {
         /// The outbox id, as `outbox dead` lists it.
         id: i64,
     },
+    /// Delete published events older than a cutoff (retention). Without
+    /// `--yes` it only counts. Unpublished and parked events are never
+    /// deleted. Pruned events are gone from the audit trail, and a later
+    /// `rebuild` cannot restore their orders.
+    Prune {
+        /// Delete events published before this: an RFC 3339 time
+        /// (2026-01-31T00:00:00Z), a date (2026-01-31, UTC) or an age (30d).
+        #[arg(long, value_name = "WHEN")]
+        published_before: String,
+        /// Delete; without it, only report what would go.
+        #[arg(long)]
+        yes: bool,
+        /// Rows deleted per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+    },
+}
+
+#[derive(clap::Args)]
+struct RebuildArgs {
+    /// Events per bulk write (and per step persisted for resuming).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    batch_size: i64,
+    /// Delete the old indices after the swap (by default they are kept and named).
+    #[arg(long)]
+    delete_old: bool,
+    /// Swap even when the new orders index holds fewer orders than the live
+    /// one (their events were pruned from the log).
+    #[arg(long)]
+    allow_fewer: bool,
+    /// Give up an interrupted rebuild: delete the indices it was building.
+    #[arg(long, conflicts_with_all = ["delete_old", "allow_fewer"])]
+    abandon: bool,
+    /// Stop (resumably) after this many batches: for trying out resuming.
+    #[arg(long, hide = true)]
+    stop_after_batches: Option<u64>,
 }
 
 #[tokio::main]
@@ -49,6 +100,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(settings) => serve(settings).await,
         Command::Migrate(settings) => migrate(settings).await,
+        Command::Rebuild { options, settings } => rebuild(options, settings).await,
         Command::Outbox { command, settings } => outbox(command, settings).await,
     };
     match result {
@@ -72,6 +124,36 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     sqlx::migrate!("./migrations").run(&db).await?;
     println!("migrations applied");
     Ok(())
+}
+
+async fn rebuild(args: RebuildArgs, settings: Settings) -> anyhow::Result<()> {
+    use sightline::projector::rebuild::{self, RebuildOptions};
+    use std::io::IsTerminal;
+    if args.abandon {
+        match rebuild::abandon(&settings).await? {
+            Some(index) => println!("abandoned the rebuild into {index} (its indices are deleted)"),
+            None => println!("no unfinished rebuild"),
+        }
+        return Ok(());
+    }
+    let options = RebuildOptions {
+        batch_size: args.batch_size,
+        delete_old: args.delete_old,
+        allow_fewer: args.allow_fewer,
+        stop_after_batches: args.stop_after_batches,
+    };
+    let progress = std::io::stderr().is_terminal();
+    tokio::select! {
+        report = rebuild::run(&settings, options, progress) => {
+            println!("{}", report?);
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => {
+            // Every finished batch is recorded; a final pass in progress is
+            // rolled back with the connection, and the relay goes on.
+            anyhow::bail!("interrupted: run `sightline rebuild` again to resume where it stopped")
+        }
+    }
 }
 
 async fn outbox(command: OutboxCommand, settings: Settings) -> anyhow::Result<()> {
@@ -111,6 +193,37 @@ async fn outbox(command: OutboxCommand, settings: Settings) -> anyhow::Result<()
                 anyhow::bail!("no dead letter with outbox id {id} (see `sightline outbox dead`)");
             }
             println!("outbox event {id} is back in the relay's queue");
+        }
+        OutboxCommand::Prune {
+            published_before,
+            yes,
+            batch_size,
+        } => {
+            let cutoff = sightline::outbox::parse_cutoff(&published_before, chrono::Utc::now())
+                .map_err(|e| anyhow::anyhow!("--published-before: {e}"))?;
+            let plan = sightline::outbox::prune_plan(&db, cutoff).await?;
+            if plan.unpublished + plan.parked > 0 {
+                println!(
+                    "keeping {} unpublished and {} parked events from before {} (never pruned)",
+                    plan.unpublished,
+                    plan.parked,
+                    cutoff.to_rfc3339()
+                );
+            }
+            if !yes {
+                println!(
+                    "would delete {} events published before {}; pass --yes to delete them \
+                     (their orders can then no longer be rebuilt from the log)",
+                    plan.deletable,
+                    cutoff.to_rfc3339()
+                );
+                return Ok(());
+            }
+            let deleted = sightline::outbox::prune(&db, cutoff, batch_size).await?;
+            println!(
+                "deleted {deleted} events published before {}",
+                cutoff.to_rfc3339()
+            );
         }
     }
     Ok(())

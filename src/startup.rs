@@ -18,7 +18,7 @@ use crate::shutdown::ShutdownSignal;
 use crate::state::{App, AppState};
 use crate::visibility::hub::{self, NoticeHub};
 use crate::visibility::notice_log;
-use crate::{telemetry, web};
+use crate::{monitoring, telemetry, web};
 
 pub struct Application {
     listener: TcpListener,
@@ -73,6 +73,8 @@ impl Application {
             shutdown: ShutdownSignal::new(),
             login_throttle: Default::default(),
             metrics: telemetry::metrics_handle(),
+            monitor: Default::default(),
+            pipeline: Default::default(),
         }));
         Ok(Self {
             listener,
@@ -99,6 +101,10 @@ impl Application {
         if state.settings.runs(Role::Relay) {
             tasks.push(spawn_pipeline(&state));
         }
+        tasks.push(tokio::spawn(monitoring::run(
+            state.clone(),
+            state.shutdown.subscribe(),
+        )));
         if state.settings.runs(Role::Web) {
             tasks.push(tokio::spawn(hub::run(
                 state.clone(),
@@ -151,7 +157,9 @@ fn spawn_pipeline(state: &AppState) -> JoinHandle<()> {
         Arc::new(InProcessBus::new(projector)),
         settings.relay_batch_size,
         settings.relay_poll(),
-    );
+    )
+    .with_wake(settings.relay_wake)
+    .with_stats(state.pipeline.clone());
     tokio::spawn(relay.run(state.shutdown.subscribe()))
 }
 

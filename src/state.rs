@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::auth::throttle::LoginThrottle;
 use crate::config::Settings;
+use crate::monitoring::{Monitor, PipelineStats};
 use crate::read_side::index::ReadStore;
 use crate::shutdown::ShutdownSignal;
 use crate::visibility::hub::NoticeHub;
@@ -37,4 +38,8 @@ pub struct App {
     pub login_throttle: LoginThrottle,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The lag monitor's latest samples, for `/metrics` and `/status`.
+    pub monitor: Monitor,
+    /// The relay's last batch (empty on an instance without the pipeline).
+    pub pipeline: Arc<PipelineStats>,
 }

@@ -25,13 +25,15 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets(&[
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
                 .expect("static buckets are valid")
                 .install_recorder()
-                .expect("Failed to install the Prometheus recorder")
+                .expect("Failed to install the Prometheus recorder");
+            crate::monitoring::describe_metrics();
+            handle
         })
         .clone()
 }

@@ -4,10 +4,16 @@
 // server redirects back with a consistency token. With it:
 //   - a submitted order appears at once as a `pending` row (optimistic), and is
 //     POSTed as JSON to /api/orders with a client-generated id (retries are safe);
-//   - ONE EventSource on /api/events flips rows to `visible` on `order-visible`;
+//   - ONE EventSource per browser (shared by its tabs, see sightline.js) flips
+//     rows to `visible` on `order-visible`;
 //   - without EventSource (or with ?transport=poll, or when the stream keeps
 //     failing) each pending row is long-polled on /api/orders/{id}/visibility;
 //   - rows still pending after the lag SLO turn `delayed` (and stay watched).
+//
+// The talking to the server is sightline.js's (placeOrder, whenVisible,
+// subscribe); this file is the page: rows, states, announcements.
+
+import { SightlineError, configure, newOrderId, placeOrder, subscribe, whenVisible } from './sightline.js';
 
 const form = document.getElementById('order-form');
 const tbody = document.querySelector('#orders tbody');
@@ -36,17 +42,10 @@ const CONNECTION_LABEL = {
   offline: 'Signed out — reload the page to sign in again',
 };
 
-const MAX_CONCURRENT_POLLS = 4;
-const POLL_WAIT_SECS = 25;
-const STREAM_FAILURES_BEFORE_POLLING = 3;
-
-/** id → { row, placedAt (server ms), accepted (server has it), timer } */
+/** id → { row, placedAt (server ms), accepted (server has it), timer, follow (AbortController) } */
 const watched = new Map();
-/** ids with a long poll in flight */
-const polling = new Set();
 
-let mode = 'sse'; // 'sse' | 'polling' | 'offline'
-let streamEpoch = 0; // bumped on every `ready`/`reset`: a new stream, maybe a gap
+let offline = false;
 
 if (form && tbody) {
   init();
@@ -64,10 +63,24 @@ function init() {
   form.addEventListener('submit', onSubmit);
 
   const params = new URLSearchParams(window.location.search);
-  if (params.get('transport') === 'poll' || typeof window.EventSource !== 'function') {
-    startPolling();
-  } else {
-    openStream();
+  configure({
+    transport: params.get('transport') === 'poll' ? 'poll' : 'auto',
+    // Tabs share a stream only when they are signed in as the same user.
+    scope: document.querySelector('.who strong')?.textContent || '',
+  });
+  subscribe(onNotice, { onStatus: setConnection });
+  // Rows already on the page, newest first (when polling, they get the slots).
+  for (const [id, entry] of watched) follow(id, entry);
+}
+
+function onNotice(notice) {
+  if (notice.kind === 'order-visible') {
+    if (typeof notice.status === 'string') setStatus(notice.id, notice.status);
+    markVisible(notice.id);
+  } else if (notice.kind === 'order-failed') {
+    // The order committed but cannot be made searchable (its event was
+    // dead-lettered): say so rather than wait forever.
+    markFailed(notice.id, notice.error);
   }
 }
 
@@ -170,7 +183,7 @@ function localiseTimes(root) {
 function watch(id, row, placedAt, accepted) {
   let entry = watched.get(id);
   if (!entry) {
-    entry = { row, placedAt, accepted, timer: 0 };
+    entry = { row, placedAt, accepted, timer: 0, follow: null };
     watched.set(id, entry);
   } else {
     entry.row = row;
@@ -184,12 +197,32 @@ function watch(id, row, placedAt, accepted) {
       setRowState(entry.row, 'delayed', LABEL.delayed);
     }
   }, due);
-  if (entry.accepted) schedulePolls();
+}
+
+/** Waits (stream, or long polls) until the server says the order is visible. */
+function follow(id, entry) {
+  if (!entry.accepted || entry.follow || offline) return;
+  const controller = new AbortController();
+  entry.follow = controller;
+  whenVisible(id, { signal: controller.signal }).then(
+    () => markVisible(id),
+    (error) => {
+      if (controller.signal.aborted || !(error instanceof SightlineError)) return;
+      if (entry.follow === controller) entry.follow = null;
+      if (error.code === 'order_failed') markFailed(id, error.orderError);
+      else if (error.status === 401) goOffline();
+      // 404: not an order of ours the server knows; stop asking about it.
+      else if (error.status === 404) entry.accepted = false;
+    },
+  );
 }
 
 function unwatch(id) {
   const entry = watched.get(id);
-  if (entry) clearTimeout(entry.timer);
+  if (entry) {
+    clearTimeout(entry.timer);
+    if (entry.follow) entry.follow.abort();
+  }
   watched.delete(id);
 }
 
@@ -235,38 +268,6 @@ function announce(message) {
   }, 50);
 }
 
-/** One immediate look at every accepted, still-pending row. */
-function recheckPending() {
-  for (const [id, entry] of watched) {
-    if (entry.accepted) checkOnce(id);
-  }
-}
-
-async function checkOnce(id) {
-  try {
-    const response = await fetch(visibilityUrl(id, 0), fetchOptions());
-    if (response.status === 401) return goOffline();
-    if (!response.ok) return;
-    const body = await response.json();
-    if (body && body.visible) markVisible(id);
-  } catch {
-    // The stream (or the next poll) will tell.
-  }
-}
-
-function visibilityUrl(id, wait) {
-  return `/api/orders/${encodeURIComponent(id)}/visibility?wait=${wait}`;
-}
-
-function fetchOptions(extra = {}) {
-  return {
-    credentials: 'same-origin',
-    cache: 'no-store',
-    ...extra,
-    headers: { Accept: 'application/json', ...(extra.headers || {}) },
-  };
-}
-
 // ---------------------------------------------------------------------------
 // Placing an order
 
@@ -275,7 +276,7 @@ function onSubmit(event) {
   const data = new FormData(form);
   const note = String(data.get('note') || '').trim();
   const order = {
-    id: newId(),
+    id: newOrderId(),
     items: [
       {
         sku: String(data.get('sku') || '').trim(),
@@ -299,10 +300,10 @@ function onSubmit(event) {
   form.elements.quantity.value = '1';
   form.elements.unit_price_cents.value = '';
   const hiddenId = form.elements.namedItem('id');
-  if (hiddenId) hiddenId.value = newId();
+  if (hiddenId) hiddenId.value = newOrderId();
   form.elements.sku.focus();
 
-  send(order, row, streamEpoch);
+  send(order, row);
 }
 
 /** Puts a rejected order back into the form, unless the user started another. */
@@ -318,41 +319,20 @@ function restoreForm(order) {
   f.note.value = order.note || '';
 }
 
-async function send(order, row, epochAtSend) {
-  const delays = [500, 1500, 4000];
-  for (let attempt = 0; ; attempt++) {
-    let response;
-    try {
-      response = await fetch(
-        '/api/orders',
-        fetchOptions({
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify(order),
-        }),
-      );
-    } catch {
-      // The id makes a retry safe: the server answers 200 if it already has it.
-      if (attempt < delays.length) {
-        await sleep(delays[attempt]);
-        continue;
-      }
-      restoreForm(order);
-      return reject(order.id, row, 'the server could not be reached');
-    }
-    const body = await response.json().catch(() => null);
-    if (response.status === 503 && attempt < delays.length) {
-      await sleep(delays[attempt]);
-      continue;
-    }
-    if (response.ok) return accepted(order.id, row, body || {}, epochAtSend);
-    if (response.status === 401) goOffline();
+async function send(order, row) {
+  let body;
+  try {
+    // The id makes placeOrder's retries safe: the server answers 200 if it already has it.
+    body = await placeOrder(order);
+  } catch (error) {
+    if (error && error.status === 401) goOffline();
     restoreForm(order);
-    return reject(order.id, row, (body && body.error) || `HTTP ${response.status}`);
+    return reject(order.id, row, (error && error.error) || 'the server could not be reached');
   }
+  accepted(order.id, row, body || {});
 }
 
-function accepted(id, row, body, epochAtSend) {
+function accepted(id, row, body) {
   row.dataset.accepted = 'true';
   fillRow(row, body);
   if (body.consistency_token) rememberToken(body.consistency_token);
@@ -362,11 +342,9 @@ function accepted(id, row, body, epochAtSend) {
   if (row.dataset.state === 'pending') setRowState(row, 'pending', LABEL.pending);
   const placedAt = Number(row.dataset.placedAt) || entry.placedAt;
   watch(id, row, placedAt, true);
-  // A stream that (re)started while the POST was out may have come up after
-  // the notice: one look closes that gap.
-  if (mode === 'sse' && (epochAtSend !== streamEpoch || connection?.dataset.state !== 'live')) {
-    checkOnce(id);
-  }
+  // whenVisible asks once before it listens: a notice that came before this
+  // answer is not missed.
+  follow(id, entry);
 }
 
 function reject(id, row, message) {
@@ -387,161 +365,21 @@ function rememberToken(token) {
   }
 }
 
-function newId() {
-  if (window.crypto && typeof window.crypto.randomUUID === 'function') {
-    return window.crypto.randomUUID();
-  }
-  const bytes = new Uint8Array(16);
-  if (window.crypto && typeof window.crypto.getRandomValues === 'function') {
-    window.crypto.getRandomValues(bytes);
-  } else {
-    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
-  }
-  bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
-  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
-
 // ---------------------------------------------------------------------------
-// Connection: one EventSource, long polling as the fallback
+// Connection: what sightline.js says about the shared stream
 
 function setConnection(state) {
   if (!connection) return;
+  if (offline && state !== 'live') return;
+  offline = state === 'offline';
   connection.hidden = false;
   connection.dataset.state = state;
   const label = connection.querySelector('.connection-label');
   if (label) label.textContent = CONNECTION_LABEL[state] || state;
 }
 
-function openStream() {
-  mode = 'sse';
-  setConnection('connecting');
-  // EventSource reconnects by itself and sends Last-Event-ID, so the server
-  // replays whatever was recorded in between.
-  const source = new EventSource('/api/events');
-  let failuresWithoutOpen = 0;
-
-  source.addEventListener('open', () => {
-    failuresWithoutOpen = 0;
-  });
-  source.addEventListener('ready', () => {
-    failuresWithoutOpen = 0;
-    streamEpoch++;
-    setConnection('live');
-    recheckPending();
-  });
-  source.addEventListener('reset', () => {
-    failuresWithoutOpen = 0;
-    streamEpoch++;
-    setConnection('live');
-    recheckPending();
-  });
-  source.addEventListener('order-visible', (event) => {
-    let notice;
-    try {
-      notice = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    if (notice && typeof notice.id === 'string') {
-      if (typeof notice.status === 'string') setStatus(notice.id, notice.status);
-      markVisible(notice.id);
-    }
-  });
-  // The order committed but cannot be made searchable (its event was
-  // dead-lettered): say so rather than wait forever.
-  source.addEventListener('order-failed', (event) => {
-    let notice;
-    try {
-      notice = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    if (notice && typeof notice.id === 'string') markFailed(notice.id, notice.error);
-  });
-  source.addEventListener('error', () => {
-    failuresWithoutOpen++;
-    // CLOSED: the browser gave up (e.g. 401, or not an event stream).
-    if (source.readyState === EventSource.CLOSED || failuresWithoutOpen >= STREAM_FAILURES_BEFORE_POLLING) {
-      source.close();
-      startPolling();
-    } else {
-      setConnection('reconnecting');
-    }
-  });
-}
-
-function startPolling() {
-  mode = 'polling';
-  setConnection('polling');
-  schedulePolls();
-}
-
 function goOffline() {
-  mode = 'offline';
   setConnection('offline');
-}
-
-/** Keeps up to MAX_CONCURRENT_POLLS long polls running, newest orders first. */
-function schedulePolls() {
-  if (mode !== 'polling') return;
-  const candidates = [...watched]
-    .filter(([id, entry]) => entry.accepted && !polling.has(id))
-    .sort((a, b) => b[1].placedAt - a[1].placedAt);
-  for (const [id] of candidates) {
-    if (polling.size >= MAX_CONCURRENT_POLLS) break;
-    pollUntilVisible(id);
-  }
-}
-
-async function pollUntilVisible(id) {
-  polling.add(id);
-  let failures = 0;
-  try {
-    while (mode === 'polling' && watched.has(id)) {
-      let response;
-      try {
-        response = await fetch(visibilityUrl(id, POLL_WAIT_SECS), fetchOptions());
-      } catch {
-        failures++;
-        await sleep(backoff(failures));
-        continue;
-      }
-      if (response.ok) {
-        failures = 0;
-        const body = await response.json().catch(() => null);
-        if (body && body.visible) {
-          markVisible(id);
-          break;
-        }
-        continue; // the wait ran out: ask again
-      }
-      if (response.status === 401) {
-        goOffline();
-        break;
-      }
-      if (response.status === 404) {
-        // Not an order of ours the server knows: stop asking about it.
-        const entry = watched.get(id);
-        if (entry) entry.accepted = false;
-        break;
-      }
-      failures++;
-      await sleep(backoff(failures));
-    }
-  } finally {
-    polling.delete(id);
-    schedulePolls();
-  }
-}
-
-function backoff(failures) {
-  return Math.min(30000, 500 * 2 ** Math.min(failures, 6)) * (0.75 + Math.random() / 2);
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function cssEscape(value) {

@@ -122,6 +122,7 @@ pub fn cookie_header(state: &AppState, token: &str) -> (header::HeaderName, Stri
             token,
             state.settings.session_ttl_hours * 3600,
             state.settings.cookie_secure,
+            state.settings.cookie_samesite,
         ),
     )
 }
@@ -159,6 +160,11 @@ async fn log_out(
     if let Some((token, _)) = session::presented_token(&headers) {
         session::delete(&state.db, &token).await?;
     }
-    let expired = session::session_cookie("", 0, state.settings.cookie_secure);
+    let expired = session::session_cookie(
+        "",
+        0,
+        state.settings.cookie_secure,
+        state.settings.cookie_samesite,
+    );
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]))
 }

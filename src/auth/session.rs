@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::config::{SameSite, Settings};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -90,11 +91,16 @@ pub fn presented_token(headers: &HeaderMap) -> Option<(String, bool)> {
 /// Refuses a state-changing, cookie-authenticated request that the browser
 /// marks as cross-site. SameSite=Lax already keeps the cookie off most such
 /// requests; this closes the rest (same-site subdomains, old browsers).
-fn check_same_origin(parts: &Parts) -> Result<(), AppError> {
+/// A frontend on the CORS allowlist (`CORS_ALLOWED_ORIGINS`) is not foreign:
+/// its `Origin` lets the request through whatever `Sec-Fetch-Site` says.
+fn check_same_origin(parts: &Parts, settings: &Settings) -> Result<(), AppError> {
     if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
     let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if header(header::ORIGIN.as_str()).is_some_and(|origin| settings.cors_allows(origin)) {
+        return Ok(());
+    }
     if let Some(site) = header("sec-fetch-site")
         && !matches!(site, "same-origin" | "none")
     {
@@ -119,7 +125,7 @@ impl FromRequestParts<AppState> for CurrentUser {
             .await?
             .ok_or(AppError::Unauthorized)?;
         if via_cookie {
-            check_same_origin(parts)?;
+            check_same_origin(parts, &state.settings)?;
         }
         Ok(CurrentUser {
             id,
@@ -145,7 +151,15 @@ impl FromRequestParts<AppState> for PageUser {
 }
 
 /// The `Set-Cookie` value that stores a session in the browser.
-pub fn session_cookie(token: &str, max_age_secs: i64, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_secs}{secure}")
+/// `SameSite=None` is always `Secure`: browsers drop it otherwise.
+pub fn session_cookie(token: &str, max_age_secs: i64, secure: bool, same_site: SameSite) -> String {
+    let secure = if secure || same_site == SameSite::None {
+        "; Secure"
+    } else {
+        ""
+    };
+    let same_site = same_site.as_str();
+    format!(
+        "{COOKIE_NAME}={token}; HttpOnly; SameSite={same_site}; Path=/; Max-Age={max_age_secs}{secure}"
+    )
 }

@@ -6,6 +6,7 @@
 //! duplicates count once), makes the batch searchable, and only then records
 //! the notices. No business rules, no validation.
 
+pub mod rebuild;
 pub mod summaries;
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
+use crate::config::RelayWake;
+use crate::monitoring::PipelineStats;
 use crate::outbox;
 use crate::shutdown::Shutdown;
 use bus::Bus;
@@ -23,9 +25,20 @@ pub struct Relay {
     bus: Arc<dyn Bus>,
     batch_size: i64,
     safety_poll: Duration,
+    wake: RelayWake,
+    /// The last batch, for `/status`.
+    stats: Arc<PipelineStats>,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Every relay batch holds this advisory lock shared, from its first
+/// statement until it commits; a rebuild takes it exclusively for its final
+/// catch-up and the alias swap. So no batch is in flight across the swap: a
+/// batch either finished before the final catch-up (which then replays its
+/// events into the new index) or starts after the swap (and writes through
+/// the alias into the new index).
+pub const REBUILD_LOCK: i64 = 0x5167_6874_7262;
 
 impl Relay {
     pub fn new(db: PgPool, bus: Arc<dyn Bus>, batch_size: i64, safety_poll: Duration) -> Self {
@@ -34,7 +47,22 @@ impl Relay {
             bus,
             batch_size: batch_size.max(1),
             safety_poll,
+            wake: RelayWake::Notify,
+            stats: Arc::default(),
         }
+    }
+
+    /// Where the relay records its last batch (time and size).
+    pub fn with_stats(mut self, stats: Arc<PipelineStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// `RelayWake::Poll` ignores NOTIFY and looks for work only on the poll
+    /// timer (the default is `Notify`).
+    pub fn with_wake(mut self, wake: RelayWake) -> Self {
+        self.wake = wake;
+        self
     }
 
     /// Relays until shutdown; the batch in hand is always finished first.
@@ -42,7 +70,7 @@ impl Relay {
         let mut listener: Option<PgListener> = None;
         let mut failures: u32 = 0;
         while !shutdown.is_shutdown() {
-            if listener.is_none() {
+            if listener.is_none() && self.wake == RelayWake::Notify {
                 listener = connect_listener(&self.db).await;
             }
             let wait = match self.relay_batch().await {
@@ -90,6 +118,11 @@ impl Relay {
             .begin()
             .await
             .context("Failed to begin a relay transaction")?;
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(REBUILD_LOCK)
+            .execute(&mut *tx)
+            .await
+            .context("Failed to take the relay's share of the rebuild lock")?;
         let events = outbox::claim_batch(&mut tx, self.batch_size)
             .await
             .context("Failed to claim outbox events")?;
@@ -109,6 +142,7 @@ impl Relay {
         tx.commit()
             .await
             .context("Failed to commit the relay batch")?;
+        self.stats.record_batch(events.len());
         metrics::counter!("sightline_events_published_total")
             .increment(delivery.taken.len() as u64);
         metrics::counter!("sightline_dead_letters_total").increment(delivery.parked.len() as u64);

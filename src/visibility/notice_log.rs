@@ -32,6 +32,12 @@ pub struct Notice {
     pub error: Option<String>,
     /// When the notice was recorded.
     pub visible_at: DateTime<Utc>,
+    /// When the event behind it was committed (its outbox row's `created_at`).
+    /// Only the hub's read ([`after`]) fills it in, for the commit → sent
+    /// histogram; `None` elsewhere and once the event is pruned.
+    #[sqlx(default)]
+    #[serde(skip)]
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug)]
@@ -89,10 +95,16 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
     Ok(recorded)
 }
 
-/// Every user's notices after `seq`, in order (the hub's catch-up).
+/// Every user's notices after `seq`, in order (the hub's catch-up), with
+/// their events' commit times.
 pub async fn after(db: &PgPool, seq: i64, limit: i64) -> sqlx::Result<Vec<Notice>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notices WHERE seq > $1 ORDER BY seq LIMIT $2"
+        "SELECT {COLUMNS},
+                (SELECT o.created_at FROM outbox o
+                  WHERE o.aggregate_id = notices.order_id
+                    AND o.aggregate_version = notices.order_version
+                  ORDER BY o.id LIMIT 1) AS committed_at
+         FROM notices WHERE seq > $1 ORDER BY seq LIMIT $2"
     ))
     .bind(seq)
     .bind(limit)

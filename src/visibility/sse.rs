@@ -11,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::notice_log::{self, Notice};
 use crate::auth::CurrentUser;
@@ -69,6 +70,7 @@ pub async fn events(
             opening.push(cursor_event("ready", head));
             let missed = notice_log::for_user_between(&state.db, user.id, last, head).await?;
             opening.extend(missed.iter().map(notice_event));
+            metrics::counter!("sightline_notices_sent_total").increment(missed.len() as u64);
         }
         // Ahead of this instance's hub but known to the log: another instance
         // served it. Continue from there.
@@ -83,10 +85,18 @@ pub async fn events(
     let user_id = user.id;
     let live = BroadcastStream::new(subscription.receiver)
         // A lagging client is cut off; it resumes from the log on reconnect.
+        .inspect(|item| {
+            if let Err(BroadcastStreamRecvError::Lagged(missed)) = item {
+                metrics::counter!("sightline_notices_dropped_total").increment(*missed);
+            }
+        })
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(move |item| {
             std::future::ready(match item {
-                Ok(n) if n.seq > floor && n.user_id == user_id => Some(notice_event(&n)),
+                Ok(n) if n.seq > floor && n.user_id == user_id => {
+                    count_live(&n);
+                    Some(notice_event(&n))
+                }
                 _ => None,
             })
         });
@@ -108,6 +118,20 @@ pub async fn events(
             Ok(event)
         });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat())))
+}
+
+/// Counts a live notice as sent and, for `order-visible`, how long it took
+/// from its event's commit (the outbox row's `created_at`) to here.
+fn count_live(notice: &Notice) {
+    metrics::counter!("sightline_notices_sent_total").increment(1);
+    if notice.kind == notice_log::ORDER_VISIBLE
+        && let Some(committed_at) = notice.committed_at
+    {
+        let lag = (chrono::Utc::now() - committed_at)
+            .num_milliseconds()
+            .max(0);
+        metrics::histogram!("sightline_commit_to_notice_sent_seconds").record(lag as f64 / 1000.0);
+    }
 }
 
 /// Decrements the open-streams gauge when the stream is dropped.

@@ -1,11 +1,12 @@
 //! Liveness, readiness and metrics.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::state::AppState;
@@ -16,6 +17,7 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// 200 while this instance can take writes (PostgreSQL answers). Elasticsearch
 /// being down makes it degraded, not unready: the write path stays in rotation.
+/// Projection lag never changes readiness either (see `monitoring`).
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = tokio::time::timeout(
         Duration::from_secs(2),
@@ -47,12 +49,49 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     response
 }
 
+/// Prometheus text. The database-derived gauges come from the lag monitor's
+/// latest sample (taken every second), never from a query per scrape.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(backlog) = crate::outbox::backlog(&state.db).await {
-        metrics::gauge!("sightline_outbox_backlog").set(backlog as f64);
-    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        crate::monitoring::render_metrics(&state),
     )
+}
+
+/// Counts and times every request by its matched route (`/api/orders/{id}`,
+/// never the raw path, so the label set stays small), method and status.
+/// Unmatched paths share the route `unmatched`. The duration is until the
+/// response head: a stream's lifetime is not a request's latency.
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let labels = [
+        ("route", route),
+        ("method", method.to_owned()),
+        ("status", response.status().as_str().to_owned()),
+    ];
+    metrics::counter!("sightline_http_requests_total", &labels).increment(1);
+    metrics::histogram!("sightline_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Methods are a small fixed set; anything else is `other`, so a client
+/// cannot invent label values.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }

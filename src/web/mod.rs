@@ -1,8 +1,10 @@
 //! The HTTP surface: every resource's router, the pages, and the layers that
 //! apply to all of them.
 
+pub mod cors;
 pub mod health;
 pub mod pages;
+pub mod status;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -32,9 +34,13 @@ pub fn app(state: AppState) -> Router {
     )
 }
 
-/// What a pipeline-only instance serves: health and metrics.
+/// What a pipeline-only instance serves: health, metrics and `/status`
+/// (with the stylesheet it links, which `pages` serves on web instances).
 pub fn operations_app(state: AppState) -> Router {
-    with_layers(operations(), state)
+    with_layers(
+        operations().route("/static/sightline.css", get(status::stylesheet)),
+        state,
+    )
 }
 
 fn operations() -> Router<AppState> {
@@ -42,6 +48,8 @@ fn operations() -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/status", get(status::page))
+        .route("/status/stream", get(status::stream))
 }
 
 fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
@@ -50,6 +58,7 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound })
         // After every route: applies to the method routers registered so far.
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(health::track_requests))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -61,6 +70,8 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
                 tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
             }),
         )
+        // Inside the request-id layers: preflight answers carry X-Request-Id too.
+        .layer(cors::layer(&state.settings))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)

@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/orders", get(orders_page).post(place_order_form))
         .route("/orders/{id}/cancel", post(cancel_order_form))
         .route("/static/app.js", get(app_js))
+        .route("/static/sightline.js", get(sightline_js))
         .route("/static/sightline.css", get(stylesheet))
 }
 
@@ -230,7 +231,12 @@ async fn logout(
     {
         return AppError::from(e).into_response();
     }
-    let expired = session::session_cookie("", 0, state.settings.cookie_secure);
+    let expired = session::session_cookie(
+        "",
+        0,
+        state.settings.cookie_secure,
+        state.settings.cookie_samesite,
+    );
     ([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response()
 }
 
@@ -629,6 +635,8 @@ async fn cancel_order_form(
 // Static files, embedded so the binary runs from any directory
 
 const APP_JS: &str = include_str!("../../static/app.js");
+/// The client module for any frontend (`static/sightline.js`); app.js uses it too.
+const SIGHTLINE_JS: &str = include_str!("../../static/sightline.js");
 const STYLESHEET: &str = include_str!("../../static/sightline.css");
 
 fn etag_of(body: &str, cell: &'static OnceLock<String>) -> &'static str {
@@ -672,6 +680,16 @@ async fn app_js(headers: HeaderMap) -> Response {
         APP_JS,
         "text/javascript; charset=utf-8",
         etag_of(APP_JS, &ETAG),
+    )
+}
+
+async fn sightline_js(headers: HeaderMap) -> Response {
+    static ETAG: OnceLock<String> = OnceLock::new();
+    static_file(
+        &headers,
+        SIGHTLINE_JS,
+        "text/javascript; charset=utf-8",
+        etag_of(SIGHTLINE_JS, &ETAG),
     )
 }
 

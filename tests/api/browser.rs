@@ -18,14 +18,17 @@ use futures::FutureExt;
 use reqwest::StatusCode;
 use reqwest::header;
 use serde_json::{Value, json};
-use sightline::config::RefreshMode;
+use sightline::config::{RefreshMode, Role};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with, spawn_instance, test_settings};
 
 /// How long anything in a browser may take to happen.
 const WAIT: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "correct horse battery";
+
+/// The connection indicator once the page's stream is up.
+const LIVE: &str = r#"#connection[data-state="live"]"#;
 
 /// One browser at a time: the machine is small and Chromium is not.
 static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -342,6 +345,358 @@ async fn slow_search_turns_rows_delayed() {
 }
 
 // ---------------------------------------------------------------------------
+// Every client gets its notices: across a dropped stream, across tabs, and
+// only its own
+
+/// The stream's server goes away mid-session (its instance stops gracefully:
+/// the stream ends with a retry hint) and comes back on the same address.
+/// While the page is cut off, two orders become visible: one placed in the
+/// page (its notice held back until the page was disconnected) and one placed
+/// through the API. The page's EventSource reconnects with Last-Event-ID and
+/// both notices are replayed: the page's row flips to visible, and the module
+/// hands both to subscribers — the API one can only have come from the
+/// replay, since nothing else tells the page about it.
+#[tokio::test]
+async fn stream_dropped_mid_session_resumes_without_missing_a_notice() {
+    let settings = test_settings().await;
+    // The pipeline, and an API that stays up, on an instance of their own.
+    let pipeline = spawn_app_with(settings.clone()).await;
+    // The page's instance: web only, over the same data; restarted below
+    // with the same settings on the same port.
+    let mut web_settings = settings.clone();
+    web_settings.roles = vec![Role::Web];
+    let web = spawn_instance(web_settings.clone()).await;
+    web_settings.bind_addr = format!("127.0.0.1:{}", web.port).parse().unwrap();
+
+    with_browser(Browser::JavaScript, "resume", async |client| {
+        let username = sign_up_through_form(&client, &web).await?;
+        wait_for(&client, LIVE).await?;
+        record_notices(&client).await?;
+
+        // Placed in the page; search gets it, but its notice is not recorded
+        // until the page has been cut off.
+        let hold = pipeline.hold_notices().await;
+        fill_order_form(&client, "HELD-BACK", 1, 700, "its notice comes after the drop").await?;
+        submit_order_form(&client).await?;
+        let held = top_row_id(&client).await?;
+        wait_for(
+            &client,
+            &format!(r#"#orders tr[data-order-id="{held}"][data-accepted]"#),
+        )
+        .await?;
+        pipeline.wait_until_projector_blocked().await;
+
+        // The stream's server goes away.
+        web.stop();
+        wait_for(&client, r#"#connection[data-state="reconnecting"]"#).await?;
+        screenshot(&client, "resume-1-disconnected").await?;
+
+        // Meanwhile: an order through the API, with the page's own session,
+        // and the held notice is recorded.
+        let user = session_user(&client, &username).await?;
+        let away = pipeline.place_simple_order(&user, "WHILE-AWAY").await;
+        let away = away["id"].as_str().context("order without id")?.to_owned();
+        hold.release().await;
+        pipeline.wait_until_visible(&user, &held).await;
+        pipeline.wait_until_visible(&user, &away).await;
+        // The page cannot have heard of either yet.
+        ensure!(
+            row_state(&client, &held).await? != "visible",
+            "the held order is not visible in the page while it is cut off"
+        );
+        ensure!(
+            notices(&client).await?.is_empty(),
+            "no notice reached the page while it was cut off"
+        );
+
+        // The server comes back, same settings, same address.
+        wait_until_port_free(web.port).await?;
+        let _back = spawn_instance(web_settings.clone()).await;
+        wait_for(&client, LIVE).await?;
+        wait_for(&client, &visible_row(&held)).await?;
+        wait_until(
+            &client,
+            "both notices replayed to the page",
+            &format!(
+                "(window.__notices || []).filter(n => n.id === '{held}' || n.id === '{away}').length >= 2"
+            ),
+        )
+        .await?;
+        screenshot(&client, "resume-2-replayed").await?;
+
+        let seen = notices(&client).await?;
+        let ids: Vec<&str> = seen.iter().filter_map(|n| n["id"].as_str()).collect();
+        let mut expected = vec![held.as_str(), away.as_str()];
+        let mut got = ids.clone();
+        expected.sort_unstable();
+        got.sort_unstable();
+        ensure!(got == expected, "each notice once, nothing else: {seen:?}");
+        ensure!(
+            seen.iter().all(|n| n["kind"] == "order-visible"),
+            "{seen:?}"
+        );
+        let cursors: Vec<i64> = seen
+            .iter()
+            .map(|n| n["cursor"].as_str().and_then(|c| c.parse().ok()).unwrap_or(-1))
+            .collect();
+        ensure!(
+            cursors.windows(2).all(|w| w[0] < w[1]) && cursors[0] > 0,
+            "replayed in log order: {cursors:?}"
+        );
+        // The same EventSource came back (that is what sends Last-Event-ID).
+        ensure!(streams(&client).await? == 1, "one stream in the page");
+        let announced = client
+            .find(Locator::Id("announcements"))
+            .await?
+            .text()
+            .await?;
+        ensure!(announced.contains("HELD-BACK × 1"), "announced: {announced:?}");
+        Ok(())
+    })
+    .await;
+}
+
+/// Two tabs of one session share ONE event stream (the first tab opens it and
+/// rebroadcasts over BroadcastChannel): an order placed in tab A is visible
+/// in A, tab B hears its notice too, and shows it visible after a reload.
+/// When A (the stream's owner) closes, B takes the stream over.
+#[tokio::test]
+async fn two_tabs_of_one_user_both_see_the_order() {
+    let app = spawn_app().await;
+    with_browser(Browser::JavaScript, "two-tabs", async |client| {
+        sign_up_through_form(&client, &app).await?;
+        wait_for(&client, LIVE).await?;
+        let tab_a = client.window().await?;
+        let tab_b = client.new_window(true).await?.handle;
+        client.switch_to_window(tab_b.clone()).await?;
+        client.goto(&app.url("/orders")).await?;
+        // Live through A's stream.
+        wait_for(&client, LIVE).await?;
+        record_notices(&client).await?;
+        let in_b = streams(&client).await?;
+        client.switch_to_window(tab_a.clone()).await?;
+        let in_a = streams(&client).await?;
+        ensure!(
+            (in_a, in_b) == (1, 0),
+            "one EventSource for the browser, in the first tab (A: {in_a}, B: {in_b})"
+        );
+
+        fill_order_form(&client, "TWO-TABS", 1, 999, "placed in tab A").await?;
+        submit_order_form(&client).await?;
+        let id = top_row_id(&client).await?;
+        wait_for(&client, &visible_row(&id)).await?;
+        screenshot(&client, "two-tabs-1-a-visible").await?;
+
+        client.switch_to_window(tab_b.clone()).await?;
+        // B heard the notice over the channel.
+        wait_until(
+            &client,
+            "tab B hears the notice",
+            &format!(
+                "(window.__notices || []).some(n => n.id === '{id}' && n.kind === 'order-visible')"
+            ),
+        )
+        .await?;
+        // The module in B agrees at once...
+        let answer = client
+            .execute_async(
+                r#"const [id, done] = arguments;
+                   import('/static/sightline.js')
+                     .then((m) => m.whenVisible(id, { timeoutMs: 20000 }))
+                     .then(done, (e) => done({ failure: String(e) }));"#,
+                vec![json!(id)],
+            )
+            .await?;
+        ensure!(answer["visible"] == true, "whenVisible in tab B: {answer}");
+        // ...and after a reload B lists it as visible.
+        client.refresh().await?;
+        wait_for(&client, &visible_row(&id)).await?;
+        wait_for(&client, LIVE).await?;
+        screenshot(&client, "two-tabs-2-b-reloaded").await?;
+        ensure!(streams(&client).await? == 0, "B reloaded as a listener");
+        client.switch_to_window(tab_a.clone()).await?;
+        ensure!(streams(&client).await? == 1, "A still holds the one stream");
+
+        // A closes: the lock passes to B, which opens the stream.
+        client.close_window().await?;
+        client.switch_to_window(tab_b).await?;
+        wait_until(
+            &client,
+            "B opens the stream",
+            "window.__sightlineStreams === 1",
+        )
+        .await?;
+        wait_for(&client, LIVE).await?;
+        fill_order_form(&client, "TAB-B", 2, 450, "placed after A closed").await?;
+        submit_order_form(&client).await?;
+        let second = top_row_id(&client).await?;
+        wait_for(&client, &visible_row(&second)).await?;
+        screenshot(&client, "two-tabs-3-b-took-over").await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Alice and Bob in two separate browsers: while Alice's orders become
+/// visible in her page, Bob's page gets no row, no announcement and no
+/// notice. Then one of Bob's own orders reaches his stream — after where
+/// Alice's would have been, as the stream is in commit order — and it is the
+/// only notice he ever got.
+#[tokio::test]
+async fn another_users_tab_receives_nothing() {
+    let app = spawn_app().await;
+    with_two_browsers("other-user", async |alice, bob| {
+        sign_up_through_form(&alice, &app).await?;
+        let bob_name = sign_up_through_form(&bob, &app).await?;
+        wait_for(&alice, LIVE).await?;
+        wait_for(&bob, LIVE).await?;
+        record_notices(&bob).await?;
+
+        for (sku, quantity) in [("ALICE-1", 1), ("ALICE-2", 2)] {
+            fill_order_form(&alice, sku, quantity, 500, "only for alice").await?;
+            submit_order_form(&alice).await?;
+            let id = top_row_id(&alice).await?;
+            wait_for(&alice, &visible_row(&id)).await?;
+        }
+        screenshot(&alice, "other-user-1-alice").await?;
+
+        let nothing_in_bobs_page = async || -> anyhow::Result<()> {
+            let rows = bob.find_all(Locator::Css("#orders tbody tr")).await?;
+            ensure!(rows.is_empty(), "Bob's table has {} rows", rows.len());
+            let announced = bob.find(Locator::Id("announcements")).await?.text().await?;
+            ensure!(announced.trim().is_empty(), "Bob was told {announced:?}");
+            ensure!(
+                bob.find(Locator::Id("empty")).await.is_ok(),
+                "Bob's page still says he has no orders"
+            );
+            Ok(())
+        };
+        nothing_in_bobs_page().await?;
+        ensure!(notices(&bob).await?.is_empty(), "Bob got a notice");
+
+        let bob_user = session_user(&bob, &bob_name).await?;
+        let own = app.place_simple_order(&bob_user, "BOB-1").await;
+        let own = own["id"].as_str().context("order without id")?.to_owned();
+        wait_until(
+            &bob,
+            "Bob's own notice",
+            &format!("(window.__notices || []).some(n => n.id === '{own}')"),
+        )
+        .await?;
+        let seen = notices(&bob).await?;
+        ensure!(
+            seen.len() == 1 && seen[0]["id"] == own.as_str(),
+            "Bob heard only of his own order: {seen:?}"
+        );
+        nothing_in_bobs_page().await?;
+        screenshot(&bob, "other-user-2-bob").await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// sightline.js as another frontend would use it, run in the /orders page:
+/// placeOrder (a retry with the same id places nothing twice; a 4xx rejects
+/// with the server's code), whenVisible over the stream and over long polls,
+/// subscribe, an unknown order, and aborting.
+#[tokio::test]
+async fn sightline_js_module_works_for_other_frontends() {
+    let app = spawn_app().await;
+    with_browser(Browser::JavaScript, "module", async |client| {
+        sign_up_through_form(&client, &app).await?;
+        wait_for(&client, LIVE).await?;
+        let result = client
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                (async () => {
+                  const m = await import('/static/sightline.js');
+                  const heard = [];
+                  const stop = m.subscribe((n) => heard.push(n));
+                  const body = {
+                    items: [{ sku: 'MODULE-1', quantity: 2, unit_price_cents: 300 }],
+                    note: 'from sightline.js',
+                  };
+                  const order = await m.placeOrder(body);
+                  const again = await m.placeOrder({ ...body, id: order.id });
+                  const visible = await m.whenVisible(order.id, { timeoutMs: 20000 });
+                  const already = await m.whenVisible(order.id);
+                  for (let i = 0; i < 100 && !heard.some((n) => n.id === order.id); i++) {
+                    await new Promise((r) => setTimeout(r, 50));
+                  }
+                  const polledOrder = await m.placeOrder({
+                    items: [{ sku: 'MODULE-POLL', quantity: 1, unit_price_cents: 100 }],
+                  });
+                  const polled = await m.whenVisible(polledOrder.id, { transport: 'poll', timeoutMs: 20000 });
+                  const errorOf = async (promise) => {
+                    try {
+                      await promise;
+                      return null;
+                    } catch (e) {
+                      return { name: e.name, status: e.status, code: e.code, error: e.error, field: e.field };
+                    }
+                  };
+                  const invalid = await errorOf(m.placeOrder({ items: [] }));
+                  const unknown = await errorOf(m.whenVisible(m.newOrderId()));
+                  const controller = new AbortController();
+                  const pending = errorOf(m.whenVisible(polledOrder.id, { signal: controller.signal }));
+                  controller.abort();
+                  const aborted = await pending;
+                  stop();
+                  return {
+                    order, again, visible, already, polledOrder, polled, invalid, unknown, aborted,
+                    heard: heard.filter((n) => n.id === order.id),
+                  };
+                })().then(done, (e) => done({ failure: String((e && e.stack) || e) }));"#,
+                vec![],
+            )
+            .await?;
+        ensure!(result.get("failure").is_none(), "{result}");
+        let id = result["order"]["id"].as_str().context("no id")?;
+        ensure!(Uuid::parse_str(id).is_ok(), "a client-made UUID: {id}");
+        ensure!(result["order"]["total_cents"] == 600, "{result}");
+        ensure!(result["again"]["id"] == id, "same id, same order: {result}");
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE id = $1")
+            .bind(Uuid::parse_str(id)?)
+            .fetch_one(&app.db)
+            .await?;
+        ensure!(stored == 1, "placed once");
+        for key in ["visible", "already", "polled"] {
+            ensure!(result[key]["visible"] == true, "{key}: {result}");
+        }
+        ensure!(result["visible"]["id"] == id && result["visible"]["version"] == 1);
+        let heard = result["heard"].as_array().context("heard")?;
+        ensure!(
+            heard.len() == 1
+                && heard[0]["kind"] == "order-visible"
+                && heard[0]["version"] == 1
+                && heard[0]["status"] == "placed",
+            "subscribe got the notice once: {heard:?}"
+        );
+        ensure!(
+            result["invalid"]["status"] == 422
+                && result["invalid"]["code"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("invalid"))
+                && result["invalid"]["error"]
+                    .as_str()
+                    .is_some_and(|e| !e.is_empty()),
+            "a 4xx carries the server's answer: {result}"
+        );
+        ensure!(
+            result["unknown"]["status"] == 404 && result["unknown"]["code"] == "not_found",
+            "{result}"
+        );
+        ensure!(result["aborted"]["name"] == "AbortError", "{result}");
+        // What the module placed is the page's order too.
+        client.refresh().await?;
+        wait_for(&client, &visible_row(id)).await?;
+        screenshot(&client, "module-1-placed-by-the-module").await?;
+        Ok(())
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
 // The forms over plain HTTP: statuses, redirects, cookies, static files
 
 #[tokio::test]
@@ -368,6 +723,7 @@ async fn pages_answer_forms_without_a_browser() {
 
     for (path, content_type) in [
         ("/static/app.js", "text/javascript"),
+        ("/static/sightline.js", "text/javascript"),
         ("/static/sightline.css", "text/css"),
     ] {
         let r = browser.get(app.url(path)).send().await.unwrap();
@@ -635,6 +991,85 @@ async fn wait_for(client: &Client, css: &str) -> anyhow::Result<fantoccini::elem
         .with_context(|| format!("waited {WAIT:?} for `{css}`"))
 }
 
+/// Subscribes to the page's sightline.js (the module instance app.js uses)
+/// and keeps every notice in `window.__notices`.
+async fn record_notices(client: &Client) -> anyhow::Result<()> {
+    let done = client
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               window.__notices = [];
+               import('/static/sightline.js').then(
+                 (m) => { m.subscribe((n) => window.__notices.push(n)); done(true); },
+                 (e) => done(String(e)));"#,
+            vec![],
+        )
+        .await?;
+    ensure!(done == json!(true), "could not subscribe: {done}");
+    Ok(())
+}
+
+/// The notices `record_notices` kept.
+async fn notices(client: &Client) -> anyhow::Result<Vec<Value>> {
+    let list = client
+        .execute("return window.__notices || [];", vec![])
+        .await?;
+    Ok(list.as_array().cloned().unwrap_or_default())
+}
+
+/// EventSources open in the current tab (sightline.js counts them).
+async fn streams(client: &Client) -> anyhow::Result<i64> {
+    let n = client
+        .execute("return window.__sightlineStreams || 0;", vec![])
+        .await?;
+    n.as_i64().context("a number")
+}
+
+async fn row_state(client: &Client, id: &str) -> anyhow::Result<String> {
+    Ok(client
+        .find(Locator::Css(&format!(
+            r#"#orders tr[data-order-id="{id}"]"#
+        )))
+        .await?
+        .attr("data-state")
+        .await?
+        .unwrap_or_default())
+}
+
+/// The browser's session, for API calls as the same user.
+async fn session_user(client: &Client, username: &str) -> anyhow::Result<TestUser> {
+    let cookie = client.get_named_cookie("sightline_session").await?;
+    Ok(TestUser {
+        username: username.to_owned(),
+        password: PASSWORD.to_owned(),
+        token: cookie.value().to_owned(),
+    })
+}
+
+/// Waits until `condition` (a JavaScript expression) holds in the page.
+async fn wait_until(client: &Client, what: &str, condition: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let holds = client
+            .execute(&format!("return Boolean({condition});"), vec![])
+            .await?;
+        if holds == json!(true) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until a stopped instance has let go of its port.
+async fn wait_until_port_free(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while TcpListener::bind(("127.0.0.1", port)).is_err() {
+        ensure!(Instant::now() < deadline, "port {port} is still taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 async fn screenshot(client: &Client, name: &str) -> anyhow::Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
     std::fs::create_dir_all(&dir)?;
@@ -677,12 +1112,47 @@ where
     }
 }
 
+/// Like [`with_browser`], with two separate browsers (own profiles: nothing
+/// shared between them, as for two people on two machines).
+async fn with_two_browsers<F>(name: &str, test: F)
+where
+    F: AsyncFnOnce(Client, Client) -> anyhow::Result<()>,
+{
+    let _one_at_a_time = BROWSERS.lock().await;
+    let driver = Driver::start().await.expect("Failed to start chromedriver");
+    let first = driver
+        .connect(Browser::JavaScript)
+        .await
+        .expect("Failed to open the first browser session");
+    let second = driver
+        .connect(Browser::JavaScript)
+        .await
+        .expect("Failed to open the second browser session");
+    let outcome = AssertUnwindSafe(test(first.clone(), second.clone()))
+        .catch_unwind()
+        .await;
+    if !matches!(outcome, Ok(Ok(()))) {
+        let _ = screenshot(&first, &format!("{name}-failure-a")).await;
+        let _ = screenshot(&second, &format!("{name}-failure-b")).await;
+    }
+    let _ = first.close().await;
+    let _ = second.close().await;
+    drop(driver);
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{name}: {e:?}"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// A chromedriver process; dropping it stops chromedriver and any browser it
-/// started (they share its process group) and removes the browser profile.
+/// started (they share its process group) and removes the browser profiles.
 struct Driver {
     child: Child,
     url: String,
-    profile: PathBuf,
+    /// One per session: two sessions are two separate browsers (no shared
+    /// cookies, storage, BroadcastChannel or locks).
+    profiles: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Driver {
@@ -706,12 +1176,10 @@ impl Driver {
                     format!("Failed to run {binary} (apt-get install chromium chromium-driver)")
                 })?
         };
-        let profile = std::env::temp_dir().join(format!("sightline-chromium-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&profile)?;
         let mut driver = Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            profile,
+            profiles: Default::default(),
         };
 
         // Wait until it answers (start-up, not consistency: nothing to observe).
@@ -740,6 +1208,9 @@ impl Driver {
     }
 
     async fn connect(&self, kind: Browser) -> anyhow::Result<Client> {
+        let profile = std::env::temp_dir().join(format!("sightline-chromium-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&profile)?;
+        self.profiles.lock().unwrap().push(profile.clone());
         let chrome = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
         let mut options = json!({
             "binary": chrome,
@@ -753,7 +1224,7 @@ impl Driver {
                 "--disable-component-update",
                 "--disable-sync",
                 "--window-size=1280,1000",
-                format!("--user-data-dir={}", self.profile.display()),
+                format!("--user-data-dir={}", profile.display()),
             ],
         });
         if kind == Browser::NoJavaScript {
@@ -789,7 +1260,9 @@ impl Drop for Driver {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        for profile in self.profiles.lock().unwrap().drain(..) {
+            let _ = std::fs::remove_dir_all(profile);
+        }
     }
 }
 

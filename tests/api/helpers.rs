@@ -24,6 +24,9 @@ pub struct TestApp {
     /// A client that keeps no cookies; tests pass bearer tokens explicitly.
     pub http: reqwest::Client,
     shutdown: ShutdownSignal,
+    /// Whether dropping this app removes the database and index (false for
+    /// a further instance over another app's data: [`spawn_instance`]).
+    owns_data: bool,
 }
 
 /// A signed-up, logged-in user.
@@ -68,6 +71,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let mut app = spawn_instance(settings).await;
+    app.owns_data = true;
+    app
+}
+
+/// Another instance over the data of an app spawned before (same database
+/// and index prefix in `settings`); dropping it leaves that data alone, so
+/// it may come and go — e.g. restart on the port of a stopped instance.
+pub async fn spawn_instance(settings: Settings) -> TestApp {
     let app = Application::build(settings.clone())
         .await
         .expect("Failed to build the application");
@@ -89,6 +101,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
             .build()
             .unwrap(),
         shutdown,
+        owns_data: false,
     }
 }
 
@@ -560,7 +573,7 @@ pub async fn settings_behind_proxy() -> (Settings, TcpProxy, String) {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.trigger();
-        if std::env::var("KEEP_TEST_DATA").is_ok() {
+        if !self.owns_data || std::env::var("KEEP_TEST_DATA").is_ok() {
             return;
         }
         let database_url = self.settings.database_url.clone();

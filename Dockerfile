@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+#
+# Sightline as one small image: `docker build -t sightline .`, or
+# `docker compose up --build` with compose.yaml (PostgreSQL + Elasticsearch).
+
+# --- build -------------------------------------------------------------------
+FROM rust:1-bookworm AS builder
+WORKDIR /build
+
+# Dependencies first, in their own layer: a change to the sources alone does
+# not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked --bin sightline \
+    && rm -rf src
+
+# Migrations, templates and static files are compiled into the binary.
+COPY src ./src
+COPY migrations ./migrations
+COPY templates ./templates
+COPY static ./static
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --bin sightline
+
+# --- run ---------------------------------------------------------------------
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --no-create-home sightline
+COPY --from=builder /build/target/release/sightline /usr/local/bin/sightline
+
+USER sightline
+ENV BIND_ADDR=0.0.0.0:3000
+EXPOSE 3000
+# `serve` migrates the database and creates the indices before it listens.
+CMD ["sightline", "serve"]

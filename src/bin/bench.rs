@@ -1,0 +1,519 @@
+//! `bench`: Sightline's end-to-end benchmark (run it with `scripts/bench`).
+//!
+//! Everything is measured in one run against the real PostgreSQL and
+//! Elasticsearch, with the release `sightline serve` binary as a child
+//! process per scenario (fresh database and index prefix each). The machine
+//! is shared and noisy, so only ratios within one run mean much: the floor
+//! (bare PostgreSQL commit + bare searchable index call + bare SSE push) is
+//! measured in the same run as everything compared with it.
+//!
+//! Prints a table and writes `target/bench/latest.json` (and the table to
+//! `target/bench/latest.txt`). See docs/BENCHMARKS.md for what each number
+//! means and the targets.
+
+#[path = "bench/capacity.rs"]
+mod capacity;
+#[path = "bench/floor.rs"]
+mod floor;
+#[path = "bench/load.rs"]
+mod load;
+#[path = "bench/server.rs"]
+mod server;
+#[path = "bench/sse.rs"]
+mod sse;
+#[path = "bench/stats.rs"]
+mod stats;
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use load::LoadResult;
+use server::Bench;
+use stats::round2;
+
+/// Sightline's end-to-end benchmark: floor, visibility latency, seed settings
+/// vs tuned, maximum sustained rate, SSE capacity.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// A shorter run of the same: 10 s load steps, 2,000 SSE streams.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per load step (default 60, or 10 with --quick).
+    #[arg(long, value_name = "SECS")]
+    step_secs: Option<u64>,
+    /// Idle SSE streams to open (default 18,000, or 2,000 with --quick).
+    #[arg(long, value_name = "N")]
+    sse_streams: Option<usize>,
+    /// Run only these parts, for iterating on one of them: the table is
+    /// printed, latest.json is left alone.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Internal: hold idle SSE streams for the capacity test.
+    #[command(hide = true)]
+    SseClients(capacity::ClientArgs),
+    /// Internal: a bare axum SSE server, for the capacity test's floor.
+    #[command(hide = true)]
+    SseFloorServer,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Floor,
+    Visibility,
+    Seed,
+    Max,
+    Sse,
+}
+
+/// Offered rates of the visibility test, orders/s.
+const VISIBILITY_RATES: [u32; 3] = [50, 200, 1000];
+/// Steps of the maximum-rate search, orders/s.
+const RATE_STEPS: [u32; 10] = [200, 400, 700, 1000, 1400, 2000, 2800, 4000, 5600, 8000];
+/// Users placing orders, each with an open stream.
+const USERS: usize = 100;
+/// A sustained rate keeps p99 within this.
+const SUSTAINED_P99_MS: f64 = 1000.0;
+
+/// The seed's settings, as knobs of today's code.
+const SEED_SETTINGS: &[(&str, &str)] = &[
+    ("RELAY_WAKE", "poll"),
+    ("RELAY_POLL_MS", "250"),
+    ("RELAY_BATCH_SIZE", "100"),
+    ("REFRESH_MODE", "wait-for"),
+    ("INDEX_REFRESH_INTERVAL", "1s"),
+];
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Some(Mode::SseClients(args)) => capacity::clients(args).await,
+        Some(Mode::SseFloorServer) => capacity::floor_server().await,
+        None => run(&cli).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What one run measured (a part left out with `--only` stays `None`).
+#[derive(Default)]
+struct Results {
+    floor: Option<floor::Floor>,
+    visibility: Vec<(u32, LoadResult)>,
+    seed: Option<(LoadResult, LoadResult)>,
+    steps: Vec<(u32, LoadResult, bool)>,
+    max_sustained: Option<u32>,
+    sse: Option<capacity::Capacity>,
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let quick = cli.quick;
+    let step = Duration::from_secs(cli.step_secs.unwrap_or(if quick { 10 } else { 60 }));
+    let streams = cli
+        .sse_streams
+        .unwrap_or(if quick { 2_000 } else { 18_000 });
+    let floor_samples = if quick { 100 } else { 300 };
+    let probe = Duration::from_secs(if quick { 10 } else { 30 });
+    let runs = |part| cli.only.is_empty() || cli.only.contains(&part);
+    let started = Instant::now();
+
+    let bench = Bench::new().await?;
+    bench.remove_leftovers().await?;
+    let machine = machine(&bench).await?;
+    let mode = if quick { "--quick" } else { "full" };
+    eprintln!(
+        "bench ({mode}): {} s per load step, {streams} SSE streams; server logs in {}",
+        step.as_secs(),
+        bench.out_dir.join("logs").display()
+    );
+    let mut results = Results::default();
+
+    if runs(Part::Floor) {
+        eprintln!("[1/5] floor");
+        results.floor = Some(floor::measure(&bench, floor_samples).await?);
+    }
+
+    if runs(Part::Visibility) {
+        eprintln!("[2/5] visibility latency");
+        for rate in VISIBILITY_RATES {
+            let label = format!("visibility-{rate}");
+            let r = load::scenario(&bench, &label, &[], USERS, rate.into(), step).await?;
+            eprintln!("  {rate}/s: {}", line(&r));
+            results.visibility.push((rate, r));
+        }
+    }
+
+    if runs(Part::Seed) {
+        eprintln!("[3/5] seed settings vs tuned defaults at 200/s");
+        let seed =
+            load::scenario(&bench, "seed-settings", SEED_SETTINGS, USERS, 200.0, step).await?;
+        eprintln!("  seed:  {}", line(&seed));
+        let tuned = load::scenario(&bench, "tuned", &[], USERS, 200.0, step).await?;
+        eprintln!("  tuned: {}", line(&tuned));
+        results.seed = Some((seed, tuned));
+    }
+
+    if runs(Part::Max) {
+        eprintln!("[4/5] maximum sustained rate (p99 <= 1 s)");
+        for rate in RATE_STEPS {
+            let label = format!("max-{rate}");
+            let r = load::scenario(&bench, &label, &[], USERS, rate.into(), step).await?;
+            let ok = r.sustained(SUSTAINED_P99_MS);
+            eprintln!(
+                "  {rate}/s: {} -> {}",
+                line(&r),
+                if ok { "sustained" } else { "not sustained" }
+            );
+            results.steps.push((rate, r, ok));
+            if !ok {
+                break;
+            }
+        }
+        results.max_sustained = Some(
+            results
+                .steps
+                .iter()
+                .take_while(|(_, _, ok)| *ok)
+                .last()
+                .map_or(0, |(rate, _, _)| *rate),
+        );
+    }
+
+    if runs(Part::Sse) {
+        eprintln!("[5/5] SSE capacity ({streams} idle streams)");
+        results.sse = Some(capacity::measure(&bench, streams, probe).await?);
+    }
+
+    let table = table(&results, mode, step, &machine, started.elapsed());
+    print!("{table}");
+    if !cli.only.is_empty() {
+        eprintln!("(--only: target/bench/latest.json left as it was)");
+        return Ok(());
+    }
+    let report = report(&results, machine).context("a part is missing")?;
+    std::fs::write(
+        bench.out_dir.join("latest.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    std::fs::write(bench.out_dir.join("latest.txt"), &table)?;
+    eprintln!("wrote {}", bench.out_dir.join("latest.json").display());
+    Ok(())
+}
+
+/// The `latest.json` document.
+fn report(r: &Results, machine: Value) -> Option<Value> {
+    let floor = r.floor.as_ref()?;
+    let (seed, tuned) = r.seed.as_ref()?;
+    let sse = r.sse.as_ref()?;
+    let visibility: serde_json::Map<String, Value> = r
+        .visibility
+        .iter()
+        .map(|(rate, r)| {
+            let v = json!({
+                "p50_ms": round2(r.latency.p50),
+                "p95_ms": round2(r.latency.p95),
+                "p99_ms": round2(r.latency.p99),
+                "achieved_rate": round2(r.achieved_rate),
+            });
+            (rate.to_string(), v)
+        })
+        .collect();
+    Some(json!({
+        "floor_p50_ms": round2(floor.p50_sum()),
+        "visibility": visibility,
+        "seed_settings_p50_ms": round2(seed.latency.p50),
+        "tuned_p50_ms": round2(tuned.latency.p50),
+        "max_sustained_rate": r.max_sustained?,
+        "sse_connections": sse.connections,
+        "sse_rss_bytes_per_connection": sse.rss_per_connection.round() as u64,
+        "sse_notice_p99_ms": round2(sse.notice.p99),
+        "machine": machine,
+    }))
+}
+
+/// Cores, memory and the versions of the two services.
+async fn machine(bench: &Bench) -> anyhow::Result<Value> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    let postgresql: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&bench.admin)
+        .await?;
+    let nodes = bench
+        .http
+        .get(format!(
+            "{}/_nodes/_local?filter_path=nodes.*.version",
+            bench.es_url
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let nodes: Value = serde_json::from_slice(&nodes)?;
+    let elasticsearch = nodes["nodes"]
+        .as_object()
+        .and_then(|n| n.values().next())
+        .and_then(|n| n["version"].as_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    Ok(json!({
+        "cores": cores,
+        "memory_bytes": memory_bytes,
+        "postgresql": postgresql,
+        "elasticsearch": elasticsearch,
+    }))
+}
+
+fn line(r: &LoadResult) -> String {
+    let mut s = format!(
+        "p50 {} p95 {} p99 {} ms, achieved {:.0}/s ({} ok",
+        num(r.latency.p50),
+        num(r.latency.p95),
+        num(r.latency.p99),
+        r.achieved_rate,
+        r.ok,
+    );
+    if r.errors > 0 {
+        let _ = write!(s, ", {} errors", r.errors);
+    }
+    if r.lost > 0 {
+        let _ = write!(s, ", {} not visible in time", r.lost);
+    }
+    s.push(')');
+    if let Some(e) = &r.first_error {
+        let _ = write!(s, " first error: {e}");
+    }
+    s
+}
+
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}")
+    } else {
+        "-".into()
+    }
+}
+
+fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\nSightline benchmark ({mode} run, {} s load steps, {:.0} s total) — {} cores, {:.1} GiB, PostgreSQL {}, Elasticsearch {}",
+        step.as_secs(),
+        elapsed.as_secs_f64(),
+        m["cores"],
+        m["memory_bytes"].as_f64().unwrap_or(0.0) / (1u64 << 30) as f64,
+        m["postgresql"].as_str().unwrap_or("?"),
+        m["elasticsearch"].as_str().unwrap_or("?"),
+    );
+    if let Some(f) = &r.floor {
+        let _ = writeln!(o, "\nFloor (p50 of sequential bare calls)");
+        let _ = writeln!(
+            o,
+            "  PostgreSQL order + outbox commit   {:>8} ms",
+            num(f.postgres.p50)
+        );
+        let _ = writeln!(
+            o,
+            "  Elasticsearch index, refresh=true  {:>8} ms",
+            num(f.elasticsearch.p50)
+        );
+        let _ = writeln!(
+            o,
+            "  SSE push over loopback             {:>8} ms",
+            num(f.sse.p50)
+        );
+        let _ = writeln!(
+            o,
+            "  floor                              {:>8} ms",
+            num(f.p50_sum())
+        );
+    }
+
+    let header = |o: &mut String| {
+        let _ = writeln!(
+            o,
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8} {:>8}",
+            "load",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "achieved",
+            "errors",
+            "lost",
+            "srv cpu",
+            "gen cpu"
+        );
+    };
+    let row = |o: &mut String, name: &str, r: &LoadResult| {
+        let _ = writeln!(
+            o,
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8.0} {:>7} {:>6} {:>8} {:>8}",
+            name,
+            num(r.latency.p50),
+            num(r.latency.p95),
+            num(r.latency.p99),
+            num(r.latency.max),
+            r.achieved_rate,
+            r.errors,
+            r.lost,
+            format!("{:.0}%", r.server_cpu * 100.0),
+            format!("{:.0}%", r.bench_cpu * 100.0)
+        );
+    };
+    let _ = writeln!(
+        o,
+        "\n(latency: POST's 201 -> order-visible on the owner's stream; lost: no notice when the wait ended, \
+         counted with the time waited; srv/gen cpu: CPU of the server / of this load generator during the step, \
+         100% = one core)"
+    );
+    if !r.visibility.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nVisibility latency, 201 -> order-visible ({USERS} users with open streams, open loop)"
+        );
+        header(&mut o);
+        for (rate, v) in &r.visibility {
+            row(&mut o, &format!("{rate}/s"), v);
+        }
+    }
+    if let Some((seed, tuned)) = &r.seed {
+        let _ = writeln!(o, "\nSeed settings vs tuned defaults, 200/s");
+        header(&mut o);
+        row(&mut o, "seed settings", seed);
+        row(&mut o, "tuned defaults", tuned);
+    }
+    if let Some(max) = r.max_sustained {
+        let _ = writeln!(
+            o,
+            "\nMaximum sustained rate (p99 <= 1 s for {} s)",
+            step.as_secs()
+        );
+        header(&mut o);
+        for (rate, v, ok) in &r.steps {
+            row(
+                &mut o,
+                &format!("{rate}/s {}", if *ok { "ok" } else { "FAIL" }),
+                v,
+            );
+        }
+        let _ = writeln!(o, "  maximum sustained: {max}/s");
+    }
+    if let Some(s) = &r.sse {
+        let _ = writeln!(o, "\nSSE capacity (one instance)");
+        let _ = writeln!(
+            o,
+            "  streams held          {} ({} idle + 1 probe asked for, {} failed to open)",
+            s.connections, s.target, s.failed
+        );
+        let _ = writeln!(
+            o,
+            "  server RSS            {:.1} MiB with {} streams -> {:.1} MiB with {}: {:.0} B per stream",
+            s.rss_before as f64 / 1048576.0,
+            s.streams_before,
+            s.rss_after as f64 / 1048576.0,
+            s.streams_after,
+            s.rss_per_connection
+        );
+        let _ = writeln!(
+            o,
+            "  bare axum SSE server  {:.0} B per stream (the same streams, measured the same way)",
+            s.floor_rss_per_connection
+        );
+        let _ = writeln!(
+            o,
+            "  notice to one stream  p50 {} p99 {} ms ({} notices, {} not seen)",
+            num(s.notice.p50),
+            num(s.notice.p99),
+            s.notice.count,
+            s.notice_lost
+        );
+        let _ = writeln!(
+            o,
+            "  fan-out check         {} of {} idle streams got a notice within {:.0} ms",
+            s.fanout_received,
+            s.connections.saturating_sub(1),
+            s.fanout_ms
+        );
+    }
+
+    let _ = writeln!(o, "\nTargets");
+    let v200 = r.visibility.iter().find(|(rate, _)| *rate == 200);
+    if let (Some((_, v)), Some(f)) = (v200, &r.floor) {
+        let times = v.latency.p50 / f.p50_sum();
+        let _ = writeln!(
+            o,
+            "  200/s p50 <= 2 x floor      {} x floor   {}",
+            num(times),
+            mark(times <= 2.0)
+        );
+    }
+    if let Some((_, v)) = v200 {
+        let _ = writeln!(
+            o,
+            "  200/s p99 <= 250 ms         {} ms   {}",
+            num(v.latency.p99),
+            mark(v.latency.p99 <= 250.0)
+        );
+    }
+    if let Some((seed, tuned)) = &r.seed {
+        let times = tuned.latency.p50 / seed.latency.p50;
+        let _ = writeln!(
+            o,
+            "  tuned <= 0.2 x seed (p50)   {:.3} x seed   {}",
+            times,
+            mark(times <= 0.2)
+        );
+    }
+    if let Some(max) = r.max_sustained {
+        let _ = writeln!(
+            o,
+            "  max sustained >= 1000/s     {max}/s   {}",
+            mark(max >= 1000)
+        );
+    }
+    if let Some(s) = &r.sse {
+        let _ = writeln!(
+            o,
+            "  SSE >= 18000 streams        {}   {}",
+            s.connections,
+            mark(s.connections >= 18_000)
+        );
+        let _ = writeln!(
+            o,
+            "  SSE <= 16384 B per stream   {:.0} B   {}",
+            s.rss_per_connection,
+            mark(s.rss_per_connection <= 16384.0)
+        );
+    }
+    o
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}

@@ -1,0 +1,475 @@
+//! SSE capacity: how many idle `/api/events` streams one instance holds,
+//! its resident memory per stream, and how fast a notice still reaches one
+//! stream while all are connected.
+//!
+//! A process here may hold at most 20,000 open files, so the client side is
+//! split over several child processes (`bench sse-clients`), each binding its
+//! own loopback source address (127.0.0.2, 127.0.0.3, …).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Semaphore;
+
+use super::load::{self, Streams};
+use super::server::{Bench, Server, rss_bytes};
+use super::sse;
+use super::stats::Summary;
+
+/// Streams per client process (well below the 20,000 open files allowed).
+const PER_PROCESS: usize = 4_500;
+/// Users that own the idle streams (sessions are per stream).
+const IDLE_USERS: usize = 20;
+
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// The server to connect to.
+    #[arg(long)]
+    server: SocketAddr,
+    /// Local address to bind before connecting.
+    #[arg(long)]
+    source: IpAddr,
+    /// File with one session token per line: one stream each.
+    #[arg(long)]
+    tokens: PathBuf,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+pub struct Capacity {
+    pub target: usize,
+    /// Streams open at the end (idle ones plus the probe).
+    pub connections: usize,
+    pub failed: usize,
+    /// Server RSS (and streams open) after the first tenth of the streams,
+    /// and after all of them.
+    pub rss_before: u64,
+    pub rss_after: u64,
+    pub streams_before: usize,
+    pub streams_after: usize,
+    /// Growth per stream between the two.
+    pub rss_per_connection: f64,
+    /// The same for a bare axum SSE server.
+    pub floor_rss_per_connection: f64,
+    /// 201 → `order-visible` on the probe stream, ms.
+    pub notice: Summary,
+    pub notice_lost: usize,
+    /// Idle streams that received the closing fan-out notice.
+    pub fanout_received: usize,
+    pub fanout_ms: f64,
+}
+
+pub async fn measure(
+    bench: &Bench,
+    streams: usize,
+    probe_duration: Duration,
+) -> anyhow::Result<Capacity> {
+    let floor = floor_memory(bench, streams).await?;
+    let server = bench.start_server("sse-capacity", &[]).await?;
+    let result = run(bench, &server, streams, probe_duration).await;
+    server.stop(bench).await?;
+    Ok(Capacity {
+        floor_rss_per_connection: floor,
+        ..result?
+    })
+}
+
+/// The same streams held by a bare axum SSE server (`bench
+/// sse-floor-server`, no auth, no middleware): memory per stream that is
+/// axum's, hyper's and tokio's rather than Sightline's.
+async fn floor_memory(bench: &Bench, streams: usize) -> anyhow::Result<f64> {
+    let mut server = Command::new(std::env::current_exe()?)
+        .arg("sse-floor-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("Failed to start `bench sse-floor-server`")?;
+    let pid = server.id().context("sse-floor-server exited at once")?;
+    let mut lines = BufReader::new(server.stdout.take().context("no stdout")?).lines();
+    let line = lines
+        .next_line()
+        .await?
+        .context("sse-floor-server said nothing")?;
+    let addr: SocketAddr = line
+        .strip_prefix("listening ")
+        .context("sse-floor-server did not say where it listens")?
+        .parse()?;
+    let tokens = vec!["-".to_owned(); streams];
+    let held = hold(bench, addr, pid, &tokens).await?;
+    eprintln!(
+        "  bare axum: {} streams open ({} failed)",
+        held.connected, held.failed
+    );
+    let per_stream = held.per_stream();
+    for client in held.clients {
+        client.stop().await;
+    }
+    let _ = server.kill().await;
+    Ok(per_stream)
+}
+
+/// Streams held by client processes, and the server's memory on the way.
+struct Held {
+    clients: Vec<ClientProcess>,
+    connected: usize,
+    failed: usize,
+    /// Server RSS (and streams open) after the first tenth of the streams,
+    /// and after all of them.
+    rss_before: u64,
+    rss_after: u64,
+    streams_before: usize,
+}
+
+impl Held {
+    fn per_stream(&self) -> f64 {
+        self.rss_after.saturating_sub(self.rss_before) as f64
+            / self.connected.saturating_sub(self.streams_before).max(1) as f64
+    }
+}
+
+/// Opens one stream per token from client processes of at most
+/// `PER_PROCESS` streams, each on its own loopback source address. A first
+/// tenth goes first, alone, to warm up what does not grow per stream (the
+/// database pool, allocator arenas); the memory per stream is the growth
+/// from there to all of them.
+async fn hold(
+    bench: &Bench,
+    server: SocketAddr,
+    pid: u32,
+    tokens: &[String],
+) -> anyhow::Result<Held> {
+    let warm_count = (tokens.len() / 10).max(1).min(tokens.len());
+    let (warm_tokens, rest) = tokens.split_at(warm_count);
+    let processes = rest.len().div_ceil(PER_PROCESS).max(1);
+    let per = rest.len().div_ceil(processes).max(1);
+    let batches: Vec<&[String]> = std::iter::once(warm_tokens)
+        .chain(rest.chunks(per))
+        .collect();
+    let mut clients = Vec::new();
+    let (mut connected, mut failed) = (0, 0);
+    let (mut rss_before, mut streams_before) = (0, 0);
+    let started = Instant::now();
+    for (i, tokens) in batches.iter().enumerate() {
+        let file = bench.out_dir.join(format!("sse-tokens-{i}.txt"));
+        std::fs::write(&file, tokens.join("\n"))?;
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8));
+        clients.push(ClientProcess::spawn(server, source, &file).await?);
+        if i == 0 {
+            // The warm-up batch first, alone.
+            (connected, failed) = clients[0].ready().await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            rss_before = rss_bytes(pid)?;
+            streams_before = connected;
+        }
+    }
+    for client in &mut clients[1..] {
+        let (ok, bad) = client.ready().await?;
+        connected += ok;
+        failed += bad;
+    }
+    for i in 0..clients.len() {
+        let _ = std::fs::remove_file(bench.out_dir.join(format!("sse-tokens-{i}.txt")));
+    }
+    eprintln!(
+        "  {connected} streams from {} processes in {:.1} s",
+        clients.len(),
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = rss_bytes(pid)?;
+    Ok(Held {
+        clients,
+        connected,
+        failed,
+        rss_before,
+        rss_after,
+        streams_before,
+    })
+}
+
+/// The `sse-floor-server` sub-mode: the floor's bare axum SSE server on a
+/// free port (`listening <addr>` on stdout), until stdin closes.
+pub async fn floor_server() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    let (_tx, app) = super::floor::sse_app("/api/events");
+    tokio::select! {
+        served = axum::serve(listener, app) => served?,
+        _ = async {
+            let mut lines = BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(_)) = lines.next_line().await {}
+        } => {}
+    }
+    std::process::exit(0);
+}
+
+async fn run(
+    bench: &Bench,
+    server: &Server,
+    streams: usize,
+    probe_duration: Duration,
+) -> anyhow::Result<Capacity> {
+    // IDLE_USERS owners of the idle streams, then the probe user.
+    let users = bench.seed_users(server, IDLE_USERS + 1).await?;
+    let (idle_users, probe_user) = users.split_at(IDLE_USERS);
+    let owners: Vec<_> = (0..streams).map(|i| idle_users[i % IDLE_USERS]).collect();
+    let idle_tokens = bench.seed_sessions(server, &owners).await?;
+    let owner_tokens = bench.seed_sessions(server, idle_users).await?;
+    let probe_token = bench.seed_sessions(server, probe_user).await?;
+
+    let probe = Streams::open(server.addr, &probe_token).await?;
+    // Warm the path up before the baseline.
+    let warm = load::offer(
+        &bench.http,
+        &server.base,
+        &probe_token,
+        20.0,
+        Duration::from_secs(1),
+    )
+    .await;
+    probe
+        .wait_for(&warm.created, load::QUIET, Duration::from_secs(10))
+        .await;
+
+    let Held {
+        mut clients,
+        connected,
+        failed,
+        rss_before,
+        rss_after,
+        streams_before,
+    } = hold(bench, server.addr, server.pid, &idle_tokens).await?;
+    eprintln!("  sightline: {connected} idle streams open ({failed} failed)");
+
+    // Notices to the probe stream, one of them, while all are connected.
+    let offered = load::offer(
+        &bench.http,
+        &server.base,
+        &probe_token,
+        20.0,
+        probe_duration,
+    )
+    .await;
+    if let Some(e) = &offered.first_error {
+        eprintln!("  warning: {} probe order(s) failed: {e}", offered.errors);
+    }
+    probe
+        .wait_for(&offered.created, load::QUIET, Duration::from_secs(30))
+        .await;
+    let (samples, notice_lost) = {
+        let visible = probe.visible.lock().unwrap();
+        load::latencies(&offered.created, &visible, Instant::now())
+    };
+
+    // Liveness: one order per idle user reaches every idle stream.
+    let fanout_started = Instant::now();
+    let fanout = load::offer(
+        &bench.http,
+        &server.base,
+        &owner_tokens,
+        100.0,
+        Duration::from_secs_f64(IDLE_USERS as f64 / 100.0),
+    )
+    .await;
+    if let Some(e) = fanout.first_error {
+        bail!("a fan-out order failed: {e}");
+    }
+    let mut open = 0;
+    let mut fanout_received = 0;
+    while fanout_started.elapsed() < Duration::from_secs(30) {
+        (open, fanout_received) = (0, 0);
+        for client in &mut clients {
+            let (o, r) = client.report().await?;
+            open += o;
+            fanout_received += r;
+        }
+        if fanout_received >= open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fanout_ms = fanout_started.elapsed().as_secs_f64() * 1000.0;
+    for client in clients {
+        client.stop().await;
+    }
+    let probe_open = usize::from(probe.closed() == 0);
+    drop(probe);
+
+    let connections = open + probe_open;
+    Ok(Capacity {
+        target: streams,
+        connections,
+        failed,
+        rss_before,
+        rss_after,
+        streams_before: streams_before + 1,
+        streams_after: connected + 1,
+        rss_per_connection: rss_after.saturating_sub(rss_before) as f64
+            / connected.saturating_sub(streams_before).max(1) as f64,
+        floor_rss_per_connection: f64::NAN,
+        notice: Summary::of(samples),
+        notice_lost,
+        fanout_received,
+        fanout_ms,
+    })
+}
+
+/// A `bench sse-clients` child, spoken to over its stdin and stdout.
+struct ClientProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl ClientProcess {
+    async fn spawn(server: SocketAddr, source: IpAddr, tokens: &PathBuf) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("sse-clients")
+            .arg("--server")
+            .arg(server.to_string())
+            .arg("--source")
+            .arg(source.to_string())
+            .arg("--tokens")
+            .arg(tokens)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("Failed to start `bench sse-clients`")?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    async fn line(&mut self, word: &str) -> anyhow::Result<(usize, usize)> {
+        let line = tokio::time::timeout(Duration::from_secs(600), self.stdout.next_line())
+            .await
+            .context("sse-clients did not answer in 10 minutes")??
+            .context("sse-clients exited")?;
+        let mut parts = line.split_whitespace();
+        if parts.next() != Some(word) {
+            bail!("sse-clients said `{line}`, expected `{word} …`");
+        }
+        let mut number =
+            || -> anyhow::Result<usize> { Ok(parts.next().context("short line")?.parse()?) };
+        Ok((number()?, number()?))
+    }
+
+    /// (connected, failed) once every connection was tried.
+    async fn ready(&mut self) -> anyhow::Result<(usize, usize)> {
+        self.line("ready").await
+    }
+
+    /// (open, received an `order-visible`).
+    async fn report(&mut self) -> anyhow::Result<(usize, usize)> {
+        self.stdin.write_all(b"report\n").await?;
+        self.stdin.flush().await?;
+        self.line("alive").await
+    }
+
+    async fn stop(mut self) {
+        drop(self.stdin);
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The `sse-clients` sub-mode: opens one stream per token from `source`,
+/// says `ready <connected> <failed>`, then answers `report` with
+/// `alive <open> <received>` until its stdin closes.
+pub async fn clients(args: ClientArgs) -> anyhow::Result<()> {
+    let tokens: Vec<String> = std::fs::read_to_string(&args.tokens)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(AtomicUsize::new(0));
+    let reported_error = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let total = tokens.len();
+    for token in tokens {
+        let (connected, failed, open, received, reported_error, gate) = (
+            connected.clone(),
+            failed.clone(),
+            open.clone(),
+            received.clone(),
+            reported_error.clone(),
+            gate.clone(),
+        );
+        let (server, source) = (args.server, args.source);
+        tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let opened = tokio::time::timeout(Duration::from_secs(60), async {
+                let mut stream =
+                    sse::connect(server, Some(source), "/api/events", Some(&token)).await?;
+                stream.expect("ready").await?;
+                anyhow::Ok(stream)
+            })
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+            let mut stream = match opened {
+                Ok(stream) => stream,
+                Err(e) => {
+                    if reported_error.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("sse-clients {source}: a stream failed to open: {e:#}");
+                    }
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            open.fetch_add(1, Ordering::Relaxed);
+            connected.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+            let mut seen = false;
+            while let Ok(Some(event)) = stream.next().await {
+                if !seen && event.kind == "order-visible" {
+                    seen = true;
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    while connected.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "ready {} {}",
+        connected.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(command) = commands.next_line().await? {
+        if command.trim() == "report" {
+            println!(
+                "alive {} {}",
+                open.load(Ordering::Relaxed),
+                received.load(Ordering::Relaxed)
+            );
+        }
+    }
+    // Closing every socket at once is the quickest way out.
+    std::process::exit(0);
+}

@@ -1,0 +1,346 @@
+//! Open-loop order load and visibility latency: orders are sent at fixed
+//! intervals whatever the responses do, spread round-robin over users that
+//! each hold an `/api/events` stream; the latency of an order runs from its
+//! POST's 201 to its `order-visible` event arriving on the owner's stream.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::server::{Bench, Server};
+use super::sse;
+use super::stats::Summary;
+
+/// One `/api/events` stream per token, read in this process; the arrival
+/// time of every `order-visible` is kept (first arrival per order).
+pub struct Streams {
+    pub visible: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    tasks: Vec<JoinHandle<()>>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Streams {
+    /// Opens the streams and returns once every one has had `ready`.
+    pub async fn open(server: SocketAddr, tokens: &[String]) -> anyhow::Result<Self> {
+        let visible = Arc::new(Mutex::new(HashMap::new()));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let mut stream = sse::connect(server, None, "/api/events", Some(token)).await?;
+            stream
+                .expect("ready")
+                .await
+                .context("waiting for `ready`")?;
+            let visible = visible.clone();
+            let closed = closed.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Ok(Some(event)) = stream.next().await {
+                    let at = Instant::now();
+                    if event.kind == "order-visible"
+                        && let Some(id) = sse::order_id(&event)
+                    {
+                        visible.lock().unwrap().entry(id).or_insert(at);
+                    }
+                }
+                closed.fetch_add(1, Ordering::Relaxed);
+            }));
+        }
+        Ok(Self {
+            visible,
+            tasks,
+            closed,
+        })
+    }
+
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every order in `created` has arrived, or nothing new has
+    /// arrived for `quiet`, or `cap` has passed.
+    pub async fn wait_for(&self, created: &HashMap<Uuid, Instant>, quiet: Duration, cap: Duration) {
+        let started = Instant::now();
+        let (mut seen_before, mut progress_at) = (0, started);
+        loop {
+            let seen = {
+                let visible = self.visible.lock().unwrap();
+                created.keys().filter(|id| visible.contains_key(id)).count()
+            };
+            let now = Instant::now();
+            if seen == created.len() {
+                return;
+            }
+            if seen > seen_before {
+                (seen_before, progress_at) = (seen, now);
+            }
+            if now - progress_at >= quiet || now - started >= cap {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// How long the wait for outstanding notices goes on without any arriving.
+pub const QUIET: Duration = Duration::from_secs(10);
+
+/// What the sender saw.
+#[derive(Default)]
+pub struct Offered {
+    /// Order id → when its 201 arrived.
+    pub created: HashMap<Uuid, Instant>,
+    pub sent: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    /// From the first send to the last 201.
+    pub elapsed: Duration,
+}
+
+/// Sends `rate × duration` orders open-loop, user `i % tokens.len()` placing
+/// order `i`, and returns once every request has been answered.
+pub async fn offer(
+    http: &reqwest::Client,
+    base: &str,
+    tokens: &[String],
+    rate: f64,
+    duration: Duration,
+) -> Offered {
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let url: Arc<str> = format!("{base}/api/orders").into();
+    let results = Arc::new(Mutex::new(Offered::default()));
+    let last_ok = Arc::new(Mutex::new(None::<Instant>));
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut requests = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
+        let (http, url, results, last_ok) =
+            (http.clone(), url.clone(), results.clone(), last_ok.clone());
+        let auth = format!("Bearer {}", tokens[i % tokens.len()]);
+        requests.push(tokio::spawn(async move {
+            let id = Uuid::new_v4();
+            let body = serde_json::json!({
+                "id": id,
+                "items": [
+                    {"sku": format!("BENCH-{}", i % 50), "quantity": 1 + (i % 3) as i64, "unit_price_cents": 1299},
+                    {"sku": "BENCH-GIFTWRAP", "quantity": 1, "unit_price_cents": 250}
+                ],
+                "note": "benchmark order"
+            });
+            let response = http
+                .post(&*url)
+                .header("authorization", auth)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            let at = Instant::now();
+            let mut results = results.lock().unwrap();
+            results.sent += 1;
+            match response {
+                Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
+                    results.created.insert(id, at);
+                    drop(results);
+                    let mut last = last_ok.lock().unwrap();
+                    *last = Some(last.map_or(at, |l: Instant| l.max(at)));
+                }
+                Ok(r) => {
+                    results.errors += 1;
+                    results
+                        .first_error
+                        .get_or_insert_with(|| format!("POST /api/orders answered {}", r.status()));
+                }
+                Err(e) => {
+                    results.errors += 1;
+                    results
+                        .first_error
+                        .get_or_insert_with(|| format!("POST /api/orders failed: {e}"));
+                }
+            }
+        }));
+    }
+    for request in requests {
+        let _ = request.await;
+    }
+    let mut offered = std::mem::take(&mut *results.lock().unwrap());
+    offered.elapsed = last_ok
+        .lock()
+        .unwrap()
+        .map_or(Duration::ZERO, |last| last.saturating_duration_since(start));
+    offered
+}
+
+pub struct LoadResult {
+    pub offered_rate: f64,
+    pub sent: usize,
+    pub ok: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    /// Orders whose notice had not arrived when the wait ended.
+    pub lost: usize,
+    /// 201s per second, first send to last 201.
+    pub achieved_rate: f64,
+    /// 201 → `order-visible`, ms; an order never seen counts with the time
+    /// waited for it (a lower bound).
+    pub latency: Summary,
+    /// CPU used while sending and waiting, in cores: the server process and
+    /// this one (the load generator and the stream readers).
+    pub server_cpu: f64,
+    pub bench_cpu: f64,
+}
+
+impl LoadResult {
+    /// The bar of the maximum-rate search.
+    pub fn sustained(&self, p99_limit_ms: f64) -> bool {
+        self.latency.p99 <= p99_limit_ms
+            && self.lost == 0
+            && self.errors as f64 <= 0.001 * self.sent as f64
+            && self.achieved_rate >= 0.95 * self.offered_rate
+    }
+}
+
+/// Latencies of the orders that were created, in ms.
+pub fn latencies(
+    created: &HashMap<Uuid, Instant>,
+    visible: &HashMap<Uuid, Instant>,
+    waited_until: Instant,
+) -> (Vec<f64>, usize) {
+    let mut lost = 0;
+    let samples = created
+        .iter()
+        .map(|(id, at)| {
+            let seen = visible.get(id).copied().unwrap_or_else(|| {
+                lost += 1;
+                waited_until
+            });
+            seen.saturating_duration_since(*at).as_secs_f64() * 1000.0
+        })
+        .collect();
+    (samples, lost)
+}
+
+/// One scenario: a fresh server with `knobs`, `users` users each with an
+/// open stream, a short warm-up, then `rate` orders/s for `duration`.
+pub async fn scenario(
+    bench: &Bench,
+    label: &str,
+    knobs: &[(&str, &str)],
+    users: usize,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    let server = bench.start_server(label, knobs).await?;
+    let result = measure(bench, &server, users, rate, duration).await;
+    // The server's own view (lag histograms, counters), for digging deeper.
+    if let Ok(response) = bench
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        && let Ok(text) = response.text().await
+    {
+        let _ = std::fs::write(server.log.with_extension("metrics"), text);
+    }
+    server.stop(bench).await?;
+    result
+}
+
+async fn measure(
+    bench: &Bench,
+    server: &Server,
+    users: usize,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    let ids = bench.seed_users(server, users).await?;
+    let tokens = bench.seed_sessions(server, &ids).await?;
+    let streams = Streams::open(server.addr, &tokens).await?;
+
+    // Warm-up (not measured): connections, the index, the first batches.
+    let warm = offer(
+        &bench.http,
+        &server.base,
+        &tokens,
+        rate.min(50.0),
+        Duration::from_secs(1),
+    )
+    .await;
+    if let Some(e) = warm.first_error {
+        anyhow::bail!("warm-up failed: {e}");
+    }
+    streams
+        .wait_for(&warm.created, QUIET, Duration::from_secs(15))
+        .await;
+
+    let started = Instant::now();
+    let cpu_before = (cpu_seconds(server.pid), cpu_seconds(std::process::id()));
+    let offered = offer(&bench.http, &server.base, &tokens, rate, duration).await;
+    streams
+        .wait_for(&offered.created, QUIET, Duration::from_secs(120))
+        .await;
+    let waited_until = Instant::now();
+    let window = waited_until.duration_since(started).as_secs_f64();
+    let server_cpu = (cpu_seconds(server.pid) - cpu_before.0) / window;
+    let bench_cpu = (cpu_seconds(std::process::id()) - cpu_before.1) / window;
+    if streams.closed() > 0 {
+        eprintln!(
+            "  warning: {} event stream(s) closed during the run",
+            streams.closed()
+        );
+    }
+    let (samples, lost) = {
+        let visible = streams.visible.lock().unwrap();
+        latencies(&offered.created, &visible, waited_until)
+    };
+    let ok = offered.created.len();
+    Ok(LoadResult {
+        offered_rate: rate,
+        sent: offered.sent,
+        ok,
+        errors: offered.errors,
+        first_error: offered.first_error,
+        lost,
+        achieved_rate: if offered.elapsed.is_zero() {
+            0.0
+        } else {
+            ok as f64 / offered.elapsed.as_secs_f64()
+        },
+        latency: Summary::of(samples),
+        server_cpu,
+        bench_cpu,
+    })
+}
+
+/// User + system CPU time of a process so far, in seconds (0 if unknown).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15; USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}

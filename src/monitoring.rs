@@ -1,0 +1,454 @@
+//! Watching the pipeline from the outside: how far behind the read model is.
+//!
+//! A monitor task reads the outbox once a second (one cheap query on the
+//! pending-events index, never per scrape), keeps the last few minutes of
+//! samples for `/status`, sets the database-derived gauges, and watches the
+//! lag SLO: one warning when lag goes above `LAG_SLO_MS`, one line when it is
+//! back. Readiness never depends on lag — a lagging pipeline still takes
+//! writes, and taking the instance out of rotation would not help it catch up.
+//!
+//! Lag is `now − created_at` of the oldest event not yet published (0 when
+//! none): how long the oldest committed order has waited to become searchable.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use metrics::Unit;
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::shutdown::Shutdown;
+use crate::state::AppState;
+
+/// How often the monitor samples.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Samples kept for the `/status` chart: five minutes.
+pub const HISTORY: usize = 300;
+
+/// Histogram samples are drained into buckets this often even when nobody
+/// scrapes (the recorder has no upkeep task of its own).
+const UPKEEP_EVERY_TICKS: u64 = 5;
+
+/// The pipeline as one instance saw it at one moment. This is also the JSON
+/// of `/status/stream`'s `event: sample`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Sample {
+    /// Unix time in milliseconds.
+    pub t: i64,
+    /// Whether PostgreSQL answered; the outbox figures are `None` when not.
+    pub postgres: bool,
+    pub elasticsearch: bool,
+    /// Events committed but not yet published (= lag in events).
+    pub backlog: Option<i64>,
+    /// Age of the oldest of them, 0 when there are none.
+    pub lag_seconds: Option<f64>,
+    /// Parked events (dead letters) right now.
+    pub dead_letters: Option<i64>,
+    pub slo_seconds: f64,
+    /// Whether lag is above the SLO in this sample.
+    pub slo_breached: bool,
+    /// The last batch this instance's relay published, if it runs one.
+    pub last_batch_at: Option<i64>,
+    pub last_batch_size: Option<i64>,
+}
+
+impl Sample {
+    pub fn time(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.t).unwrap_or_default()
+    }
+}
+
+/// What the relay last did, for `/status`. Written by the relay after each
+/// committed batch; read without locks (the two values may be a batch apart
+/// for an instant, which a status page can live with).
+#[derive(Default, Debug)]
+pub struct PipelineStats {
+    /// Unix milliseconds of the last batch's commit; 0 before the first.
+    last_batch_at: AtomicI64,
+    last_batch_size: AtomicI64,
+}
+
+impl PipelineStats {
+    pub fn record_batch(&self, size: usize) {
+        self.last_batch_size
+            .store(i64::try_from(size).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.last_batch_at
+            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// `(unix ms, events)` of the last batch, if any.
+    pub fn last_batch(&self) -> Option<(i64, i64)> {
+        match self.last_batch_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some((at, self.last_batch_size.load(Ordering::Relaxed))),
+        }
+    }
+}
+
+/// The monitor's output: the latest sample (watchable) and a short history.
+pub struct Monitor {
+    latest: watch::Sender<Option<Sample>>,
+    history: Mutex<VecDeque<Sample>>,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self {
+            latest: watch::channel(None).0,
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+        }
+    }
+}
+
+impl Monitor {
+    pub fn latest(&self) -> Option<Sample> {
+        self.latest.borrow().clone()
+    }
+
+    /// The kept samples, oldest first.
+    pub fn history(&self) -> Vec<Sample> {
+        self.history
+            .lock()
+            .expect("monitor lock poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Wakes on every new sample.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Sample>> {
+        self.latest.subscribe()
+    }
+
+    fn push(&self, sample: Sample) {
+        {
+            let mut history = self.history.lock().expect("monitor lock poisoned");
+            if history.len() == HISTORY {
+                history.pop_front();
+            }
+            history.push_back(sample.clone());
+        }
+        self.latest.send_replace(Some(sample));
+    }
+}
+
+/// Outbox figures from one query: pending count, oldest pending age, parked.
+async fn outbox_figures(db: &PgPool) -> sqlx::Result<(i64, f64, i64)> {
+    sqlx::query_as(
+        "SELECT
+           (SELECT count(*) FROM outbox WHERE published_at IS NULL AND NOT parked),
+           coalesce((SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8
+                       FROM outbox WHERE published_at IS NULL AND NOT parked), 0),
+           (SELECT count(*) FROM dead_letters)",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Takes a fresh sample: the outbox and Elasticsearch, concurrently.
+pub async fn sample(state: &AppState) -> Sample {
+    let figures = tokio::time::timeout(Duration::from_secs(2), outbox_figures(&state.db));
+    let (figures, elasticsearch) = tokio::join!(figures, state.read_store.ping());
+    let figures = figures.ok().and_then(Result::ok);
+    let slo_seconds = state.settings.lag_slo().as_secs_f64();
+    let last_batch = state.pipeline.last_batch();
+    Sample {
+        t: Utc::now().timestamp_millis(),
+        postgres: figures.is_some(),
+        elasticsearch,
+        backlog: figures.map(|f| f.0),
+        lag_seconds: figures.map(|f| f.1.max(0.0)),
+        dead_letters: figures.map(|f| f.2),
+        slo_seconds,
+        slo_breached: figures.is_some_and(|f| f.1 > slo_seconds),
+        last_batch_at: last_batch.map(|b| b.0),
+        last_batch_size: last_batch.map(|b| b.1),
+    }
+}
+
+/// A change in whether lag is within the SLO.
+#[derive(Debug, PartialEq)]
+enum Transition {
+    Breached,
+    Recovered { after: Duration },
+}
+
+/// Breach episodes: one transition when lag goes above the SLO, one when it
+/// comes back; nothing while it stays on either side.
+#[derive(Default)]
+struct SloWatch {
+    breached_since: Option<Instant>,
+}
+
+impl SloWatch {
+    fn observe(&mut self, breached: bool, now: Instant) -> Option<Transition> {
+        match (self.breached_since, breached) {
+            (None, true) => {
+                self.breached_since = Some(now);
+                Some(Transition::Breached)
+            }
+            (Some(since), false) => {
+                self.breached_since = None;
+                Some(Transition::Recovered { after: now - since })
+            }
+            _ => None,
+        }
+    }
+
+    fn breached(&self) -> bool {
+        self.breached_since.is_some()
+    }
+}
+
+/// Samples every second until shutdown.
+pub async fn run(state: AppState, mut shutdown: Shutdown) {
+    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut slo = SloWatch::default();
+    let mut postgres_was_up = true;
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = ticker.tick() => {}
+        }
+        let mut sample = sample(&state).await;
+        if sample.postgres != postgres_was_up {
+            postgres_was_up = sample.postgres;
+            if sample.postgres {
+                tracing::info!("lag monitor reads the outbox again");
+            } else {
+                tracing::warn!("lag monitor cannot read the outbox; lag is unknown until it can");
+            }
+        }
+        if sample.postgres {
+            match slo.observe(sample.slo_breached, Instant::now()) {
+                Some(Transition::Breached) => tracing::warn!(
+                    lag_ms = (sample.lag_seconds.unwrap_or_default() * 1000.0) as u64,
+                    slo_ms = state.settings.lag_slo_ms,
+                    backlog = sample.backlog.unwrap_or_default(),
+                    "projection lag is above the SLO"
+                ),
+                Some(Transition::Recovered { after }) => tracing::info!(
+                    breach_ms = after.as_millis() as u64,
+                    slo_ms = state.settings.lag_slo_ms,
+                    "projection lag is back within the SLO"
+                ),
+                None => {}
+            }
+        } else {
+            // Unknown lag: the episode neither starts nor ends.
+            sample.slo_breached = slo.breached();
+        }
+        publish(&sample);
+        state.monitor.push(sample);
+        ticks += 1;
+        if ticks.is_multiple_of(UPKEEP_EVERY_TICKS) {
+            state.metrics.run_upkeep();
+        }
+    }
+    tracing::info!("lag monitor stopped");
+}
+
+/// Serialises setting the gauges with rendering them (see [`render_metrics`]).
+static PUBLISH: Mutex<()> = Mutex::new(());
+
+fn publish(sample: &Sample) {
+    let _guard = PUBLISH.lock().unwrap_or_else(|e| e.into_inner());
+    set_gauges(sample);
+}
+
+fn set_gauges(sample: &Sample) {
+    if let (Some(backlog), Some(lag), Some(dead)) =
+        (sample.backlog, sample.lag_seconds, sample.dead_letters)
+    {
+        metrics::gauge!("sightline_outbox_backlog").set(backlog as f64);
+        metrics::gauge!("sightline_outbox_oldest_pending_age_seconds").set(lag);
+        metrics::gauge!("sightline_outbox_dead_letters").set(dead as f64);
+        metrics::gauge!("sightline_projection_lag_seconds").set(lag);
+        metrics::gauge!("sightline_projection_lag_events").set(backlog as f64);
+    }
+    metrics::gauge!("sightline_lag_slo_seconds").set(sample.slo_seconds);
+    metrics::gauge!("sightline_lag_slo_breached").set(if sample.slo_breached { 1.0 } else { 0.0 });
+}
+
+/// The Prometheus text for `/metrics`.
+///
+/// The recorder is process-wide while the monitor's gauges describe one
+/// application. A deployment runs one application per process, but tests run
+/// many: so each scrape first sets the gauges from its own application's
+/// latest sample (no database query: the monitor took it), under the same
+/// lock the monitors publish under, and renders before anyone else can.
+pub fn render_metrics(state: &AppState) -> String {
+    let _guard = PUBLISH.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sample) = state.monitor.latest() {
+        set_gauges(&sample);
+    }
+    state.metrics.render()
+}
+
+/// Help text and units for every metric Sightline exports. Unlabelled
+/// counters start at zero and histograms are registered, so those families
+/// are listed from the first scrape (to `rate()`, absent is not zero).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+
+    let gauges: &[(&'static str, Unit, &'static str)] = &[
+        (
+            "sightline_outbox_backlog",
+            Unit::Count,
+            "Outbox events committed but not yet published (sampled every second).",
+        ),
+        (
+            "sightline_outbox_oldest_pending_age_seconds",
+            Unit::Seconds,
+            "Age of the oldest unpublished outbox event, 0 when none (sampled every second).",
+        ),
+        (
+            "sightline_outbox_dead_letters",
+            Unit::Count,
+            "Events parked in the dead-letter table right now.",
+        ),
+        (
+            "sightline_projection_lag_seconds",
+            Unit::Seconds,
+            "Projection lag: now minus the commit time of the oldest unpublished event, 0 when none.",
+        ),
+        (
+            "sightline_projection_lag_events",
+            Unit::Count,
+            "Projection lag in events (the outbox backlog).",
+        ),
+        (
+            "sightline_lag_slo_seconds",
+            Unit::Seconds,
+            "The projection lag SLO (LAG_SLO_MS).",
+        ),
+        (
+            "sightline_lag_slo_breached",
+            Unit::Count,
+            "1 while projection lag is above the SLO, else 0.",
+        ),
+        (
+            "sightline_sse_streams",
+            Unit::Count,
+            "Open notice streams (GET /api/events) on this instance.",
+        ),
+        (
+            "sightline_notice_head",
+            Unit::Count,
+            "The last notice cursor this instance's hub dispatched.",
+        ),
+    ];
+    // Gauges appear with the first measurement: a zero before it would claim one.
+    for (name, unit, help) in gauges {
+        describe_gauge!(*name, *unit, *help);
+    }
+
+    let counters: &[(&'static str, &'static str)] = &[
+        ("sightline_orders_placed_total", "Orders committed."),
+        (
+            "sightline_orders_cancelled_total",
+            "Cancellations committed.",
+        ),
+        (
+            "sightline_events_published_total",
+            "Outbox events the relay published.",
+        ),
+        (
+            "sightline_dead_letters_total",
+            "Events parked as dead letters (ever).",
+        ),
+        (
+            "sightline_duplicates_acknowledged_total",
+            "Redelivered events the read store already had (acknowledged, not applied again).",
+        ),
+        (
+            "sightline_notices_recorded_total",
+            "Notices recorded in the notice log.",
+        ),
+        (
+            "sightline_notices_sent_total",
+            "Notices written to SSE streams (replayed and live).",
+        ),
+        (
+            "sightline_notices_dropped_total",
+            "Live notices a lagging SSE client missed when it was cut off (it resumes from the log).",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(*name, Unit::Count, *help);
+        metrics::counter!(*name).increment(0);
+    }
+    describe_counter!(
+        "sightline_http_requests_total",
+        Unit::Count,
+        "HTTP requests by matched route, method and status."
+    );
+
+    let histograms: &[(&'static str, &'static str)] = &[
+        (
+            "sightline_commit_to_searchable_seconds",
+            "From an event's commit to its batch being searchable.",
+        ),
+        (
+            "sightline_commit_to_notice_sent_seconds",
+            "From an event's commit to its order-visible notice being sent on a live stream.",
+        ),
+        (
+            "sightline_es_bulk_seconds",
+            "Elasticsearch bulk request latency.",
+        ),
+    ];
+    for (name, help) in histograms {
+        describe_histogram!(*name, Unit::Seconds, *help);
+        // Registered, so an empty histogram is listed too.
+        let _ = metrics::histogram!(*name);
+    }
+    describe_histogram!(
+        "sightline_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request duration until the response head, by matched route, method and status."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breach_is_reported_once_and_so_is_the_recovery() {
+        let start = Instant::now();
+        let mut slo = SloWatch::default();
+        assert_eq!(slo.observe(false, start), None);
+        assert_eq!(slo.observe(true, start), Some(Transition::Breached));
+        assert_eq!(slo.observe(true, start + Duration::from_secs(1)), None);
+        assert!(slo.breached());
+        assert_eq!(
+            slo.observe(false, start + Duration::from_secs(3)),
+            Some(Transition::Recovered {
+                after: Duration::from_secs(3)
+            })
+        );
+        assert_eq!(slo.observe(false, start + Duration::from_secs(4)), None);
+        assert_eq!(
+            slo.observe(true, start + Duration::from_secs(5)),
+            Some(Transition::Breached)
+        );
+    }
+
+    #[test]
+    fn pipeline_stats_start_empty_and_keep_the_last_batch() {
+        let stats = PipelineStats::default();
+        assert_eq!(stats.last_batch(), None);
+        stats.record_batch(3);
+        stats.record_batch(7);
+        assert_eq!(stats.last_batch().map(|b| b.1), Some(7));
+    }
+}
