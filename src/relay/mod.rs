@@ -26,6 +26,8 @@ pub struct Relay {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How soon a lost LISTEN connection is tried again once the database answers.
+const LISTENER_RETRY: Duration = Duration::from_secs(1);
 
 impl Relay {
     pub fn new(db: PgPool, bus: Arc<dyn Bus>, batch_size: i64, safety_poll: Duration) -> Self {
@@ -62,11 +64,20 @@ impl Relay {
                     delay
                 }
             };
+            // Without a LISTEN connection commits cannot wake the relay: try
+            // to re-establish it soon instead of sleeping a whole safety poll.
+            let wait = if listener.is_none() && failures == 0 {
+                wait.min(LISTENER_RETRY)
+            } else {
+                wait
+            };
             tokio::select! {
                 _ = shutdown.recv() => {}
+                // `Ok(None)`: the connection was lost and re-established, and
+                // notifications sent in between are gone — look for work now.
                 woken = async {
                     match listener.as_mut() {
-                        Some(l) => l.recv().await.map(|_| ()),
+                        Some(l) => l.try_recv().await.map(|_| ()),
                         None => std::future::pending().await,
                     }
                 }, if failures == 0 => {
