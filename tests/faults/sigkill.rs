@@ -26,6 +26,10 @@ const USERS: usize = 4;
 const ORDERS: usize = 200;
 /// Placed (and answered) before the kill is prepared.
 const WARM_UP: usize = 50;
+/// Placed after the notice lock is taken, before waiting for the relay to block on it.
+const BEFORE_BLOCK: usize = 60;
+/// The server is killed once this many orders have been answered.
+const KILL_AT: usize = 110;
 const CONCURRENCY: usize = 8;
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -268,6 +272,21 @@ async fn after_sigkill_mid_batch_nothing_is_lost_or_duplicated() {
             .all(|o| matches!(o, Outcome::Created(_))),
         "a warm-up order went unanswered"
     );
+    // ...and relayed, so the kill lands in the middle of the log, not at its start.
+    let deadline = Instant::now() + DEADLINE;
+    while count(
+        &db,
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the warm-up orders were never published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Hold the notice-recording lock: the projector's next batch gets written
     // to Elasticsearch and refreshed, then blocks before recording its
@@ -278,28 +297,35 @@ async fn after_sigkill_mid_batch_nothing_is_lost_or_duplicated() {
         .execute(&mut hold)
         .await
         .unwrap();
-    let rest = tokio::spawn(place_all(orders[WARM_UP..].to_vec(), server.base.clone()));
-
-    // Kill once the relay is stuck mid-batch and more orders have been answered,
-    // while the rest are still in flight.
+    // A few more orders, so there is a batch to block on even if the relay
+    // had caught up with the warm-up.
+    place_all(orders[WARM_UP..BEFORE_BLOCK].to_vec(), server.base.clone()).await;
     let deadline = Instant::now() + DEADLINE;
-    loop {
-        let blocked = count(
-            &db,
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .await
-            > 0;
-        let answered = outcomes.lock().unwrap().len();
-        if blocked && (answered >= ORDERS / 2 || rest.is_finished()) {
-            break;
-        }
+    while count(
+        &db,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .await
+        == 0
+    {
         assert!(
             Instant::now() < deadline,
             "the relay never reached the held lock"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The relay is stuck mid-batch. Place the rest, and kill the server part
+    // way through: some requests in flight, the others refused.
+    let rest = tokio::spawn(place_all(
+        orders[BEFORE_BLOCK..].to_vec(),
+        server.base.clone(),
+    ));
+    let deadline = Instant::now() + DEADLINE;
+    while outcomes.lock().unwrap().len() < KILL_AT && !rest.is_finished() {
+        assert!(Instant::now() < deadline, "orders are not being answered");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     server.kill().await;
     sqlx::query("SELECT pg_advisory_unlock($1)")
