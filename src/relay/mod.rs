@@ -30,7 +30,10 @@ pub struct Relay {
     stats: Arc<PipelineStats>,
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+// Short enough that the pipeline notices a recovered dependency within seconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How soon a lost LISTEN connection is tried again once the database answers.
+const LISTENER_RETRY: Duration = Duration::from_secs(1);
 
 /// Every relay batch holds this advisory lock shared, from its first
 /// statement until it commits; a rebuild takes it exclusively for its final
@@ -90,11 +93,21 @@ impl Relay {
                     delay
                 }
             };
+            // Without a LISTEN connection commits cannot wake the relay: try
+            // to re-establish it soon instead of sleeping a whole safety poll
+            // (with `RelayWake::Poll` there is none by design).
+            let wait = if listener.is_none() && self.wake == RelayWake::Notify && failures == 0 {
+                wait.min(LISTENER_RETRY)
+            } else {
+                wait
+            };
             tokio::select! {
                 _ = shutdown.recv() => {}
+                // `Ok(None)`: the connection was lost and re-established, and
+                // notifications sent in between are gone — look for work now.
                 woken = async {
                     match listener.as_mut() {
-                        Some(l) => l.recv().await.map(|_| ()),
+                        Some(l) => l.try_recv().await.map(|_| ()),
                         None => std::future::pending().await,
                     }
                 }, if failures == 0 => {

@@ -573,29 +573,38 @@ pub async fn settings_behind_proxy() -> (Settings, TcpProxy, String) {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.trigger();
-        if !self.owns_data || std::env::var("KEEP_TEST_DATA").is_ok() {
-            return;
+        if self.owns_data {
+            remove_test_data(&self.settings);
         }
-        let database_url = self.settings.database_url.clone();
-        let elasticsearch_url = self.settings.elasticsearch_url.clone();
-        let prefix = self.settings.index_prefix.clone();
-        // A thread of its own: Drop cannot await, and the test's runtime may
-        // be a current-thread one that is busy running this very drop.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let _ = tokio::time::timeout(Duration::from_secs(15), async {
-                    drop_test_index(&elasticsearch_url, &prefix).await;
-                    drop_test_database(&database_url).await;
-                })
-                .await;
-            });
-        });
-        let _ = cleanup.join();
     }
+}
+
+/// Drops the test database and the Elasticsearch indices of `settings` (made
+/// by [`test_settings`]), unless `KEEP_TEST_DATA` is set. Blocks; callable
+/// from `Drop`, also on a current-thread runtime.
+pub fn remove_test_data(settings: &Settings) {
+    if std::env::var("KEEP_TEST_DATA").is_ok() {
+        return;
+    }
+    let database_url = settings.database_url.clone();
+    let elasticsearch_url = settings.elasticsearch_url.clone();
+    let prefix = settings.index_prefix.clone();
+    // A thread of its own: Drop cannot await, and the test's runtime may
+    // be a current-thread one that is busy running this very drop.
+    let cleanup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(15), async {
+                drop_test_index(&elasticsearch_url, &prefix).await;
+                drop_test_database(&database_url).await;
+            })
+            .await;
+        });
+    });
+    let _ = cleanup.join();
 }
 
 async fn drop_test_index(elasticsearch_url: &str, prefix: &str) {

@@ -1,10 +1,12 @@
 //! All integration tests, in one binary (one link, one set-up).
 
+mod direct_writes;
 mod helpers;
 
 mod auth_api;
 mod browser;
 mod cors;
+mod dead_letters;
 mod errors_api;
 mod events_api;
 mod instances;
@@ -13,3 +15,4 @@ mod operations;
 mod orders_api;
 mod rebuild;
 mod smoke;
+mod stress;

@@ -1,0 +1,22 @@
+//! Fault tests: the real PostgreSQL and Elasticsearch are stopped and started
+//! (`scripts/services`), and the real binary is killed with SIGKILL.
+//!
+//! They run one at a time (`services::serial`), and each leaves the services
+//! running when it ends, also when it fails. Cargo runs test binaries one
+//! after another, so no other test sees a service stopped by these.
+//!
+//! With port overrides (`SIGHTLINE_PG_PORT`, `SIGHTLINE_ES_PORT`,
+//! `SIGHTLINE_ES_TRANSPORT_PORT`, plus matching `DATABASE_URL` and
+//! `ELASTICSEARCH_URL`) they act on that instance; the environment is passed
+//! through to `scripts/services`.
+
+// Not every shared helper is used by this binary.
+#![allow(dead_code)]
+
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod services;
+
+mod elasticsearch_down;
+mod postgres_restart;
+mod sigkill;
