@@ -41,7 +41,6 @@ use uuid::Uuid;
 use crate::config::{RefreshMode, Settings};
 use crate::outbox::events::OrderEvent;
 use crate::outbox::{MAINTENANCE_LOCK, OutboxEvent};
-use crate::read_side::document::SummaryDocument;
 use crate::read_side::index::{ReadStore, WriteOutcome};
 use crate::relay::REBUILD_LOCK;
 use crate::startup::connect_database;
@@ -733,25 +732,13 @@ impl Rebuild {
     async fn copy_summaries(&mut self, users: Option<&[Uuid]>) -> anyhow::Result<()> {
         let mut cursor = Uuid::nil();
         loop {
-            let rows: Vec<SummaryRow> = sqlx::query_as(
-                "SELECT user_id, revision, orders_placed, orders_cancelled, spent_cents,
-                        last_order_at
-                 FROM user_summaries
-                 WHERE revision > 0 AND user_id > $1 AND ($3::uuid[] IS NULL OR user_id = ANY($3))
-                 ORDER BY user_id LIMIT $2",
-            )
-            .bind(cursor)
-            .bind(self.batch_size)
-            .bind(users)
-            .fetch_all(&self.db)
-            .await?;
+            let rows = super::summaries::page(&self.db, cursor, self.batch_size, users).await?;
             let Some(last) = rows.last() else { break };
             cursor = last.user_id;
             let count = rows.len() as u64;
             let writes = rows
                 .into_iter()
-                .map(|row| {
-                    let doc = SummaryDocument::from(row);
+                .map(|doc| {
                     Ok((
                         doc.user_id.to_string(),
                         doc.revision,
@@ -833,29 +820,6 @@ async fn write_all(
         "{} documents still failed after {WRITE_ATTEMPTS} attempts; run again to resume",
         writes.len()
     )
-}
-
-#[derive(sqlx::FromRow)]
-struct SummaryRow {
-    user_id: Uuid,
-    revision: i64,
-    orders_placed: i64,
-    orders_cancelled: i64,
-    spent_cents: sqlx::types::Json<std::collections::BTreeMap<String, i64>>,
-    last_order_at: Option<DateTime<Utc>>,
-}
-
-impl From<SummaryRow> for SummaryDocument {
-    fn from(row: SummaryRow) -> Self {
-        SummaryDocument {
-            user_id: row.user_id,
-            orders_placed: row.orders_placed,
-            orders_cancelled: row.orders_cancelled,
-            spent_cents: row.spent_cents.0,
-            last_order_at: row.last_order_at,
-            revision: row.revision,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,29 @@ impl From<SummaryRow> for SummaryDocument {
     }
 }
 
+/// A page of stored summaries in user id order, after `after` (all users, or
+/// only `users`), skipping users with nothing counted yet. The rebuild copies
+/// them into a fresh summaries index with this.
+pub async fn page(
+    db: &PgPool,
+    after: Uuid,
+    limit: i64,
+    users: Option<&[Uuid]>,
+) -> sqlx::Result<Vec<SummaryDocument>> {
+    let rows: Vec<SummaryRow> = sqlx::query_as(
+        "SELECT user_id, revision, orders_placed, orders_cancelled, spent_cents, last_order_at
+         FROM user_summaries
+         WHERE revision > 0 AND user_id > $1 AND ($3::uuid[] IS NULL OR user_id = ANY($3))
+         ORDER BY user_id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .bind(users)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 /// Counts the events not counted before and returns the current summary of
 /// every user the batch touches — also when nothing new was counted, so a
 /// summary lost between this commit and the read store write is written again.

@@ -503,10 +503,24 @@ impl ReadStore {
 
     /// One user's summary, if search shows one.
     pub async fn summary(&self, user_id: Uuid) -> Result<Option<SummaryDocument>, IndexError> {
+        let body = json!({ "size": 1, "query": { "ids": { "values": [user_id] } } });
+        Ok(self
+            .search_sources(&self.summaries_alias, body)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The `_source` of every hit of a search on `alias`.
+    async fn search_sources<T: serde::de::DeserializeOwned>(
+        &self,
+        alias: &str,
+        body: Value,
+    ) -> Result<Vec<T>, IndexError> {
         let response = self
             .client
-            .search(SearchParts::Index(&[&self.summaries_alias]))
-            .body(json!({ "size": 1, "query": { "ids": { "values": [user_id] } } }))
+            .search(SearchParts::Index(&[alias]))
+            .body(body)
             .send()
             .await?;
         let status = response.status_code().as_u16();
@@ -514,11 +528,11 @@ impl ReadStore {
             let body = response.text().await.unwrap_or_default();
             return Err(IndexError::Refused { status, body });
         }
-        let parsed: SearchResponse<SummaryDocument> = response
+        let parsed: SearchResponse<T> = response
             .json()
             .await
-            .context("Failed to read the summary response")?;
-        Ok(parsed.hits.hits.into_iter().next().map(|h| h.source))
+            .context("Failed to read a search response")?;
+        Ok(parsed.hits.hits.into_iter().map(|h| h.source).collect())
     }
 
     /// A page of one user's orders, newest first, optionally full-text
@@ -583,33 +597,17 @@ impl ReadStore {
     }
 
     async fn run_search(&self, body: Value) -> Result<Vec<(OrderDocument, SortKey)>, IndexError> {
-        let response = self
-            .client
-            .search(SearchParts::Index(&[&self.alias]))
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status_code().as_u16();
-        if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            return Err(IndexError::Refused { status, body });
-        }
-        let parsed: SearchResponse<OrderDocument> = response
-            .json()
-            .await
-            .context("Failed to read the search response")?;
-        parsed
-            .hits
-            .hits
+        let docs: Vec<OrderDocument> = self.search_sources(&self.alias, body).await?;
+        Ok(docs
             .into_iter()
-            .map(|hit| {
+            .map(|doc| {
                 let key = SortKey {
-                    placed_at_millis: hit.source.placed_at.timestamp_millis(),
-                    id: hit.source.id.to_string(),
+                    placed_at_millis: doc.placed_at.timestamp_millis(),
+                    id: doc.id.to_string(),
                 };
-                Ok((hit.source, key))
+                (doc, key)
             })
-            .collect()
+            .collect())
     }
 }
 

@@ -24,12 +24,7 @@ pub async fn cancel_order(db: &PgPool, user: &CurrentUser, id: Uuid) -> AppResul
     let mut tx = db.begin().await?;
     // The user row first, as when placing: one lock order, no deadlocks, and
     // this user's positions keep committing in order.
-    let write_seq: i64 = sqlx::query_scalar(
-        "UPDATE users SET write_seq = write_seq + 1 WHERE id = $1 RETURNING write_seq",
-    )
-    .bind(user.id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let write_seq = store::next_write_position(&mut tx, user.id).await?;
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 AND user_id = $2 FOR UPDATE")
             .bind(id)

@@ -26,12 +26,7 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
     // Taking the user row first serialises this user's writes: positions
     // commit in order (see `consistency`), and a concurrent retry of the same
     // id waits here until the first attempt has committed.
-    let write_seq: i64 = sqlx::query_scalar(
-        "UPDATE users SET write_seq = write_seq + 1 WHERE id = $1 RETURNING write_seq",
-    )
-    .bind(user.id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let write_seq = store::next_write_position(&mut tx, user.id).await?;
 
     let placed_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
         "INSERT INTO orders (id, user_id, user_write_seq, note, total_cents, currency)

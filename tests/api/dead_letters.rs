@@ -150,7 +150,10 @@ async fn an_event_elasticsearch_rejects_is_parked_the_pipeline_goes_on_and_a_ret
     let (_, list) = app.list(&user, "/api/orders").await;
     assert_eq!(order_ids(&list), vec![after_id.clone()]);
 
-    // Parked, with Elasticsearch's reason, out of the relay's way.
+    // Parked, with Elasticsearch's reason, out of the relay's way. (The
+    // relay parks in its own transaction, which commits just after the
+    // notices are recorded.)
+    wait_for_dead_letters(&app, outbox_id, |count, _| count == 1).await;
     let (dead_id, error): (i64, String) =
         sqlx::query_as("SELECT outbox_id, error FROM dead_letters")
             .fetch_one(&app.db)
@@ -206,7 +209,16 @@ async fn an_event_elasticsearch_rejects_is_parked_the_pipeline_goes_on_and_a_ret
     let body = visibility_body(&app, &user, &poison_id).await;
     assert_eq!(body["visible"], true, "{body}");
     assert_eq!(body["failed"], false, "{body}");
-    assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
+    // The notice is recorded before the relay's own transaction marks the
+    // event published (and drops the dead letter): wait for that commit.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while app.count("SELECT count(*) FROM dead_letters").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retried event never left the dead-letter table"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         outbox_cli(&app, &["dead"])
             .await
