@@ -128,7 +128,9 @@ impl Application {
             signal.trigger();
         };
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
-        axum::serve(self.listener, router)
+        // `into_make_service`: each connection gets a cheap handle to one router,
+        // not a rebuilt copy of it (which an idle SSE stream would keep).
+        axum::serve(self.listener, router.into_make_service())
             .with_graceful_shutdown(graceful)
             .await
             .context("HTTP server failed")?;

@@ -30,6 +30,10 @@ pub struct CurrentUser {
     /// How the request authenticated; only cookie requests can be forged
     /// cross-site, so only they get the CSRF check.
     pub via_cookie: bool,
+    /// The session's key (the token's hash), to keep per-session state.
+    pub session_key: Vec<u8>,
+    /// The latest consistency token the no-JS pages stored in this session.
+    pub session_consistency_token: Option<String>,
 }
 
 pub struct NewSession {
@@ -57,6 +61,20 @@ pub async fn create(db: &PgPool, user_id: Uuid, ttl: Duration) -> anyhow::Result
     Ok(NewSession { token, expires_at })
 }
 
+/// Keeps `consistency_token` in the session (the no-JS read-your-writes flow).
+pub async fn remember_consistency_token(
+    db: &PgPool,
+    user: &CurrentUser,
+    consistency_token: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET consistency_token = $2 WHERE token_hash = $1")
+        .bind(&user.session_key)
+        .bind(consistency_token)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn delete(db: &PgPool, token: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
         .bind(token_hash(token))
@@ -65,9 +83,12 @@ pub async fn delete(db: &PgPool, token: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn lookup(db: &PgPool, token: &str) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+async fn lookup(
+    db: &PgPool,
+    token: &str,
+) -> Result<Option<(Uuid, String, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id
+        "SELECT u.id, u.username, s.consistency_token FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = $1 AND s.expires_at > now()",
     )
     .bind(token_hash(token))
@@ -121,7 +142,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let (token, via_cookie) = presented_token(&parts.headers).ok_or(AppError::Unauthorized)?;
-        let (id, username) = lookup(&state.db, &token)
+        let (id, username, session_consistency_token) = lookup(&state.db, &token)
             .await?
             .ok_or(AppError::Unauthorized)?;
         if via_cookie {
@@ -131,6 +152,8 @@ impl FromRequestParts<AppState> for CurrentUser {
             id,
             username,
             via_cookie,
+            session_key: token_hash(&token),
+            session_consistency_token,
         })
     }
 }

@@ -431,7 +431,12 @@ async fn orders_response(
     let q = query.q.clone().unwrap_or_default();
     let cursor = query.cursor.clone().unwrap_or_default();
     let transport = query.transport.clone().unwrap_or_default();
-    let raw_token = query.consistency_token.clone().unwrap_or_default();
+    // The token in the URL, else the one the form flow kept in the session.
+    let raw_token = query
+        .consistency_token
+        .clone()
+        .or_else(|| user.session_consistency_token.clone())
+        .unwrap_or_default();
 
     let mut status = StatusCode::OK;
     let mut list_error = None;
@@ -574,6 +579,7 @@ async fn place_order_form(
                 write_seq: order.user_write_seq,
             }
             .encode();
+            remember_token(&state, &user, &token).await;
             Redirect::to(&orders_href(&[("consistency_token", &token)])).into_response()
         }
         Err(e) => {
@@ -603,6 +609,14 @@ async fn place_order_form(
     }
 }
 
+/// Keeps the token in the session too, so later pages (not only the one the
+/// redirect names) include the user's own writes.
+async fn remember_token(state: &AppState, user: &auth::CurrentUser, token: &str) {
+    if let Err(e) = auth::session::remember_consistency_token(&state.db, user, token).await {
+        tracing::warn!(error = %e, "could not keep the consistency token in the session");
+    }
+}
+
 /// The no-JS cancel button: cancels, then shows the list with read-your-writes.
 async fn cancel_order_form(
     State(state): State<AppState>,
@@ -615,6 +629,7 @@ async fn cancel_order_form(
                 write_seq: cancellation.write_seq,
             }
             .encode();
+            remember_token(&state, &user, &token).await;
             Redirect::to(&orders_href(&[("consistency_token", &token)])).into_response()
         }
         Err(e) => {

@@ -285,3 +285,74 @@ async fn the_orders_page_shows_status_summary_and_cancels_without_javascript() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn the_no_js_form_keeps_the_consistency_token_in_the_session() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let cookie = crate::helpers::TestApp::session_cookie(&user);
+    // Hold the pipeline: a first order gets stuck in the projector, so the
+    // form's order behind it cannot become searchable yet.
+    let hold = app.hold_notices().await;
+    app.place_simple_order(&user, "STUCK").await;
+    app.wait_until_projector_blocked().await;
+    let response = app
+        .http
+        .post(app.url("/orders"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("id", uuid::Uuid::new_v4().to_string().as_str()),
+            ("sku", "SESSION-TOKEN"),
+            ("quantity", "1"),
+            ("unit_price_cents", "100"),
+            ("note", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    // Plain /orders, no token in the URL: the session carries it.
+    let page = app
+        .http
+        .get(app.url("/orders"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("SESSION-TOKEN"), "{page}");
+    assert!(page.contains(r#"data-state="pending""#), "{page}");
+
+    // An API list without a token only shows what search has.
+    let (_, list) = app.list(&user, "/api/orders").await;
+    assert!(!list.to_string().contains("SESSION-TOKEN"), "{list}");
+    hold.release().await;
+}
+
+#[tokio::test]
+async fn an_expired_session_is_refused() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    assert_eq!(
+        app.get(&user, "/api/orders").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let response = app.get(&user, "/api/orders").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let page = app
+        .http
+        .get(app.url("/orders"))
+        .header("cookie", crate::helpers::TestApp::session_cookie(&user))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::SEE_OTHER);
+    assert_eq!(page.headers()["location"], "/login");
+}
