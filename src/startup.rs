@@ -136,10 +136,12 @@ impl Application {
             .context("HTTP server failed")?;
 
         state.shutdown.trigger();
-        for task in tasks {
-            if tokio::time::timeout(TASK_GRACE, task).await.is_err() {
-                tracing::warn!("a background task did not stop in time");
-            }
+        // One deadline for all of them, so a stop takes at most TASK_GRACE.
+        if tokio::time::timeout(TASK_GRACE, futures::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
         }
         tracing::info!("stopped");
         Ok(())

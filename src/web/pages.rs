@@ -40,9 +40,18 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/orders", get(orders_page).post(place_order_form))
         .route("/orders/{id}/cancel", post(cancel_order_form))
-        .route("/static/app.js", get(app_js))
-        .route("/static/sightline.js", get(sightline_js))
-        .route("/static/sightline.css", get(stylesheet))
+        .route(
+            "/static/app.js",
+            get(|h: HeaderMap| async move { APP_JS.respond(&h) }),
+        )
+        .route(
+            "/static/sightline.js",
+            get(|h: HeaderMap| async move { SIGHTLINE_JS.respond(&h) }),
+        )
+        .route(
+            "/static/sightline.css",
+            get(|h: HeaderMap| async move { STYLESHEET.respond(&h) }),
+        )
 }
 
 // ---------------------------------------------------------------------------
@@ -649,73 +658,68 @@ async fn cancel_order_form(
 // ---------------------------------------------------------------------------
 // Static files, embedded so the binary runs from any directory
 
-const APP_JS: &str = include_str!("../../static/app.js");
-/// The client module for any frontend (`static/sightline.js`); app.js uses it too.
-const SIGHTLINE_JS: &str = include_str!("../../static/sightline.js");
-const STYLESHEET: &str = include_str!("../../static/sightline.css");
-
-fn etag_of(body: &str, cell: &'static OnceLock<String>) -> &'static str {
-    cell.get_or_init(|| {
-        let digest = Sha256::digest(body.as_bytes());
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        format!("\"{hex}\"")
-    })
-}
-
-fn static_file(
-    headers: &HeaderMap,
+/// A file of `static/`, embedded so the binary runs from any directory,
+/// served with a content hash as its ETag (unchanged files answer 304).
+pub struct StaticAsset {
     body: &'static str,
     content_type: &'static str,
-    etag: &'static str,
-) -> Response {
-    let headers_out = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        (header::ETAG, HeaderValue::from_static(etag)),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-    ];
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    if matches {
-        (StatusCode::NOT_MODIFIED, headers_out).into_response()
-    } else {
-        (headers_out, body).into_response()
+    etag: OnceLock<String>,
+}
+
+pub static APP_JS: StaticAsset = StaticAsset::new(
+    include_str!("../../static/app.js"),
+    "text/javascript; charset=utf-8",
+);
+pub static SIGHTLINE_JS: StaticAsset = StaticAsset::new(
+    include_str!("../../static/sightline.js"),
+    "text/javascript; charset=utf-8",
+);
+pub static STYLESHEET: StaticAsset = StaticAsset::new(
+    include_str!("../../static/sightline.css"),
+    "text/css; charset=utf-8",
+);
+
+impl StaticAsset {
+    const fn new(body: &'static str, content_type: &'static str) -> Self {
+        Self {
+            body,
+            content_type,
+            etag: OnceLock::new(),
+        }
     }
-}
 
-async fn app_js(headers: HeaderMap) -> Response {
-    static ETAG: OnceLock<String> = OnceLock::new();
-    static_file(
-        &headers,
-        APP_JS,
-        "text/javascript; charset=utf-8",
-        etag_of(APP_JS, &ETAG),
-    )
-}
+    fn etag(&'static self) -> &'static str {
+        self.etag.get_or_init(|| {
+            let digest = Sha256::digest(self.body.as_bytes());
+            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            format!("\"{hex}\"")
+        })
+    }
 
-async fn sightline_js(headers: HeaderMap) -> Response {
-    static ETAG: OnceLock<String> = OnceLock::new();
-    static_file(
-        &headers,
-        SIGHTLINE_JS,
-        "text/javascript; charset=utf-8",
-        etag_of(SIGHTLINE_JS, &ETAG),
-    )
-}
-
-async fn stylesheet(headers: HeaderMap) -> Response {
-    static ETAG: OnceLock<String> = OnceLock::new();
-    static_file(
-        &headers,
-        STYLESHEET,
-        "text/css; charset=utf-8",
-        etag_of(STYLESHEET, &ETAG),
-    )
+    pub fn respond(&'static self, headers: &HeaderMap) -> Response {
+        let etag = self.etag();
+        let headers_out = [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (header::ETAG, HeaderValue::from_static(etag)),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ];
+        let matches = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        if matches {
+            (StatusCode::NOT_MODIFIED, headers_out).into_response()
+        } else {
+            (headers_out, self.body).into_response()
+        }
+    }
 }
 
 #[cfg(test)]

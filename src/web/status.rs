@@ -184,14 +184,8 @@ fn sample_event(sample: &Sample) -> Event {
 
 /// The stylesheet, for instances that serve no pages (`--roles
 /// relay,projector`) but still serve `/status`.
-pub async fn stylesheet() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        include_str!("../../static/sightline.css"),
-    )
+pub async fn stylesheet(headers: axum::http::HeaderMap) -> axum::response::Response {
+    super::pages::STYLESHEET.respond(&headers)
 }
 
 #[cfg(test)]
