@@ -336,3 +336,64 @@ async fn stopping_the_server_ends_open_streams_with_a_retry_hint() {
     assert!(last.retry.is_some(), "{last:?}");
     assert!(!last.is_dispatched());
 }
+
+/// A client that falls further behind than its buffer is cut off with a
+/// retry hint rather than holding memory or the others up, and resuming
+/// with its last cursor loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_falls_behind_is_cut_off_with_a_retry_hint_and_resumes_without_loss() {
+    use crate::helpers::{spawn_app_with, test_settings};
+    let mut settings = test_settings().await;
+    settings.sse_buffer = 1;
+    let app = spawn_app_with(settings).await;
+    let user = app.new_user().await;
+    let (mut stream, _) = app.open_events_ready(&user).await;
+
+    // Hold the pipeline so the next orders reach the hub in one burst,
+    // far more than a one-notice buffer holds.
+    let hold = app.hold_notices().await;
+    let mut placed = vec![app.place_simple_order(&user, "FIRST").await];
+    app.wait_until_projector_blocked().await;
+    for n in 0..20 {
+        placed.push(app.place_simple_order(&user, &format!("BURST-{n}")).await);
+    }
+    let mut expected: Vec<String> = placed
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort();
+    hold.release().await;
+
+    // Read until the server ends the stream; its last frame says when to retry.
+    let mut seen = vec![];
+    let mut last_id = None;
+    let mut retry_hint = None;
+    tokio::time::timeout(crate::helpers::WAIT, async {
+        while let Some(frame) = stream.next_frame().await {
+            if frame.event.as_deref() == Some("order-visible") {
+                seen.push(visible_id(&frame));
+                last_id = frame.id.clone();
+            }
+            if frame.retry.is_some() {
+                retry_hint = frame.retry;
+            }
+        }
+    })
+    .await
+    .expect("a client that fell behind was never cut off");
+    assert!(
+        retry_hint.is_some(),
+        "the stream ended without a retry hint"
+    );
+    assert!(seen.len() < expected.len(), "nothing was dropped: {seen:?}");
+
+    // Resuming from the last cursor it saw brings every other notice, once.
+    let cursor = last_id.unwrap_or_else(|| "0".to_owned());
+    let mut resumed = app.open_events(&user, Some(&cursor)).await;
+    assert_eq!(resumed.next_event().await.event.as_deref(), Some("ready"));
+    while seen.len() < expected.len() {
+        seen.push(visible_id(&resumed.next_order_visible().await));
+    }
+    seen.sort();
+    assert_eq!(seen, expected);
+}
