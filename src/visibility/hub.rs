@@ -29,6 +29,56 @@ struct Inner {
     /// The last cursor dispatched: every notice up to here has been sent.
     head: i64,
     users: HashMap<Uuid, broadcast::Sender<Notice>>,
+    /// What the hub has seen of recent orders, so polls about them are
+    /// answered from memory instead of the database.
+    recent: RecentNotices,
+}
+
+/// Per order: its latest notice and its latest `order-visible`, for the most
+/// recently noticed orders (bounded; the oldest are forgotten first).
+#[derive(Default)]
+struct RecentNotices {
+    by_order: HashMap<Uuid, KnownOrder>,
+    arrival: std::collections::VecDeque<Uuid>,
+}
+
+/// What the hub knows of one order.
+#[derive(Clone, Debug)]
+pub struct KnownOrder {
+    pub latest: Notice,
+    pub latest_visible: Option<Notice>,
+}
+
+/// How many orders the hub remembers for polls.
+const RECENT_ORDERS: usize = 100_000;
+
+impl RecentNotices {
+    fn record(&mut self, notice: &Notice) {
+        let visible = (notice.kind == notice_log::ORDER_VISIBLE).then(|| notice.clone());
+        match self.by_order.get_mut(&notice.order_id) {
+            Some(known) => {
+                known.latest = notice.clone();
+                if visible.is_some() {
+                    known.latest_visible = visible;
+                }
+            }
+            None => {
+                self.by_order.insert(
+                    notice.order_id,
+                    KnownOrder {
+                        latest: notice.clone(),
+                        latest_visible: visible,
+                    },
+                );
+                self.arrival.push_back(notice.order_id);
+                if self.arrival.len() > RECENT_ORDERS
+                    && let Some(oldest) = self.arrival.pop_front()
+                {
+                    self.by_order.remove(&oldest);
+                }
+            }
+        }
+    }
 }
 
 /// A live feed of one user's notices, starting right after `head`.
@@ -43,6 +93,7 @@ impl NoticeHub {
             inner: Mutex::new(Inner {
                 head,
                 users: HashMap::new(),
+                recent: RecentNotices::default(),
             }),
             buffer: buffer.max(1),
         }
@@ -65,6 +116,13 @@ impl NoticeHub {
         self.inner.lock().expect("hub lock poisoned").head
     }
 
+    /// What this hub has dispatched about an order, if it is among the
+    /// recent ones (nothing for orders noticed before this instance started).
+    pub fn known(&self, order_id: Uuid) -> Option<KnownOrder> {
+        let inner = self.inner.lock().expect("hub lock poisoned");
+        inner.recent.by_order.get(&order_id).cloned()
+    }
+
     /// Sends notices (in cursor order) to their users' subscribers. Never
     /// blocks: a slow subscriber lags on its own without holding anyone up.
     fn dispatch(&self, notices: &[Notice]) {
@@ -74,6 +132,7 @@ impl NoticeHub {
                 continue;
             }
             inner.head = notice.seq;
+            inner.recent.record(notice);
             if let Some(sender) = inner.users.get(&notice.user_id)
                 && sender.send(notice.clone()).is_err()
             {
@@ -139,4 +198,46 @@ async fn connect_listener(db: &PgPool) -> Option<PgListener> {
     let mut listener = PgListener::connect_with(db).await.ok()?;
     listener.listen(notice_log::CHANNEL).await.ok()?;
     Some(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(seq: i64, order: u128, kind: &str) -> Notice {
+        Notice {
+            seq,
+            user_id: Uuid::from_u128(1),
+            order_id: Uuid::from_u128(order),
+            order_version: 1,
+            kind: kind.to_owned(),
+            status: "placed".to_owned(),
+            error: None,
+            visible_at: chrono::Utc::now(),
+            committed_at: None,
+        }
+    }
+
+    #[test]
+    fn the_hub_remembers_recent_orders_and_forgets_the_oldest() {
+        let hub = NoticeHub::new(0, 4);
+        hub.dispatch(&[notice(1, 7, notice_log::ORDER_VISIBLE)]);
+        hub.dispatch(&[notice(2, 7, notice_log::ORDER_FAILED)]);
+        let known = hub.known(Uuid::from_u128(7)).unwrap();
+        assert_eq!(known.latest.seq, 2);
+        assert_eq!(known.latest_visible.unwrap().seq, 1);
+        // A replayed older notice changes nothing.
+        hub.dispatch(&[notice(1, 7, notice_log::ORDER_VISIBLE)]);
+        assert_eq!(hub.known(Uuid::from_u128(7)).unwrap().latest.seq, 2);
+
+        let many: Vec<Notice> = (0..RECENT_ORDERS as i64)
+            .map(|i| notice(3 + i, 1000 + i as u128, notice_log::ORDER_VISIBLE))
+            .collect();
+        hub.dispatch(&many);
+        assert!(hub.known(Uuid::from_u128(7)).is_none());
+        assert!(
+            hub.known(Uuid::from_u128(1000 + RECENT_ORDERS as u128 - 1))
+                .is_some()
+        );
+    }
 }
