@@ -15,7 +15,10 @@ async fn notices_reach_clients_on_every_web_instance_and_resume_across_them() {
         s.roles = roles;
         s
     };
+    // Two pipeline instances share the outbox (SKIP LOCKED) and the notice log.
     let pipeline = spawn_app_with(with_roles(vec![Role::Relay, Role::Projector])).await;
+    let _second_pipeline =
+        crate::helpers::spawn_instance(with_roles(vec![Role::Relay, Role::Projector])).await;
     let web1 = spawn_app_with(with_roles(vec![Role::Web])).await;
     let web2 = spawn_app_with(with_roles(vec![Role::Web])).await;
 
@@ -73,11 +76,23 @@ async fn notices_reach_clients_on_every_web_instance_and_resume_across_them() {
     expected.sort();
     assert_eq!(replayed, expected);
 
-    // And live notices keep coming on web2.
-    let fourth = web1.place_simple_order(&user, "LIVE").await;
+    // And live notices keep coming on web2, each once, whichever pipeline
+    // instance projected it.
+    let mut live = vec![];
+    for n in 0..6 {
+        let order = web1.place_simple_order(&user, &format!("LIVE-{n}")).await;
+        live.push(order["id"].as_str().unwrap().to_owned());
+    }
+    let mut received = vec![];
+    for _ in 0..live.len() {
+        received.push(visible_id(&on_web2.next_order_visible().await));
+    }
+    received.sort();
+    live.sort();
+    assert_eq!(received, live);
     assert_eq!(
-        visible_id(&on_web2.next_order_visible().await),
-        fourth["id"].as_str().unwrap()
+        web1.count("SELECT count(*) FROM notices").await,
+        web1.count("SELECT count(*) FROM orders").await
     );
 }
 
