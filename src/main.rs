@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sightline::config::Settings;
-use sightline::startup::{Application, connect_database};
+use sightline::startup::{Application, connect_and_migrate};
 use sightline::telemetry;
 
 /// Sightline: orders committed with an outbox, projected into Elasticsearch,
@@ -120,8 +120,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
-    let db = connect_database(&settings).await?;
-    sqlx::migrate!("./migrations").run(&db).await?;
+    connect_and_migrate(&settings).await?;
     println!("migrations applied");
     Ok(())
 }
@@ -157,7 +156,7 @@ async fn rebuild(args: RebuildArgs, settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn outbox(command: OutboxCommand, settings: Settings) -> anyhow::Result<()> {
-    let db = connect_database(&settings).await?;
+    let db = connect_and_migrate(&settings).await?;
     match command {
         OutboxCommand::Status => {
             let status = sightline::outbox::status(&db).await?;

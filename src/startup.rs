@@ -34,17 +34,8 @@ impl Application {
     /// Elasticsearch is up, and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.check_roles()?;
-        let db = connect_database(&settings).await?;
-        sqlx::migrate!("./migrations")
-            .run(&db)
-            .await
-            .context("Failed to migrate the database")?;
-
-        let read_store = ReadStore::new(
-            &settings.elasticsearch_url,
-            &settings.index_prefix,
-            &settings.index_refresh_interval,
-        )?;
+        let db = connect_and_migrate(&settings).await?;
+        let read_store = ReadStore::from_settings(&settings)?;
         // Elasticsearch being down must not stop the write side: the relay
         // keeps the backlog and catches up once it is back.
         if let Err(e) = read_store.ensure_exists().await {
@@ -186,6 +177,17 @@ async fn os_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// Opens the pool and applies pending migrations (every command that touches
+/// the database runs this first; sqlx serialises concurrent migrators).
+pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
+    let db = connect_database(settings).await?;
+    sqlx::migrate!("./migrations")
+        .run(&db)
+        .await
+        .context("Failed to migrate the database")?;
+    Ok(db)
 }
 
 /// Opens the pool, failing in one line that names the service and the

@@ -43,7 +43,7 @@ use crate::outbox::events::OrderEvent;
 use crate::outbox::{MAINTENANCE_LOCK, OutboxEvent};
 use crate::read_side::index::{ReadStore, WriteOutcome};
 use crate::relay::REBUILD_LOCK;
-use crate::startup::connect_database;
+use crate::startup::connect_and_migrate;
 
 /// Unlocked catch-up passes at most, before the final (locked) one; under
 /// steady load each pass only has what arrived during the previous one.
@@ -190,16 +190,8 @@ pub async fn run(
     progress: bool,
 ) -> anyhow::Result<RebuildReport> {
     let started = Instant::now();
-    let db = connect_database(settings).await?;
-    sqlx::migrate!("./migrations")
-        .run(&db)
-        .await
-        .context("Failed to migrate the database")?;
-    let store = ReadStore::new(
-        &settings.elasticsearch_url,
-        &settings.index_prefix,
-        &settings.index_refresh_interval,
-    )?;
+    let db = connect_and_migrate(settings).await?;
+    let store = ReadStore::from_settings(settings)?;
     store.ensure_exists().await.with_context(|| {
         format!(
             "Elasticsearch is not usable at {} — start it with `scripts/services start elasticsearch`",
@@ -265,16 +257,8 @@ pub async fn run(
 /// Gives up an unfinished rebuild: deletes the indices it was building.
 /// Returns the abandoned orders index, if there was an unfinished rebuild.
 pub async fn abandon(settings: &Settings) -> anyhow::Result<Option<String>> {
-    let db = connect_database(settings).await?;
-    sqlx::migrate!("./migrations")
-        .run(&db)
-        .await
-        .context("Failed to migrate the database")?;
-    let store = ReadStore::new(
-        &settings.elasticsearch_url,
-        &settings.index_prefix,
-        &settings.index_refresh_interval,
-    )?;
+    let db = connect_and_migrate(settings).await?;
+    let store = ReadStore::from_settings(settings)?;
     let guard = maintenance_guard(&db).await?;
     let Some(row) = unfinished(&db).await? else {
         release(guard).await;

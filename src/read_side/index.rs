@@ -90,6 +90,15 @@ impl ReadStore {
         })
     }
 
+    /// The read store the settings name.
+    pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Self> {
+        Self::new(
+            &settings.elasticsearch_url,
+            &settings.index_prefix,
+            &settings.index_refresh_interval,
+        )
+    }
+
     pub fn alias(&self) -> &str {
         &self.alias
     }
