@@ -281,15 +281,7 @@ impl ReadStore {
         let started = std::time::Instant::now();
         let response = request.send().await?;
         metrics::histogram!("sightline_es_bulk_seconds").record(started.elapsed().as_secs_f64());
-        let status = response.status_code().as_u16();
-        if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            return Err(IndexError::Refused { status, body });
-        }
-        let parsed: BulkResponse = response
-            .json()
-            .await
-            .context("Failed to read the bulk response")?;
+        let parsed: BulkResponse = read_json(response, "bulk").await?;
         if parsed.items.len() != count {
             return Err(
                 anyhow::anyhow!("bulk answered {} items for {count}", parsed.items.len()).into(),
@@ -347,14 +339,7 @@ impl ReadStore {
         if status == 404 {
             return Ok(None);
         }
-        if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            return Err(IndexError::Refused { status, body });
-        }
-        let indices: serde_json::Map<String, Value> = response
-            .json()
-            .await
-            .context("Failed to read the alias response")?;
+        let indices: serde_json::Map<String, Value> = read_json(response, "alias").await?;
         let mut names: Vec<String> = indices.keys().cloned().collect();
         match names.len() {
             1 => Ok(names.pop()),
@@ -371,15 +356,7 @@ impl ReadStore {
             .expand_wildcards(&[elasticsearch::params::ExpandWildcards::All])
             .send()
             .await?;
-        let status = response.status_code().as_u16();
-        if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            return Err(IndexError::Refused { status, body });
-        }
-        let indices: serde_json::Map<String, Value> = response
-            .json()
-            .await
-            .context("Failed to read the index list")?;
+        let indices: serde_json::Map<String, Value> = read_json(response, "index list").await?;
         Ok(indices.keys().cloned().collect())
     }
 
@@ -459,19 +436,11 @@ impl ReadStore {
             .count(elasticsearch::CountParts::Index(&[index]))
             .send()
             .await?;
-        let status = response.status_code().as_u16();
-        if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            return Err(IndexError::Refused { status, body });
-        }
         #[derive(Deserialize)]
         struct Count {
             count: u64,
         }
-        let parsed: Count = response
-            .json()
-            .await
-            .context("Failed to read the count response")?;
+        let parsed: Count = read_json(response, "count").await?;
         Ok(parsed.count)
     }
 
@@ -532,15 +501,7 @@ impl ReadStore {
             .body(body)
             .send()
             .await?;
-        let status = response.status_code().as_u16();
-        if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            return Err(IndexError::Refused { status, body });
-        }
-        let parsed: SearchResponse<T> = response
-            .json()
-            .await
-            .context("Failed to read a search response")?;
+        let parsed: SearchResponse<T> = read_json(response, "search").await?;
         Ok(parsed.hits.hits.into_iter().map(|h| h.source).collect())
     }
 
@@ -650,6 +611,22 @@ struct Hits<T> {
 struct Hit<T> {
     #[serde(rename = "_source")]
     source: T,
+}
+
+/// The JSON body of a 200 answer; any other answer is `Refused` with its body.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    response: elasticsearch::http::response::Response,
+    what: &str,
+) -> Result<T, IndexError> {
+    let status = response.status_code().as_u16();
+    if status != 200 {
+        let body = response.text().await.unwrap_or_default();
+        return Err(IndexError::Refused { status, body });
+    }
+    Ok(response
+        .json()
+        .await
+        .with_context(|| format!("Failed to read the {what} response"))?)
 }
 
 /// Turns a non-success answer into an error.
