@@ -194,11 +194,6 @@ pub async fn retry(db: &sqlx::PgPool, id: i64) -> sqlx::Result<bool> {
     Ok(found)
 }
 
-/// Events not yet published (the relay's backlog).
-pub async fn backlog(db: &sqlx::PgPool) -> sqlx::Result<i64> {
-    status(db).await.map(|s| s.backlog)
-}
-
 /// Held (session-level) by a running rebuild for its whole run, and by
 /// `prune`: the two exclude each other, so pruning never removes events a
 /// rebuild has yet to replay.
