@@ -119,12 +119,7 @@ impl Application {
             signal.trigger();
         };
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
-        // `into_make_service`: each connection gets a cheap handle to one router,
-        // not a rebuilt copy of it (which an idle SSE stream would keep).
-        axum::serve(self.listener, router.into_make_service())
-            .with_graceful_shutdown(graceful)
-            .await
-            .context("HTTP server failed")?;
+        web::serve::serve(self.listener, router, graceful).await;
 
         state.shutdown.trigger();
         // One deadline for all of them, so a stop takes at most TASK_GRACE.
@@ -154,6 +149,7 @@ fn spawn_pipeline(state: &AppState) -> JoinHandle<()> {
         settings.relay_poll(),
     )
     .with_wake(settings.relay_wake)
+    .with_concurrency(settings.relay_concurrency.into())
     .with_stats(state.pipeline.clone());
     tokio::spawn(relay.run(state.shutdown.subscribe()))
 }

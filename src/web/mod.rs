@@ -4,6 +4,7 @@
 pub mod cors;
 pub mod health;
 pub mod pages;
+pub mod serve;
 pub mod status;
 
 use axum::Router;
