@@ -38,6 +38,11 @@ pub struct Settings {
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
     pub relay_batch_size: i64,
 
+    /// Most relay batches in flight at once: a commit need not wait for the
+    /// batch ahead of it to become searchable before its own batch starts.
+    #[arg(long, env = "RELAY_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub relay_concurrency: u16,
+
     /// How often the relay looks for work when no notification arrives
     /// (a safety net: commits wake it through LISTEN/NOTIFY).
     #[arg(long, env = "RELAY_POLL_MS", default_value_t = 2000)]
@@ -164,7 +169,8 @@ pub fn parse_origin(raw: &str) -> Result<String, String> {
 /// How the projector makes a bulk write searchable.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefreshMode {
-    /// Bulk write, then `POST _refresh`: searchable as soon as the refresh returns.
+    /// Bulk write, then `POST <orders>/_refresh`: searchable as soon as the
+    /// refresh returns.
     Explicit,
     /// Bulk write with `refresh=wait_for`: returns after the next scheduled refresh.
     WaitFor,

@@ -416,6 +416,17 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "HTTP request duration until the response head, by matched route, method and status."
     );
+    describe_histogram!(
+        "sightline_batch_stage_seconds",
+        Unit::Seconds,
+        "Time a relay batch spends in each stage (waiting: from an event's creation to its claim; then claim, count, write, refresh, notices, mark): where visibility latency goes."
+    );
+}
+
+/// Records how long a relay batch spent in one stage.
+pub fn record_stage(stage: &'static str, started: std::time::Instant) {
+    metrics::histogram!("sightline_batch_stage_seconds", "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]

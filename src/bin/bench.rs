@@ -56,6 +56,16 @@ struct Cli {
     /// printed, latest.json is left alone.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
+    /// A setting every server of the run gets over the scenario's own, e.g.
+    /// `--server-env RELAY_CONCURRENCY=1` (repeatable), for trying a knob.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    server_env: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 #[derive(Subcommand)]
@@ -91,6 +101,7 @@ const SEED_SETTINGS: &[(&str, &str)] = &[
     ("RELAY_WAKE", "poll"),
     ("RELAY_POLL_MS", "250"),
     ("RELAY_BATCH_SIZE", "100"),
+    ("RELAY_CONCURRENCY", "1"),
     ("REFRESH_MODE", "wait-for"),
     ("INDEX_REFRESH_INTERVAL", "1s"),
 ];
@@ -134,7 +145,8 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     let runs = |part| cli.only.is_empty() || cli.only.contains(&part);
     let started = Instant::now();
 
-    let bench = Bench::new().await?;
+    let mut bench = Bench::new().await?;
+    bench.server_env = cli.server_env.clone();
     bench.remove_leftovers().await?;
     let machine = machine(&bench).await?;
     let mode = if quick { "--quick" } else { "full" };
@@ -357,7 +369,7 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
     let header = |o: &mut String| {
         let _ = writeln!(
             o,
-            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8} {:>8}",
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8}",
             "load",
             "p50 ms",
             "p95 ms",
@@ -367,13 +379,14 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
             "errors",
             "lost",
             "srv cpu",
-            "gen cpu"
+            "gen cpu",
+            "es cpu"
         );
     };
     let row = |o: &mut String, name: &str, r: &LoadResult| {
         let _ = writeln!(
             o,
-            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8.0} {:>7} {:>6} {:>8} {:>8}",
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8.0} {:>7} {:>6} {:>8} {:>8} {:>8}",
             name,
             num(r.latency.p50),
             num(r.latency.p95),
@@ -383,14 +396,15 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
             r.errors,
             r.lost,
             format!("{:.0}%", r.server_cpu * 100.0),
-            format!("{:.0}%", r.bench_cpu * 100.0)
+            format!("{:.0}%", r.bench_cpu * 100.0),
+            format!("{:.0}%", r.es_cpu * 100.0)
         );
     };
     let _ = writeln!(
         o,
         "\n(latency: POST's 201 -> order-visible on the owner's stream; lost: no notice when the wait ended, \
-         counted with the time waited; srv/gen cpu: CPU of the server / of this load generator during the step, \
-         100% = one core)"
+         counted with the time waited; srv/gen/es cpu: CPU of the server / of this load generator / of \
+         Elasticsearch during the step, 100% = one core)"
     );
     if !r.visibility.is_empty() {
         let _ = writeln!(
@@ -400,6 +414,25 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
         header(&mut o);
         for (rate, v) in &r.visibility {
             row(&mut o, &format!("{rate}/s"), v);
+        }
+        let _ = writeln!(
+            o,
+            "\nWhere the time goes: the server's relay batches, mean ms per stage (waiting: an event's \
+             creation to its claim)"
+        );
+        let _ = write!(o, "  {:<22}", "load");
+        for stage in load::STAGES {
+            let _ = write!(o, " {stage:>8}");
+        }
+        let _ = writeln!(o, " {:>8} {:>8}", "batches", "ev/batch");
+        for (rate, v) in &r.visibility {
+            let _ = write!(o, "  {:<22}", format!("{rate}/s"));
+            for stage in load::STAGES {
+                let mean = v.stages.iter().find(|(s, _)| s == stage).map(|(_, m)| *m);
+                let _ = write!(o, " {:>8}", mean.map_or("-".to_owned(), num));
+            }
+            let per_batch = v.events as f64 / v.batches.max(1) as f64;
+            let _ = writeln!(o, " {:>8} {:>8.1}", v.batches, per_batch);
         }
     }
     if let Some((seed, tuned)) = &r.seed {

@@ -1,35 +1,43 @@
 //! Where an order becomes searchable.
 //!
-//! The projector is a dumb data mover: it copies events into the read store
-//! with the domain version as an external version (so replays and reordering
-//! are harmless), counts them into the summaries through an inbox (so
-//! duplicates count once), makes the batch searchable, and only then records
-//! the notices. No business rules, no validation.
+//! The projector is a dumb data mover: it counts events into the summaries
+//! through an inbox (so duplicates count once), copies the orders and the
+//! changed summaries into the read store in one bulk write with the domain
+//! version as an external version (so replays and reordering are harmless),
+//! waits for a refresh of the orders index that started after that write
+//! (shared with any other batch in flight, see [`refresher`]), and only then
+//! records the notices. Summaries are read by id in real time, so they need
+//! no refresh. No business rules, no validation.
 
 pub mod rebuild;
+pub mod refresher;
 pub mod summaries;
 
 #[cfg(test)]
 mod properties;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
 use sqlx::PgPool;
 
 use crate::config::RefreshMode;
+use crate::monitoring::record_stage;
 use crate::outbox::OutboxEvent;
 use crate::outbox::events::OrderEvent;
 use crate::read_side::document::OrderDocument;
 use crate::read_side::index::{ReadStore, WriteOutcome};
 use crate::relay::bus::Delivery;
 use crate::visibility::notice_log::{self, NewNotice};
+use refresher::Refresher;
 
 pub struct Projector {
     db: PgPool,
     store: ReadStore,
     refresh: RefreshMode,
+    refresher: Refresher,
     store_ready: AtomicBool,
 }
 
@@ -37,6 +45,7 @@ impl Projector {
     pub fn new(db: PgPool, store: ReadStore, refresh: RefreshMode) -> Self {
         Self {
             db,
+            refresher: Refresher::new(store.clone()),
             store,
             refresh,
             store_ready: AtomicBool::new(false),
@@ -68,22 +77,46 @@ impl Projector {
             }
         }
 
+        // Counted before the write so one bulk request carries orders and
+        // summaries alike. The summary counts every order the write side
+        // committed, also one search refuses to show (it is parked and can be
+        // retried; the inbox keeps the retry from counting it twice).
+        let counted: Vec<_> = decoded
+            .iter()
+            .map(|(event, order_event)| (event.event_id, event.user_id, order_event))
+            .collect();
+        let started = Instant::now();
+        let summaries = summaries::count(&self.db, &counted)
+            .await
+            .context("Failed to count the batch into the summaries")?;
+        record_stage("count", started);
+
         let docs: Vec<OrderDocument> = decoded
             .iter()
             .map(|(event, order_event)| to_document(event, order_event))
             .collect();
-        let outcomes = self
+        let started = Instant::now();
+        let (outcomes, summary_outcomes) = self
             .store
-            .bulk_write(&docs, self.refresh)
+            .write_batch(&docs, &summaries, self.refresh)
             .await
             .context("Failed to write the batch to the read store")?;
+        record_stage("write", started);
+        for outcome in summary_outcomes {
+            if let WriteOutcome::Failed(reason) | WriteOutcome::Rejected(reason) = outcome {
+                // Counted already (the inbox has it); the next attempt rewrites it.
+                anyhow::bail!("a summary write failed: {reason}");
+            }
+        }
 
         let mut applied = Vec::with_capacity(docs.len());
+        let mut written_before = false;
         for ((event, order_event), outcome) in decoded.iter().zip(outcomes) {
             match outcome {
                 WriteOutcome::Applied => applied.push((*event, order_event)),
                 WriteOutcome::AlreadyApplied => {
                     metrics::counter!("sightline_duplicates_acknowledged_total").increment(1);
+                    written_before = true;
                     applied.push((*event, order_event));
                 }
                 WriteOutcome::Rejected(reason) => {
@@ -94,35 +127,16 @@ impl Projector {
             }
         }
 
-        let counted: Vec<_> = applied
-            .iter()
-            .map(|(event, order_event)| (event.event_id, event.user_id, *order_event))
-            .collect();
-        let summaries = summaries::count(&self.db, &counted)
-            .await
-            .context("Failed to count the batch into the summaries")?;
-        for outcome in self
-            .store
-            .bulk_write_summaries(&summaries)
-            .await
-            .context("Failed to write summaries")?
-        {
-            if let WriteOutcome::Failed(reason) | WriteOutcome::Rejected(reason) = outcome {
-                // Counted already (the inbox has it); the next attempt rewrites it.
-                anyhow::bail!("a summary write failed: {reason}");
-            }
-        }
-
-        // `wait_for` does not wait for documents written by an earlier,
-        // interrupted attempt, nor for summaries: refresh explicitly then.
-        if self.refresh == RefreshMode::Explicit
-            || applied.len() != docs.len()
-            || !summaries.is_empty()
-        {
-            self.store
-                .refresh()
+        // `wait_for` does not wait for a version written by an earlier,
+        // interrupted attempt (or by another relay), which may not have been
+        // refreshed yet: refresh explicitly then.
+        if self.refresh == RefreshMode::Explicit || written_before {
+            let started = Instant::now();
+            self.refresher
+                .make_searchable()
                 .await
                 .context("Failed to refresh the read store")?;
+            record_stage("refresh", started);
         }
 
         for (event, order_event) in &applied {
@@ -140,9 +154,11 @@ impl Projector {
                 .record(lag as f64 / 1000.0);
         }
         // Searchable now: the notices may go out.
+        let started = Instant::now();
         let recorded = notice_log::record(&self.db, &notices)
             .await
             .context("Failed to record notices")?;
+        record_stage("notices", started);
         metrics::counter!("sightline_notices_recorded_total").increment(recorded.len() as u64);
         Ok(delivery)
     }

@@ -33,12 +33,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
+use elasticsearch::params::Refresh;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::config::{RefreshMode, Settings};
+use crate::config::Settings;
 use crate::outbox::events::OrderEvent;
 use crate::outbox::{MAINTENANCE_LOCK, OutboxEvent};
 use crate::read_side::index::{ReadStore, WriteOutcome};
@@ -772,7 +773,7 @@ async fn write_all(
     let mut rejected = 0;
     for attempt in 1..=WRITE_ATTEMPTS {
         let outcomes = match store
-            .bulk_versioned(index, writes.clone(), RefreshMode::Explicit)
+            .bulk_versioned(index, writes.clone(), Refresh::False)
             .await
         {
             Ok(outcomes) => outcomes,

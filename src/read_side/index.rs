@@ -12,7 +12,7 @@ use elasticsearch::indices::{
     IndicesCreateParts, IndicesExistsAliasParts, IndicesGetAliasParts, IndicesRefreshParts,
 };
 use elasticsearch::params::Refresh;
-use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
+use elasticsearch::{BulkParts, Elasticsearch, GetParts, SearchParts};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -222,64 +222,85 @@ impl ReadStore {
         })
     }
 
-    /// Writes orders with `version_type=external` keyed on the domain
-    /// version, so a replayed or reordered write can never overwrite a newer
-    /// one. Returns one outcome per document, in order.
-    #[tracing::instrument(skip_all, fields(docs = docs.len()))]
-    pub async fn bulk_write(
+    /// Writes a projected batch — its orders and the summaries it changed — in
+    /// one bulk request with `version_type=external` keyed on the domain
+    /// version (orders) or revision (summaries), so a replayed or reordered
+    /// write can never overwrite a newer one. `RefreshMode::WaitFor` waits
+    /// for the next scheduled refresh; otherwise the caller refreshes. Returns
+    /// one outcome per document, orders then summaries, each in order.
+    #[tracing::instrument(skip_all, fields(orders = orders.len(), summaries = summaries.len()))]
+    pub async fn write_batch(
         &self,
-        docs: &[OrderDocument],
+        orders: &[OrderDocument],
+        summaries: &[SummaryDocument],
         refresh: RefreshMode,
-    ) -> Result<Vec<WriteOutcome>, IndexError> {
-        let writes = docs
-            .iter()
-            .map(|d| Ok((d.id.to_string(), d.version, serde_json::to_value(d)?)))
-            .collect::<Result<Vec<_>, serde_json::Error>>()
-            .context("Failed to encode an order document")?;
-        self.bulk_versioned(&self.alias, writes, refresh).await
+    ) -> Result<(Vec<WriteOutcome>, Vec<WriteOutcome>), IndexError> {
+        let mut writes = Vec::with_capacity(orders.len() + summaries.len());
+        for d in orders {
+            let doc = serde_json::to_value(d).context("Failed to encode an order document")?;
+            writes.push((self.alias.as_str(), d.id.to_string(), d.version, doc));
+        }
+        for d in summaries {
+            let doc = serde_json::to_value(d).context("Failed to encode a summary document")?;
+            writes.push((
+                self.summaries_alias.as_str(),
+                d.user_id.to_string(),
+                d.revision,
+                doc,
+            ));
+        }
+        let refresh = match refresh {
+            RefreshMode::Explicit => Refresh::False,
+            RefreshMode::WaitFor => Refresh::WaitFor,
+        };
+        let mut outcomes = self.bulk(writes, refresh).await?;
+        let summary_outcomes = outcomes.split_off(orders.len());
+        Ok((outcomes, summary_outcomes))
     }
 
-    /// Writes summaries keyed on their revision (same guarantees as orders).
-    #[tracing::instrument(skip_all, fields(docs = docs.len()))]
-    pub async fn bulk_write_summaries(
-        &self,
-        docs: &[SummaryDocument],
-    ) -> Result<Vec<WriteOutcome>, IndexError> {
-        let writes = docs
-            .iter()
-            .map(|d| Ok((d.user_id.to_string(), d.revision, serde_json::to_value(d)?)))
-            .collect::<Result<Vec<_>, serde_json::Error>>()
-            .context("Failed to encode a summary document")?;
-        self.bulk_versioned(&self.summaries_alias, writes, RefreshMode::Explicit)
-            .await
-    }
-
-    /// One bulk request of `(id, external version, document)` writes to `target`
-    /// (an alias or an index).
+    /// One bulk request of `(id, external version, document)` writes to
+    /// `target` (an alias or an index), for the rebuild's copies.
     pub async fn bulk_versioned(
         &self,
         target: &str,
         writes: Vec<(String, i64, Value)>,
-        refresh: RefreshMode,
+        refresh: Refresh,
+    ) -> Result<Vec<WriteOutcome>, IndexError> {
+        let writes = writes
+            .into_iter()
+            .map(|(id, version, doc)| (target, id, version, doc))
+            .collect();
+        self.bulk(writes, refresh).await
+    }
+
+    /// One bulk request of `(target, id, external version, document)` writes.
+    async fn bulk(
+        &self,
+        writes: Vec<(&str, String, i64, Value)>,
+        refresh: Refresh,
     ) -> Result<Vec<WriteOutcome>, IndexError> {
         if writes.is_empty() {
             return Ok(vec![]);
         }
         let count = writes.len();
         let mut body: Vec<JsonBody<Value>> = Vec::with_capacity(count * 2);
-        for (id, version, doc) in writes {
+        for (target, id, version, doc) in writes {
             body.push(
-                json!({ "index": { "_id": id, "version": version, "version_type": "external" } })
-                    .into(),
+                json!({ "index": {
+                    "_index": target, "_id": id, "version": version, "version_type": "external"
+                } })
+                .into(),
             );
             body.push(doc.into());
         }
-        let mut request = self.client.bulk(BulkParts::Index(target)).body(body);
-        if refresh == RefreshMode::WaitFor {
-            request = request.refresh(Refresh::WaitFor);
-        }
         let started = std::time::Instant::now();
-        let response = request.send().await?;
+        let response = self
+            .client
+            .bulk(BulkParts::None)
+            .refresh(refresh)
+            .body(body)
+            .send()
+            .await?;
         metrics::histogram!("sightline_es_bulk_seconds").record(started.elapsed().as_secs_f64());
         let parsed: BulkResponse = read_json(response, "bulk").await?;
         if parsed.items.len() != count {
@@ -311,15 +332,13 @@ impl ReadStore {
             .collect())
     }
 
-    /// Makes every write so far searchable, in both indices.
-    pub async fn refresh(&self) -> Result<(), IndexError> {
+    /// Makes every order written so far searchable. Summaries need no
+    /// refresh: they are read by id, in real time.
+    pub async fn refresh_orders(&self) -> Result<(), IndexError> {
         let response = self
             .client
             .indices()
-            .refresh(IndicesRefreshParts::Index(&[
-                &self.alias,
-                &self.summaries_alias,
-            ]))
+            .refresh(IndicesRefreshParts::Index(&[&self.alias]))
             .send()
             .await?;
         check(response).await
@@ -479,14 +498,32 @@ impl ReadStore {
         check(response).await
     }
 
-    /// One user's summary, if search shows one.
+    /// One user's summary, if the read store has one. A real-time get by id:
+    /// it sees the latest write without waiting for a refresh, so the
+    /// projector only has to refresh the orders before a notice.
     pub async fn summary(&self, user_id: Uuid) -> Result<Option<SummaryDocument>, IndexError> {
-        let body = json!({ "size": 1, "query": { "ids": { "values": [user_id] } } });
-        Ok(self
-            .search_sources(&self.summaries_alias, body)
-            .await?
-            .into_iter()
-            .next())
+        #[derive(Deserialize)]
+        struct GetResponse {
+            found: bool,
+            #[serde(rename = "_source")]
+            source: Option<SummaryDocument>,
+        }
+        let id = user_id.to_string();
+        let response = self
+            .client
+            .get(GetParts::IndexId(&self.summaries_alias, &id))
+            .send()
+            .await?;
+        // 404 with `"found": false` is a user with nothing counted yet; a
+        // 404 without it (no such index) stays an error.
+        let status = response.status_code().as_u16();
+        let body = response.text().await?;
+        match serde_json::from_str::<GetResponse>(&body) {
+            Ok(got) if status == 200 || (status == 404 && !got.found) => {
+                Ok(got.source.filter(|_| got.found))
+            }
+            _ => Err(IndexError::Refused { status, body }),
+        }
     }
 
     /// The `_source` of every hit of a search on `alias`.

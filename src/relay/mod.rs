@@ -4,18 +4,27 @@
 //! It wakes on the outbox's NOTIFY, with a slow safety poll. Claimed rows stay
 //! locked until the batch is marked, so a crash mid-batch leaves them
 //! unpublished for the next attempt (the projector is idempotent).
+//!
+//! Several batches may be in flight at once (`RELAY_CONCURRENCY`): most of a
+//! batch's time is Elasticsearch making it searchable, and an event committed
+//! meanwhile should not wait for that to finish before its own batch starts.
+//! `FOR UPDATE SKIP LOCKED` keeps batches apart; external versions and the
+//! notice log's "older than noticed" rule make their finishing order harmless.
 
 pub mod bus;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
 use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
 use crate::config::RelayWake;
-use crate::monitoring::PipelineStats;
+use crate::monitoring::{PipelineStats, record_stage};
 use crate::outbox;
 use crate::shutdown::Shutdown;
 use bus::Bus;
@@ -24,6 +33,8 @@ pub struct Relay {
     db: PgPool,
     bus: Arc<dyn Bus>,
     batch_size: i64,
+    /// Most batches in flight at once.
+    concurrency: usize,
     safety_poll: Duration,
     wake: RelayWake,
     /// The last batch, for `/status`.
@@ -49,6 +60,7 @@ impl Relay {
             db,
             bus,
             batch_size: batch_size.max(1),
+            concurrency: 1,
             safety_poll,
             wake: RelayWake::Notify,
             stats: Arc::default(),
@@ -61,6 +73,12 @@ impl Relay {
         self
     }
 
+    /// Lets up to `concurrency` batches be in flight at once (default 1).
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
     /// `RelayWake::Poll` ignores NOTIFY and looks for work only on the poll
     /// timer (the default is `Notify`).
     pub fn with_wake(mut self, wake: RelayWake) -> Self {
@@ -68,41 +86,60 @@ impl Relay {
         self
     }
 
-    /// Relays until shutdown; the batch in hand is always finished first.
+    /// Relays until shutdown; the batches in hand are always finished first.
     pub async fn run(self, mut shutdown: Shutdown) {
+        let relay = Arc::new(self);
+        let mut in_flight: JoinSet<anyhow::Result<usize>> = JoinSet::new();
         let mut listener: Option<PgListener> = None;
         let mut failures: u32 = 0;
+        let mut retry_at: Option<Instant> = None;
+        // There may be work nobody has looked for yet: at start, after a
+        // wake-up, after a full batch, after a failure.
+        let mut look = true;
         while !shutdown.is_shutdown() {
-            if listener.is_none() && self.wake == RelayWake::Notify {
-                listener = connect_listener(&self.db).await;
+            if listener.is_none() && relay.wake == RelayWake::Notify {
+                listener = connect_listener(&relay.db).await;
+                // Notifications sent while there was none are gone.
+                look |= listener.is_some();
             }
-            let wait = match self.relay_batch().await {
-                // A full batch: there is probably more right away.
-                Ok(n) if n as i64 >= self.batch_size => {
-                    failures = 0;
-                    continue;
-                }
-                Ok(_) => {
-                    failures = 0;
-                    self.safety_poll
-                }
-                Err(e) => {
-                    failures += 1;
-                    let delay = backoff(failures);
-                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "relay batch failed");
-                    delay
-                }
-            };
+            // After a failure, one batch at a time until one succeeds.
+            let slots = if failures > 0 { 1 } else { relay.concurrency };
+            let backing_off = retry_at.is_some_and(|at| Instant::now() < at);
+            if look && in_flight.len() < slots && !backing_off {
+                look = false;
+                let relay = relay.clone();
+                in_flight.spawn(async move { relay.relay_batch().await });
+                continue;
+            }
             // Without a LISTEN connection commits cannot wake the relay: try
             // to re-establish it soon instead of sleeping a whole safety poll
             // (with `RelayWake::Poll` there is none by design).
-            let wait = if listener.is_none() && self.wake == RelayWake::Notify && failures == 0 {
-                wait.min(LISTENER_RETRY)
-            } else {
-                wait
+            let wake_at = match retry_at {
+                Some(at) if backing_off => at,
+                _ if listener.is_none() && relay.wake == RelayWake::Notify => {
+                    Instant::now() + LISTENER_RETRY
+                }
+                _ => Instant::now() + relay.safety_poll,
             };
             tokio::select! {
                 _ = shutdown.recv() => {}
+                Some(finished) = in_flight.join_next() => {
+                    match finished.map_err(anyhow::Error::from).and_then(|r| r) {
+                        Ok(n) => {
+                            failures = 0;
+                            retry_at = None;
+                            // A full batch: there is probably more right away.
+                            look |= n as i64 >= relay.batch_size;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            let delay = backoff(failures);
+                            tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "relay batch failed");
+                            retry_at = Some(Instant::now() + delay);
+                            look = true;
+                        }
+                    }
+                }
                 // `Ok(None)`: the connection was lost and re-established, and
                 // notifications sent in between are gone — look for work now.
                 woken = async {
@@ -110,14 +147,19 @@ impl Relay {
                         Some(l) => l.try_recv().await.map(|_| ()),
                         None => std::future::pending().await,
                     }
-                }, if failures == 0 => {
-                    if woken.is_err() {
-                        listener = None;
+                } => {
+                    look = true;
+                    match (woken, listener.as_mut()) {
+                        // One batch takes every commit so far: the other
+                        // notifications already received ask for nothing more.
+                        (Ok(()), Some(l)) => while l.next_buffered().is_some() {},
+                        _ => listener = None,
                     }
                 }
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(wake_at) => look = true,
             }
         }
+        while in_flight.join_next().await.is_some() {}
         tracing::info!("relay stopped");
     }
 
@@ -126,6 +168,7 @@ impl Relay {
     #[tracing::instrument(skip(self))]
     pub async fn relay_batch(&self) -> anyhow::Result<usize> {
         use anyhow::Context;
+        let started = std::time::Instant::now();
         let mut tx = self
             .db
             .begin()
@@ -142,7 +185,15 @@ impl Relay {
         if events.is_empty() {
             return Ok(0);
         }
+        record_stage("claim", started);
+        let claimed_at = chrono::Utc::now();
+        for event in &events {
+            let waited = (claimed_at - event.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("sightline_batch_stage_seconds", "stage" => "waiting")
+                .record(waited.as_secs_f64());
+        }
         let delivery = self.bus.publish(&events).await?;
+        let started = std::time::Instant::now();
         outbox::mark_published(&mut tx, &delivery.taken)
             .await
             .context("Failed to mark events published")?;
@@ -155,6 +206,7 @@ impl Relay {
         tx.commit()
             .await
             .context("Failed to commit the relay batch")?;
+        record_stage("mark", started);
         self.stats.record_batch(events.len());
         metrics::counter!("sightline_events_published_total")
             .increment(delivery.taken.len() as u64);

@@ -53,8 +53,11 @@ pub struct NewNotice {
 const COLUMNS: &str = "seq, user_id, order_id, order_version, kind, status, error, visible_at";
 
 /// Records notices for order versions that search now shows. Recording the
-/// same version again does nothing, so redelivery never sends a notice twice.
-/// Returns the notices newly recorded.
+/// same version again does nothing, so redelivery never sends a notice twice;
+/// nor does recording a version older than one already noticed (relay
+/// batches run concurrently, so an older version can finish last: its notice
+/// would describe an order search no longer shows). Returns the notices newly
+/// recorded.
 #[tracing::instrument(skip_all, fields(notices = notices.len()))]
 pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Notice>> {
     if notices.is_empty() {
@@ -74,6 +77,10 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
     let recorded: Vec<Notice> = sqlx::query_as(&format!(
         "INSERT INTO notices (user_id, order_id, order_version, kind, status, error)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[])
+                 AS n (user_id, order_id, order_version, kind, status, error)
+         WHERE NOT EXISTS (SELECT 1 FROM notices later
+                            WHERE later.order_id = n.order_id
+                              AND later.order_version > n.order_version)
          ON CONFLICT (order_id, order_version, kind) DO NOTHING
          RETURNING {COLUMNS}"
     ))

@@ -356,3 +356,89 @@ async fn an_expired_session_is_refused() {
     assert_eq!(page.status(), StatusCode::SEE_OTHER);
     assert_eq!(page.headers()["location"], "/login");
 }
+
+/// Relay batches may run concurrently, so an order's version 1 can finish
+/// after its version 2: a notice for it then would describe an order search
+/// no longer shows.
+#[tokio::test]
+async fn a_notice_older_than_one_already_recorded_is_not_recorded() {
+    use sightline::visibility::notice_log::{self, NewNotice, ORDER_VISIBLE};
+
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let user_id = app.user_id(&user).await;
+    let order_id = uuid::Uuid::new_v4();
+    let notice = |order_version, status| NewNotice {
+        user_id,
+        order_id,
+        order_version,
+        kind: ORDER_VISIBLE,
+        status,
+        error: None,
+    };
+    let newer = notice_log::record(&app.db, &[notice(2, "cancelled")])
+        .await
+        .unwrap();
+    assert_eq!(newer.len(), 1);
+    let older = notice_log::record(&app.db, &[notice(1, "placed")])
+        .await
+        .unwrap();
+    assert!(older.is_empty(), "an older version was noticed: {older:?}");
+    let both_at_once = notice_log::record(&app.db, &[notice(3, "placed"), notice(4, "x")])
+        .await
+        .unwrap();
+    assert_eq!(
+        both_at_once.len(),
+        2,
+        "one batch may carry several versions"
+    );
+}
+
+/// Place-then-cancel with four relay batches in flight: whatever order the
+/// batches finish in, a stream never shows an order going back to an older
+/// version, and each order's last notice matches what search shows.
+#[tokio::test]
+async fn with_concurrent_batches_an_orders_notices_never_go_back_a_version() {
+    let mut settings = crate::helpers::test_settings().await;
+    settings.relay_concurrency = 4;
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let user = app.new_user().await;
+    let (mut stream, _) = app.open_events_ready(&user).await;
+
+    const ORDERS: usize = 24;
+    let mut ids = Vec::new();
+    for n in 0..ORDERS {
+        let order = app.place_simple_order(&user, &format!("RACE-{n}")).await;
+        let id = order["id"].as_str().unwrap().to_owned();
+        let response = app
+            .post(&user, &format!("/api/orders/{id}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        ids.push(id);
+    }
+
+    let mut last_version: std::collections::HashMap<String, i64> = Default::default();
+    while ids.iter().any(|id| last_version.get(id) != Some(&2)) {
+        let notice = stream.next_order_visible().await;
+        let body = notice.json();
+        let (id, version) = (visible_id(&notice), body["version"].as_i64().unwrap());
+        let before = last_version.insert(id.clone(), version);
+        assert!(
+            before.is_none_or(|b| b < version),
+            "order {id}: version {version} noticed after {before:?}"
+        );
+        if version == 2 {
+            assert_eq!(body["status"], "cancelled");
+        }
+    }
+    let (_, list) = app.list(&user, "/api/orders?limit=100").await;
+    let statuses: Vec<&str> = list["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["cancelled"; ORDERS], "{list}");
+}

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::direct_writes::{Owner, insert_order, one_item};
-use crate::helpers::{SseFrame, SseStream, TestApp, TestUser, spawn_app};
+use crate::helpers::{SseFrame, SseStream, TestApp, TestUser, spawn_app_with, test_settings};
 
 const FAST_WRITERS: usize = 8;
 /// Each fast writer places at least this many orders, and goes on until the
@@ -140,7 +140,10 @@ async fn es_count(app: &TestApp, query: Value) -> i64 {
 
 #[tokio::test]
 async fn concurrent_slow_and_rolled_back_writers_skip_nothing_and_stall_nothing() {
-    let app = Arc::new(spawn_app().await);
+    // Several relay batches in flight at once, so they race each other too.
+    let mut settings = test_settings().await;
+    settings.relay_concurrency = 4;
+    let app = Arc::new(spawn_app_with(settings).await);
     // Direct writers hold connections for seconds: a pool of their own.
     let direct = PgPoolOptions::new()
         .max_connections(16)

@@ -201,6 +201,14 @@ pub struct LoadResult {
     /// this one (the load generator and the stream readers).
     pub server_cpu: f64,
     pub bench_cpu: f64,
+    /// Elasticsearch's CPU in the same window (0 when unknown).
+    pub es_cpu: f64,
+    /// Where the server's relay batches spent their time: mean ms per
+    /// stage, from its `sightline_batch_stage_seconds` histogram.
+    pub stages: Vec<(String, f64)>,
+    /// Relay batches and the events they carried, warm-up included.
+    pub batches: u64,
+    pub events: u64,
 }
 
 impl LoadResult {
@@ -244,7 +252,7 @@ pub async fn scenario(
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
     let server = bench.start_server(label, knobs).await?;
-    let result = measure(bench, &server, users, rate, duration).await;
+    let mut result = measure(bench, &server, users, rate, duration).await;
     // The server's own view (lag histograms, counters), for digging deeper.
     if let Ok(response) = bench
         .http
@@ -253,10 +261,40 @@ pub async fn scenario(
         .await
         && let Ok(text) = response.text().await
     {
+        if let Ok(r) = result.as_mut() {
+            (r.stages, r.batches, r.events) = stage_means(&text);
+        }
         let _ = std::fs::write(server.log.with_extension("metrics"), text);
     }
     server.stop(bench).await?;
     result
+}
+
+/// The relay's stages, in pipeline order, as `/metrics` reports them.
+pub const STAGES: [&str; 7] = [
+    "waiting", "claim", "count", "write", "refresh", "notices", "mark",
+];
+
+/// Mean ms per stage from the Prometheus text, and how many batches and
+/// events ran.
+fn stage_means(metrics: &str) -> (Vec<(String, f64)>, u64, u64) {
+    let value = |name: &str, stage: &str| {
+        let prefix = format!("sightline_batch_stage_seconds_{name}{{stage=\"{stage}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let stages = STAGES
+        .iter()
+        .filter_map(|stage| {
+            let (sum, count) = (value("sum", stage)?, value("count", stage)?);
+            (count > 0.0).then(|| (stage.to_string(), sum / count * 1000.0))
+        })
+        .collect();
+    let batches = value("count", "claim").unwrap_or(0.0) as u64;
+    let events = value("count", "waiting").unwrap_or(0.0) as u64;
+    (stages, batches, events)
 }
 
 async fn measure(
@@ -286,8 +324,14 @@ async fn measure(
         .wait_for(&warm.created, QUIET, Duration::from_secs(15))
         .await;
 
+    let es_pid = bench.elasticsearch_pid().await;
+    let es_cpu_seconds = || es_pid.map_or(0.0, cpu_seconds);
     let started = Instant::now();
-    let cpu_before = (cpu_seconds(server.pid), cpu_seconds(std::process::id()));
+    let cpu_before = (
+        cpu_seconds(server.pid),
+        cpu_seconds(std::process::id()),
+        es_cpu_seconds(),
+    );
     let offered = offer(&bench.http, &server.base, &tokens, rate, duration).await;
     streams
         .wait_for(&offered.created, QUIET, Duration::from_secs(120))
@@ -296,6 +340,7 @@ async fn measure(
     let window = waited_until.duration_since(started).as_secs_f64();
     let server_cpu = (cpu_seconds(server.pid) - cpu_before.0) / window;
     let bench_cpu = (cpu_seconds(std::process::id()) - cpu_before.1) / window;
+    let es_cpu = (es_cpu_seconds() - cpu_before.2) / window;
     if streams.closed() > 0 {
         eprintln!(
             "  warning: {} event stream(s) closed during the run",
@@ -322,6 +367,10 @@ async fn measure(
         latency: Summary::of(samples),
         server_cpu,
         bench_cpu,
+        es_cpu,
+        stages: Vec::new(),
+        batches: 0,
+        events: 0,
     })
 }
 

@@ -22,6 +22,7 @@ use uuid::Uuid;
 /// with none of them in the environment, i.e. with the app's defaults.
 pub const KNOBS: &[&str] = &[
     "RELAY_BATCH_SIZE",
+    "RELAY_CONCURRENCY",
     "RELAY_POLL_MS",
     "RELAY_WAKE",
     "REFRESH_MODE",
@@ -46,6 +47,32 @@ pub struct Bench {
     /// Where servers run: a directory with no `.env` above it.
     work_dir: PathBuf,
     next: AtomicU32,
+    /// `--server-env`: settings every server of this run gets, over the
+    /// scenario's own (for trying a knob).
+    pub server_env: Vec<(String, String)>,
+}
+
+impl Bench {
+    /// The Elasticsearch process, for its CPU during a step (`None` when it
+    /// runs elsewhere or does not say).
+    pub async fn elasticsearch_pid(&self) -> Option<u32> {
+        let nodes: serde_json::Value = self
+            .http
+            .get(format!(
+                "{}/_nodes/_local/process?filter_path=nodes.*.process.id",
+                self.es_url
+            ))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let pid = nodes["nodes"].as_object()?.values().next()?["process"]["id"].as_u64()?;
+        std::path::Path::new(&format!("/proc/{pid}"))
+            .exists()
+            .then_some(pid as u32)
+    }
 }
 
 pub struct Server {
@@ -114,6 +141,7 @@ impl Bench {
             out_dir,
             work_dir,
             next: AtomicU32::new(1),
+            server_env: Vec::new(),
         };
         bench
             .http
@@ -222,6 +250,9 @@ impl Bench {
             command.env_remove(knob);
         }
         for (key, value) in knobs {
+            command.env(key, value);
+        }
+        for (key, value) in &self.server_env {
             command.env(key, value);
         }
         let mut child = command
