@@ -20,9 +20,15 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// Serves `router` until `stop` resolves, then waits for the open
-/// connections to finish (SSE streams end on the application's shutdown).
-pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
+/// Serves `router` until `stop` resolves, then gives the open connections up
+/// to `drain` to finish (SSE streams end at once on the application's
+/// shutdown; a client that stopped reading would otherwise hold the exit).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: impl Future<Output = ()>,
+    drain: Duration,
+) {
     let connections = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -57,5 +63,13 @@ pub async fn serve(listener: TcpListener, router: Router, stop: impl Future<Outp
         });
     }
     drop(listener);
-    connections.shutdown().await;
+    if tokio::time::timeout(drain, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            drain_secs = drain.as_secs(),
+            "connections still open after the drain; closing them"
+        );
+    }
 }

@@ -397,3 +397,40 @@ async fn a_client_that_falls_behind_is_cut_off_with_a_retry_hint_and_resumes_wit
     seen.sort();
     assert_eq!(seen, expected);
 }
+
+/// A client that stalls mid-request (here: a body that never arrives) cannot
+/// hold the server's exit: open connections get a bounded drain, then the
+/// server stops anyway.
+#[tokio::test]
+async fn a_stalled_connection_does_not_keep_the_server_from_stopping() {
+    use tokio::io::AsyncWriteExt;
+
+    let settings = crate::helpers::test_settings().await;
+    let app = sightline::startup::Application::build(settings.clone())
+        .await
+        .expect("Failed to build the application");
+    let port = app.port();
+    let signal = app.shutdown_signal();
+    let server = tokio::spawn(app.run_until_stopped());
+
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stalled
+        .write_all(
+            b"POST /api/users HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{\"username\":",
+        )
+        .await
+        .unwrap();
+    // The request is in the server's hands (its head parsed) before the stop.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    signal.trigger();
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(60), server)
+        .await
+        .expect("the server never stopped while a connection stalled");
+    stopped.unwrap().unwrap();
+    drop(stalled);
+    crate::helpers::remove_test_data(&settings);
+}
