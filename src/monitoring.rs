@@ -417,16 +417,28 @@ pub fn describe_metrics() {
         "HTTP request duration until the response head, by matched route, method and status."
     );
     describe_histogram!(
-        "sightline_batch_stage_seconds",
+        BATCH_STAGE_SECONDS,
         Unit::Seconds,
         "Time a relay batch spends in each stage (waiting: from an event's creation to its claim; then claim, count, write, refresh, notices, mark): where visibility latency goes."
     );
 }
 
+/// Where a relay batch's time goes, one `stage` label per step.
+pub const BATCH_STAGE_SECONDS: &str = "sightline_batch_stage_seconds";
+
+/// The stages, in pipeline order (the benchmark prints them in this order).
+pub const BATCH_STAGES: [&str; 7] = [
+    "waiting", "claim", "count", "write", "refresh", "notices", "mark",
+];
+
+/// The histogram of one stage.
+pub fn stage_histogram(stage: &'static str) -> metrics::Histogram {
+    metrics::histogram!(BATCH_STAGE_SECONDS, "stage" => stage)
+}
+
 /// Records how long a relay batch spent in one stage.
 pub fn record_stage(stage: &'static str, started: std::time::Instant) {
-    metrics::histogram!("sightline_batch_stage_seconds", "stage" => stage)
-        .record(started.elapsed().as_secs_f64());
+    stage_histogram(stage).record(started.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]

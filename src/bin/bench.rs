@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 
 use load::LoadResult;
 use server::Bench;
+use sightline::monitoring::BATCH_STAGES;
 use stats::round2;
 
 /// Sightline's end-to-end benchmark: floor, visibility latency, seed settings
@@ -421,13 +422,13 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
              creation to its claim)"
         );
         let _ = write!(o, "  {:<22}", "load");
-        for stage in load::STAGES {
+        for stage in BATCH_STAGES {
             let _ = write!(o, " {stage:>8}");
         }
         let _ = writeln!(o, " {:>8} {:>8}", "batches", "ev/batch");
         for (rate, v) in &r.visibility {
             let _ = write!(o, "  {:<22}", format!("{rate}/s"));
-            for stage in load::STAGES {
+            for stage in BATCH_STAGES {
                 let mean = v.stages.iter().find(|(s, _)| s == stage).map(|(_, m)| *m);
                 let _ = write!(o, " {:>8}", mean.map_or("-".to_owned(), num));
             }

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
 use crate::config::RelayWake;
-use crate::monitoring::{PipelineStats, record_stage};
+use crate::monitoring::{PipelineStats, record_stage, stage_histogram};
 use crate::outbox;
 use crate::shutdown::Shutdown;
 use bus::Bus;
@@ -186,11 +186,10 @@ impl Relay {
             return Ok(0);
         }
         record_stage("claim", started);
-        let claimed_at = chrono::Utc::now();
+        let (claimed_at, waiting) = (chrono::Utc::now(), stage_histogram("waiting"));
         for event in &events {
             let waited = (claimed_at - event.created_at).to_std().unwrap_or_default();
-            metrics::histogram!("sightline_batch_stage_seconds", "stage" => "waiting")
-                .record(waited.as_secs_f64());
+            waiting.record(waited.as_secs_f64());
         }
         let delivery = self.bus.publish(&events).await?;
         let started = std::time::Instant::now();

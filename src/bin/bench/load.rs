@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use sightline::monitoring::{BATCH_STAGE_SECONDS, BATCH_STAGES};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -204,7 +205,7 @@ pub struct LoadResult {
     /// Elasticsearch's CPU in the same window (0 when unknown).
     pub es_cpu: f64,
     /// Where the server's relay batches spent their time: mean ms per
-    /// stage, from its `sightline_batch_stage_seconds` histogram.
+    /// stage, from its `BATCH_STAGE_SECONDS` histogram.
     pub stages: Vec<(String, f64)>,
     /// Relay batches and the events they carried, warm-up included.
     pub batches: u64,
@@ -270,22 +271,17 @@ pub async fn scenario(
     result
 }
 
-/// The relay's stages, in pipeline order, as `/metrics` reports them.
-pub const STAGES: [&str; 7] = [
-    "waiting", "claim", "count", "write", "refresh", "notices", "mark",
-];
-
 /// Mean ms per stage from the Prometheus text, and how many batches and
 /// events ran.
 fn stage_means(metrics: &str) -> (Vec<(String, f64)>, u64, u64) {
     let value = |name: &str, stage: &str| {
-        let prefix = format!("sightline_batch_stage_seconds_{name}{{stage=\"{stage}\"}} ");
+        let prefix = format!("{BATCH_STAGE_SECONDS}_{name}{{stage=\"{stage}\"}} ");
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
-    let stages = STAGES
+    let stages = BATCH_STAGES
         .iter()
         .filter_map(|stage| {
             let (sum, count) = (value("sum", stage)?, value("count", stage)?);
