@@ -167,6 +167,14 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /api/orders/{id}/cancel` as `user`.
+    pub async fn cancel_order(&self, user: &TestUser, id: &str) -> Response {
+        self.post(user, &format!("/api/orders/{id}/cancel"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Places a one-item order and returns the 201 body.
     pub async fn place_simple_order(&self, user: &TestUser, sku: &str) -> Value {
         let response = self

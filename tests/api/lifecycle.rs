@@ -18,11 +18,7 @@ async fn cancelling_produces_version_2_with_its_own_notice_and_the_list_shows_it
     assert_eq!(placed.json()["version"], 1);
     assert_eq!(placed.json()["status"], "placed");
 
-    let response = app
-        .post(&user, &format!("/api/orders/{id}/cancel"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.cancel_order(&user, &id).await;
     assert_eq!(response.status(), StatusCode::OK);
     let cancelled: Value = response.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
@@ -56,9 +52,9 @@ async fn cancelling_twice_changes_nothing_and_others_cannot_cancel() {
     let bob = app.new_user().await;
     let order = app.place_simple_order(&alice, "ONCE").await;
     let id = order["id"].as_str().unwrap();
-    let cancel = |user| app.post(user, &format!("/api/orders/{id}/cancel")).send();
+    let cancel = |user| app.cancel_order(user, id);
 
-    let response = cancel(&bob).await.unwrap();
+    let response = cancel(&bob).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         app.count("SELECT count(*) FROM outbox WHERE event_type = 'OrderCancelled'")
@@ -66,8 +62,8 @@ async fn cancelling_twice_changes_nothing_and_others_cannot_cancel() {
         0
     );
 
-    let first: Value = cancel(&alice).await.unwrap().json().await.unwrap();
-    let response = cancel(&alice).await.unwrap();
+    let first: Value = cancel(&alice).await.json().await.unwrap();
+    let response = cancel(&alice).await;
     assert_eq!(response.status(), StatusCode::OK);
     let second: Value = response.json().await.unwrap();
     assert_eq!(second["status"], "cancelled");
@@ -79,13 +75,8 @@ async fn cancelling_twice_changes_nothing_and_others_cannot_cancel() {
     );
 
     let unknown = app
-        .post(
-            &alice,
-            &format!("/api/orders/{}/cancel", uuid::Uuid::new_v4()),
-        )
-        .send()
-        .await
-        .unwrap();
+        .cancel_order(&alice, &uuid::Uuid::new_v4().to_string())
+        .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
 
@@ -98,14 +89,7 @@ async fn a_consistency_token_from_a_cancel_shows_the_cancellation_before_search_
     app.wait_until_visible(&user, &id).await;
 
     let hold = app.hold_notices().await;
-    let cancelled: Value = app
-        .post(&user, &format!("/api/orders/{id}/cancel"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cancelled: Value = app.cancel_order(&user, &id).await.json().await.unwrap();
     let token = cancelled["consistency_token"].as_str().unwrap();
     app.wait_until_projector_blocked().await;
     let (source, list) = app
@@ -154,11 +138,7 @@ async fn the_summary_counts_exactly_once_even_when_every_event_is_delivered_agai
         ids.push(body["id"].as_str().unwrap().to_owned());
     }
     app.place_simple_order(&other, "NOT-MINE").await;
-    let cancel = app
-        .post(&user, &format!("/api/orders/{}/cancel", ids[1]))
-        .send()
-        .await
-        .unwrap();
+    let cancel = app.cancel_order(&user, &ids[1]).await;
     assert_eq!(cancel.status(), StatusCode::OK);
     for _ in 0..4 {
         stream.next_order_visible().await;
@@ -410,11 +390,7 @@ async fn with_concurrent_batches_an_orders_notices_never_go_back_a_version() {
     for n in 0..ORDERS {
         let order = app.place_simple_order(&user, &format!("RACE-{n}")).await;
         let id = order["id"].as_str().unwrap().to_owned();
-        let response = app
-            .post(&user, &format!("/api/orders/{id}/cancel"))
-            .send()
-            .await
-            .unwrap();
+        let response = app.cancel_order(&user, &id).await;
         assert_eq!(response.status(), StatusCode::OK);
         ids.push(id);
     }

@@ -167,11 +167,7 @@ async fn a_rebuild_swaps_in_an_identical_index_and_sends_no_notices() {
         let sku = if i % 2 == 0 { "GADGET-1" } else { "WIDGET-2" };
         ids.push(place(&app, &user, sku, &format!("order number {i}")).await);
     }
-    let response = app
-        .post(&user, &format!("/api/orders/{}/cancel", ids[1]))
-        .send()
-        .await
-        .unwrap();
+    let response = app.cancel_order(&user, &ids[1]).await;
     assert_eq!(response.status(), StatusCode::OK);
     // And an event nothing can decode: the relay parks it (one order-failed notice).
     park_an_undecodable_event(&app, &user).await;
