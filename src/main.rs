@@ -50,10 +50,31 @@ enum OutboxCommand {
     Status,
     /// List parked (dead-lettered) events with their errors.
     Dead,
-    /// Put a parked event back in the relay's way.
+    /// Put parked events back in the relay's way: one by id, or every one
+    /// (`--all`) or those the filters select (e.g. those parked by a fault
+    /// that has passed). `--dry-run` lists what would go.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["id", "all", "error", "parked_after", "parked_before"]).multiple(true))]
     Retry {
         /// The outbox id, as `outbox dead` lists it.
-        id: i64,
+        #[arg(conflicts_with_all = ["all", "error", "parked_after", "parked_before"])]
+        id: Option<i64>,
+        /// Every parked event (narrowed by the filters, if given).
+        #[arg(long)]
+        all: bool,
+        /// Only events whose error contains this text (case-insensitive),
+        /// e.g. `cluster_block_exception`.
+        #[arg(long, value_name = "TEXT")]
+        error: Option<String>,
+        /// Only events parked at or after this: an RFC 3339 time, a date
+        /// (UTC) or an age (15min, 6h, 2d).
+        #[arg(long, value_name = "WHEN")]
+        parked_after: Option<String>,
+        /// Only events parked before this (same forms).
+        #[arg(long, value_name = "WHEN")]
+        parked_before: Option<String>,
+        /// List what would be put back; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Delete published events older than a cutoff (retention). Without
     /// `--yes` it only counts. Unpublished and parked events are never
@@ -155,6 +176,21 @@ async fn rebuild(args: RebuildArgs, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
+/// One line of `outbox dead` (and of `outbox retry`'s listing).
+fn print_dead_letter(d: &sightline::outbox::DeadLetter) {
+    println!(
+        "{}\t{} v{}\torder {} v{}\tattempts {}\tparked {}\t{}",
+        d.outbox_id,
+        d.event_type,
+        d.schema_version,
+        d.aggregate_id,
+        d.aggregate_version,
+        d.attempts,
+        d.parked_at.to_rfc3339(),
+        d.error
+    );
+}
+
 async fn outbox(command: OutboxCommand, settings: Settings) -> anyhow::Result<()> {
     let db = connect_and_migrate(&settings).await?;
     match command {
@@ -173,25 +209,59 @@ async fn outbox(command: OutboxCommand, settings: Settings) -> anyhow::Result<()
             if dead.is_empty() {
                 println!("no dead letters");
             }
-            for d in dead {
-                println!(
-                    "{}\t{} v{}\torder {} v{}\tattempts {}\tparked {}\t{}",
-                    d.outbox_id,
-                    d.event_type,
-                    d.schema_version,
-                    d.aggregate_id,
-                    d.aggregate_version,
-                    d.attempts,
-                    d.parked_at.to_rfc3339(),
-                    d.error
-                );
-            }
+            dead.iter().for_each(print_dead_letter);
         }
-        OutboxCommand::Retry { id } => {
-            if !sightline::outbox::retry(&db, id).await? {
+        OutboxCommand::Retry {
+            id: Some(id),
+            dry_run,
+            ..
+        } => {
+            let all = sightline::outbox::RetryFilter::default();
+            let parked = sightline::outbox::parked_matching(&db, &all).await?;
+            let found = parked.iter().find(|d| d.outbox_id == id);
+            if dry_run && let Some(d) = found {
+                print_dead_letter(d);
+                println!("would put outbox event {id} back in the relay's queue (dry run)");
+                return Ok(());
+            }
+            if dry_run || !sightline::outbox::retry(&db, id).await? {
                 anyhow::bail!("no dead letter with outbox id {id} (see `sightline outbox dead`)");
             }
             println!("outbox event {id} is back in the relay's queue");
+        }
+        OutboxCommand::Retry {
+            id: None,
+            all: _,
+            error,
+            parked_after,
+            parked_before,
+            dry_run,
+        } => {
+            let now = chrono::Utc::now();
+            let when = |flag: &str, value: Option<String>| {
+                value
+                    .map(|v| sightline::outbox::parse_cutoff(&v, now))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+            };
+            let filter = sightline::outbox::RetryFilter {
+                error_contains: error,
+                parked_after: when("--parked-after", parked_after)?,
+                parked_before: when("--parked-before", parked_before)?,
+            };
+            let picked = if dry_run {
+                sightline::outbox::parked_matching(&db, &filter).await?
+            } else {
+                sightline::outbox::retry_matching(&db, &filter).await?
+            };
+            picked.iter().for_each(print_dead_letter);
+            let n = picked.len();
+            let events = if n == 1 { "event" } else { "events" };
+            if dry_run {
+                println!("would put {n} parked {events} back in the relay's queue (dry run)");
+            } else {
+                println!("put {n} parked {events} back in the relay's queue");
+            }
         }
         OutboxCommand::Prune {
             published_before,

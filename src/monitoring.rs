@@ -10,7 +10,7 @@
 //! Lag is `now − created_at` of the oldest event not yet published (0 when
 //! none): how long the oldest committed order has waited to become searchable.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -56,6 +56,26 @@ pub struct Sample {
     /// The last batch this instance's relay published, if it runs one.
     pub last_batch_at: Option<i64>,
     pub last_batch_size: Option<i64>,
+    /// What keeps this instance's relay failing right now, if anything.
+    pub failure: Option<PipelineFailure>,
+}
+
+/// A run of failed relay batches that has not ended yet: which failure and
+/// since when. Passing failures (a closed, blocked or missing index,
+/// Elasticsearch down) show here while their events wait; dead letters are
+/// counted apart.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PipelineFailure {
+    /// A short word: the Elasticsearch error type (`index_closed_exception`,
+    /// `cluster_block_exception`, …), `elasticsearch_unreachable`,
+    /// `postgres` or `other`. Of the latest failed batch.
+    pub kind: String,
+    /// The latest failed batch's error.
+    pub error: String,
+    /// Unix milliseconds of the first failed batch of the run.
+    pub since: i64,
+    /// Failed batches in the run so far.
+    pub batches: u64,
 }
 
 impl Sample {
@@ -72,9 +92,41 @@ pub struct PipelineStats {
     /// Unix milliseconds of the last batch's commit; 0 before the first.
     last_batch_at: AtomicI64,
     last_batch_size: AtomicI64,
+    failure: Mutex<Option<PipelineFailure>>,
 }
 
 impl PipelineStats {
+    /// A batch failed: starts a run of failures, or extends the current one.
+    pub fn record_failure(&self, kind: String, error: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, batches) = failure
+            .as_ref()
+            .map_or((Utc::now().timestamp_millis(), 0), |f| (f.since, f.batches));
+        *failure = Some(PipelineFailure {
+            kind,
+            error,
+            since,
+            batches: batches + 1,
+        });
+    }
+
+    /// A batch went through: a run of failures, if any, is over.
+    pub fn record_success(&self) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = failure.take() {
+            let lasted_ms = (Utc::now().timestamp_millis() - f.since).max(0);
+            tracing::info!(kind = %f.kind, batches = f.batches, lasted_ms, "relay recovered");
+        }
+    }
+
+    /// The current run of failures, if any.
+    pub fn failure(&self) -> Option<PipelineFailure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn record_batch(&self, size: usize) {
         self.last_batch_size
             .store(i64::try_from(size).unwrap_or(i64::MAX), Ordering::Relaxed);
@@ -169,6 +221,7 @@ pub async fn sample(state: &AppState) -> Sample {
         slo_breached: figures.is_some_and(|f| f.1 > slo_seconds),
         last_batch_at: last_batch.map(|b| b.0),
         last_batch_size: last_batch.map(|b| b.1),
+        failure: state.pipeline.failure(),
     }
 }
 
@@ -276,7 +329,30 @@ fn set_gauges(sample: &Sample) {
     }
     metrics::gauge!("sightline_lag_slo_seconds").set(sample.slo_seconds);
     metrics::gauge!("sightline_lag_slo_breached").set(if sample.slo_breached { 1.0 } else { 0.0 });
+    set_failure_gauges(sample.failure.as_ref());
 }
+
+/// Every kind the failing gauge has been set for (a handful of words).
+static FAILING_KINDS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// `sightline_pipeline_failing{kind}` is 1 for the current failure's kind
+/// only: a kind that is over goes back to 0 rather than lingering at 1.
+fn set_failure_gauges(failure: Option<&PipelineFailure>) {
+    let mut kinds = FAILING_KINDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = failure {
+        kinds.insert(f.kind.clone());
+    }
+    for kind in kinds.iter() {
+        let on = failure.is_some_and(|f| &f.kind == kind);
+        metrics::gauge!(PIPELINE_FAILING, "kind" => kind.clone()).set(if on { 1.0 } else { 0.0 });
+    }
+    metrics::gauge!(PIPELINE_FAILING_SINCE).set(failure.map_or(0.0, |f| f.since as f64 / 1000.0));
+}
+
+/// 1 for the kind of failure that keeps the relay failing right now.
+pub const PIPELINE_FAILING: &str = "sightline_pipeline_failing";
+/// Unix time the current run of failed batches began, 0 when none.
+pub const PIPELINE_FAILING_SINCE: &str = "sightline_pipeline_failing_since_timestamp_seconds";
 
 /// The Prometheus text for `/metrics`.
 ///
@@ -336,6 +412,16 @@ pub fn describe_metrics() {
             "1 while projection lag is above the SLO, else 0.",
         ),
         (
+            PIPELINE_FAILING,
+            Unit::Count,
+            "1 for the kind of failure (Elasticsearch error type, elasticsearch_unreachable, postgres, other) that keeps this instance's relay failing right now; 0 for kinds that are over.",
+        ),
+        (
+            PIPELINE_FAILING_SINCE,
+            Unit::Seconds,
+            "Unix time the current run of failed relay batches began on this instance, 0 when the relay is not failing.",
+        ),
+        (
             "sightline_sse_streams",
             Unit::Count,
             "Open notice streams (GET /api/events) on this instance.",
@@ -386,6 +472,11 @@ pub fn describe_metrics() {
         describe_counter!(*name, Unit::Count, *help);
         metrics::counter!(*name).increment(0);
     }
+    describe_counter!(
+        crate::relay::BATCH_FAILURES,
+        Unit::Count,
+        "Relay batches that failed, by kind of failure; their events are retried with backoff."
+    );
     describe_counter!(
         "sightline_http_requests_total",
         Unit::Count,

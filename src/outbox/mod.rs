@@ -194,6 +194,72 @@ pub async fn retry(db: &sqlx::PgPool, id: i64) -> sqlx::Result<bool> {
     Ok(found)
 }
 
+/// Which parked events `outbox retry` puts back: every filter given must
+/// hold; none given selects every parked event.
+#[derive(Debug, Default, Clone)]
+pub struct RetryFilter {
+    /// The error contains this text (case-insensitive), e.g.
+    /// `cluster_block_exception`.
+    pub error_contains: Option<String>,
+    /// Parked at or after this time.
+    pub parked_after: Option<DateTime<Utc>>,
+    /// Parked before this time.
+    pub parked_before: Option<DateTime<Utc>>,
+}
+
+const PARKED_MATCHING: &str = "
+    SELECT d.outbox_id, o.event_type, o.schema_version, o.aggregate_id, o.aggregate_version,
+           d.error, d.attempts, d.parked_at
+    FROM dead_letters d JOIN outbox o ON o.id = d.outbox_id
+    WHERE o.parked
+      AND ($1::text IS NULL OR strpos(lower(d.error), lower($1)) > 0)
+      AND ($2::timestamptz IS NULL OR d.parked_at >= $2)
+      AND ($3::timestamptz IS NULL OR d.parked_at < $3)
+    ORDER BY d.outbox_id";
+
+/// The parked events `filter` selects (what `retry_matching` would put back).
+pub async fn parked_matching(
+    db: &sqlx::PgPool,
+    filter: &RetryFilter,
+) -> sqlx::Result<Vec<DeadLetter>> {
+    sqlx::query_as(PARKED_MATCHING)
+        .bind(&filter.error_contains)
+        .bind(filter.parked_after)
+        .bind(filter.parked_before)
+        .fetch_all(db)
+        .await
+}
+
+/// Puts every parked event `filter` selects back in the relay's way, in one
+/// transaction, and returns them. As with `retry`, each dead-letter row stays
+/// until its retry succeeds or parks it again. For events parked by a fault
+/// that has passed (or by a version that took one for poison).
+pub async fn retry_matching(
+    db: &sqlx::PgPool,
+    filter: &RetryFilter,
+) -> sqlx::Result<Vec<DeadLetter>> {
+    let mut tx = db.begin().await?;
+    let picked: Vec<DeadLetter> = sqlx::query_as(&format!("{PARKED_MATCHING} FOR UPDATE OF o"))
+        .bind(&filter.error_contains)
+        .bind(filter.parked_after)
+        .bind(filter.parked_before)
+        .fetch_all(&mut *tx)
+        .await?;
+    let ids: Vec<i64> = picked.iter().map(|d| d.outbox_id).collect();
+    if !ids.is_empty() {
+        sqlx::query("UPDATE outbox SET parked = false WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WAKE_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(picked)
+}
+
 /// Held (session-level) by a running rebuild for its whole run, and by
 /// `prune`: the two exclude each other, so pruning never removes events a
 /// rebuild has yet to replay.
@@ -290,26 +356,33 @@ pub async fn prune(db: &sqlx::PgPool, before: DateTime<Utc>, batch: i64) -> anyh
     Ok(deleted)
 }
 
-/// Parses a prune cutoff: an RFC 3339 timestamp (`2026-01-31T00:00:00Z`), a
-/// date (`2026-01-31`, midnight UTC), or an age in days (`30d`, `30 days`).
-/// A cutoff in the future is refused.
+/// Parses a prune (or retry) cutoff: an RFC 3339 timestamp
+/// (`2026-01-31T00:00:00Z`), a date (`2026-01-31`, midnight UTC), or an age
+/// in days (`30d`, `30 days`), hours (`6h`) or minutes (`15min`). A cutoff
+/// in the future is refused.
 pub fn parse_cutoff(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let s = input.trim();
-    let days = s
-        .strip_suffix("days")
-        .or_else(|| s.strip_suffix("day"))
-        .or_else(|| s.strip_suffix('d'))
-        .map(str::trim)
-        .and_then(|n| n.parse::<u32>().ok());
-    let cutoff = if let Some(days) = days {
-        now - chrono::Duration::days(i64::from(days))
+    let age = |suffixes: &[&str]| {
+        suffixes
+            .iter()
+            .find_map(|suffix| s.strip_suffix(suffix))
+            .map(str::trim)
+            .and_then(|n| n.parse::<u32>().ok())
+            .map(i64::from)
+    };
+    let cutoff = if let Some(days) = age(&["days", "day", "d"]) {
+        now - chrono::Duration::days(days)
+    } else if let Some(hours) = age(&["hours", "hour", "h"]) {
+        now - chrono::Duration::hours(hours)
+    } else if let Some(minutes) = age(&["minutes", "minute", "min"]) {
+        now - chrono::Duration::minutes(minutes)
     } else if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         t.with_timezone(&Utc)
     } else if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         d.and_time(chrono::NaiveTime::MIN).and_utc()
     } else {
         return Err(format!(
-            "{input:?} is neither a date (2026-01-31, 2026-01-31T00:00:00Z) nor an age (30d)"
+            "{input:?} is neither a date (2026-01-31, 2026-01-31T00:00:00Z) nor an age (30d, 6h, 15min)"
         ));
     };
     if cutoff > now {
@@ -332,6 +405,18 @@ mod tests {
         assert_eq!(parse_cutoff("30 days", now), Ok(days_ago(30)));
         assert_eq!(parse_cutoff("1 day", now), Ok(days_ago(1)));
         assert_eq!(parse_cutoff("0d", now), Ok(now));
+        assert_eq!(
+            parse_cutoff("6h", now),
+            Ok(now - chrono::Duration::hours(6))
+        );
+        assert_eq!(
+            parse_cutoff("2 hours", now),
+            Ok(now - chrono::Duration::hours(2))
+        );
+        assert_eq!(
+            parse_cutoff("15min", now),
+            Ok(now - chrono::Duration::minutes(15))
+        );
         assert_eq!(
             parse_cutoff("2026-01-31T06:00:00+02:00", now).unwrap(),
             DateTime::parse_from_rfc3339("2026-01-31T04:00:00Z").unwrap()

@@ -29,6 +29,7 @@ use crate::outbox::OutboxEvent;
 use crate::outbox::events::OrderEvent;
 use crate::read_side::document::OrderDocument;
 use crate::read_side::index::{ReadStore, WriteOutcome};
+use crate::relay::RetryLater;
 use crate::relay::bus::Delivery;
 use crate::visibility::notice_log::{self, NewNotice};
 use refresher::Refresher;
@@ -102,10 +103,30 @@ impl Projector {
             .await
             .context("Failed to write the batch to the read store")?;
         record_stage("write", started);
+        let alias_missing = outcomes
+            .iter()
+            .chain(&summary_outcomes)
+            .any(|o| matches!(o, WriteOutcome::Failed(f) if f.kind == "index_not_found_exception"));
+        if alias_missing {
+            // Writes go only through the aliases (`require_alias`): one is
+            // gone. Put it back where it belongs so the retry can land.
+            if let Err(e) = self.restore_aliases().await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot restore the read store's aliases");
+            }
+        }
         for outcome in summary_outcomes {
-            if let WriteOutcome::Failed(reason) | WriteOutcome::Rejected(reason) = outcome {
+            match outcome {
                 // Counted already (the inbox has it); the next attempt rewrites it.
-                anyhow::bail!("a summary write failed: {reason}");
+                WriteOutcome::Failed(failure) => {
+                    return Err(anyhow::Error::new(RetryLater {
+                        count: events.len(),
+                        first_id: events.first().map_or(0, |e| e.id),
+                        failure,
+                    })
+                    .context("a summary write failed"));
+                }
+                WriteOutcome::Rejected(reason) => anyhow::bail!("a summary write failed: {reason}"),
+                WriteOutcome::Applied | WriteOutcome::AlreadyApplied => {}
             }
         }
 
@@ -123,14 +144,16 @@ impl Projector {
                     notices.push(failed_notice(event, &reason));
                     delivery.parked.push((event.id, reason));
                 }
-                WriteOutcome::Failed(reason) => delivery.retry.push((event.id, reason)),
+                WriteOutcome::Failed(failure) => delivery.retry.push((event.id, failure)),
             }
         }
 
         // `wait_for` does not wait for a version written by an earlier,
         // interrupted attempt (or by another relay), which may not have been
         // refreshed yet: refresh explicitly then.
-        if self.refresh == RefreshMode::Explicit || written_before {
+        // Nothing applied (e.g. the index cannot take writes now): nothing
+        // to make searchable, and a refresh would only fail the same way.
+        if (self.refresh == RefreshMode::Explicit || written_before) && !applied.is_empty() {
             let started = Instant::now();
             self.refresher
                 .make_searchable()
@@ -161,6 +184,44 @@ impl Projector {
         record_stage("notices", started);
         metrics::counter!("sightline_notices_recorded_total").increment(recorded.len() as u64);
         Ok(delivery)
+    }
+}
+
+impl Projector {
+    /// Points a missing alias back at the index it belongs to: the one the
+    /// last finished rebuild swapped in, else the first (`<alias>_v1`). Only
+    /// when that index exists; an index that has taken the alias's name
+    /// (auto-created by a write without `require_alias`) is left for the
+    /// operator to look at, and the failure stays visible on `/status`.
+    #[tracing::instrument(skip(self))]
+    async fn restore_aliases(&self) -> anyhow::Result<()> {
+        let swapped: Option<(String, String)> = sqlx::query_as(
+            "SELECT orders_index, summaries_index FROM rebuilds
+             WHERE outcome = 'swapped' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.db)
+        .await
+        .context("Failed to read the last rebuild")?;
+        let (orders, summaries) = swapped.unwrap_or_else(|| {
+            (
+                format!("{}_v1", self.store.alias()),
+                format!("{}_v1", self.store.summaries_alias()),
+            )
+        });
+        for (alias, index) in [
+            (self.store.alias(), orders),
+            (self.store.summaries_alias(), summaries),
+        ] {
+            if self
+                .store
+                .restore_alias(alias, &index)
+                .await
+                .with_context(|| format!("Failed to point alias {alias} at {index}"))?
+            {
+                tracing::warn!(%alias, %index, "alias was missing: restored it");
+            }
+        }
+        Ok(())
     }
 }
 

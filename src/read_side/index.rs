@@ -45,10 +45,60 @@ pub enum WriteOutcome {
     Applied,
     /// The index already holds this version or a newer one: nothing to do.
     AlreadyApplied,
-    /// A passing failure (overload, node trouble): try again later.
-    Failed(String),
-    /// The document is refused for what it is (e.g. a mapping error).
+    /// A passing failure: nothing is wrong with the document, the index or
+    /// the cluster cannot take it now (overload, a closed, write-blocked or
+    /// missing index, unavailable shards, authentication). Try again later.
+    Failed(ItemFailure),
+    /// The document is refused for what it is (a mapping or parse error for
+    /// its fields): retrying the same document cannot help.
     Rejected(String),
+}
+
+/// Why Elasticsearch did not apply one document, for a passing failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemFailure {
+    /// Elasticsearch's error type (`index_closed_exception`, …), or
+    /// `status_<code>` when the answer names none. A short, bounded word:
+    /// `/status` shows it and metrics use it as a label.
+    pub kind: String,
+    /// The whole error, for the log.
+    pub detail: String,
+}
+
+impl std::fmt::Display for ItemFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.detail)
+    }
+}
+
+/// Whether a bulk item's error refuses that one document for what it is
+/// (poison: park it) rather than saying the index or the cluster cannot take
+/// writes now (passing: retry). Only a mapping or parse error of the
+/// document's own fields is poison. Index- and cluster-level refusals —
+/// `index_closed_exception` (400), `cluster_block_exception` (403; 429 for
+/// the disk flood stage), `index_not_found_exception` (404, also a missing
+/// alias under `require_alias`), `unavailable_shards_exception` (503),
+/// `security_exception` (401/403), rejected execution (429) — are passing,
+/// and so is anything not known to be about the document: an unknown error
+/// retried keeps the order waiting, visibly on `/status`; parked, it would
+/// tell its owner a falsehood.
+pub fn is_document_refusal(status: u16, error: Option<&Value>) -> bool {
+    if status != 400 {
+        return false;
+    }
+    let Some(error) = error else { return false };
+    match error["type"].as_str().unwrap_or_default() {
+        "document_parsing_exception"
+        | "mapper_parsing_exception"
+        | "strict_dynamic_mapping_exception" => true,
+        // Also used for index-level trouble ("no write index is defined for
+        // alias"): poison only when it is about one of the document's fields
+        // ("immense term in field=…").
+        "illegal_argument_exception" => error["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("field")),
+        _ => false,
+    }
 }
 
 #[derive(Clone)]
@@ -240,6 +290,9 @@ impl ReadStore {
             let doc = serde_json::to_value(d).context("Failed to encode an order document")?;
             writes.push((self.alias.as_str(), d.id.to_string(), d.version, doc));
         }
+        // Every write goes through an alias: with `require_alias` a missing
+        // alias is an error (retried), never an index auto-created under its
+        // name with guessed mappings, which search could not filter by user.
         for d in summaries {
             let doc = serde_json::to_value(d).context("Failed to encode a summary document")?;
             writes.push((
@@ -253,7 +306,7 @@ impl ReadStore {
             RefreshMode::Explicit => Refresh::False,
             RefreshMode::WaitFor => Refresh::WaitFor,
         };
-        let mut outcomes = self.bulk(writes, refresh).await?;
+        let mut outcomes = self.bulk(writes, refresh, true).await?;
         let summary_outcomes = outcomes.split_off(orders.len());
         Ok((outcomes, summary_outcomes))
     }
@@ -270,14 +323,17 @@ impl ReadStore {
             .into_iter()
             .map(|(id, version, doc)| (target, id, version, doc))
             .collect();
-        self.bulk(writes, refresh).await
+        let require_alias = target == self.alias || target == self.summaries_alias;
+        self.bulk(writes, refresh, require_alias).await
     }
 
     /// One bulk request of `(target, id, external version, document)` writes.
+    /// With `require_alias`, every target must be an alias.
     async fn bulk(
         &self,
         writes: Vec<(&str, String, i64, Value)>,
         refresh: Refresh,
+        require_alias: bool,
     ) -> Result<Vec<WriteOutcome>, IndexError> {
         if writes.is_empty() {
             return Ok(vec![]);
@@ -287,7 +343,8 @@ impl ReadStore {
         for (target, id, version, doc) in writes {
             body.push(
                 json!({ "index": {
-                    "_index": target, "_id": id, "version": version, "version_type": "external"
+                    "_index": target, "_id": id, "version": version, "version_type": "external",
+                    "require_alias": require_alias
                 } })
                 .into(),
             );
@@ -313,23 +370,43 @@ impl ReadStore {
             .into_iter()
             .map(|item| {
                 let status = item.index.status;
+                let error = item.index.error.as_ref();
                 let reason = || {
-                    item.index
-                        .error
-                        .as_ref()
+                    error
                         .map(|e| e.to_string())
                         .unwrap_or_else(|| format!("status {status}"))
                 };
                 match status {
                     200 | 201 => WriteOutcome::Applied,
                     409 => WriteOutcome::AlreadyApplied,
-                    // Overload or a node problem: worth another try.
-                    429 | 500..=599 => WriteOutcome::Failed(reason()),
-                    // The document itself is refused (mapping, size): retrying won't help.
-                    _ => WriteOutcome::Rejected(reason()),
+                    _ if is_document_refusal(status, error) => WriteOutcome::Rejected(reason()),
+                    _ => WriteOutcome::Failed(ItemFailure {
+                        kind: error
+                            .and_then(|e| e["type"].as_str())
+                            .map_or_else(|| format!("status_{status}"), str::to_owned),
+                        detail: reason(),
+                    }),
                 }
             })
             .collect())
+    }
+
+    /// Points `alias` at `index` again, if `alias` is missing and `index`
+    /// exists; returns whether it did. Fails, changing nothing, when an
+    /// index has taken the alias's name (Elasticsearch refuses the alias).
+    pub async fn restore_alias(&self, alias: &str, index: &str) -> Result<bool, IndexError> {
+        if self.alias_target(alias).await?.is_some() || !self.index_exists(index).await? {
+            return Ok(false);
+        }
+        let response = self
+            .client
+            .indices()
+            .update_aliases()
+            .body(json!({ "actions": [{ "add": { "index": index, "alias": alias } }] }))
+            .send()
+            .await?;
+        check(response).await?;
+        Ok(true)
     }
 
     /// Makes every order written so far searchable. Summaries need no
@@ -688,4 +765,76 @@ fn summary_mappings() -> Value {
             "revision": { "type": "long" }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, error: Value) -> bool {
+        is_document_refusal(status, Some(&error))
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_documents_own_fields_is_poison() {
+        // As Elasticsearch 9 answers them (bulk items).
+        assert!(refused(
+            400,
+            json!({ "type": "document_parsing_exception",
+                    "reason": "[1:6] failed to parse field [skus.raw] of type [keyword]" })
+        ));
+        assert!(refused(
+            400,
+            json!({ "type": "strict_dynamic_mapping_exception",
+                    "reason": "mapping set to strict, dynamic introduction of [zzz] within [_doc] is not allowed" })
+        ));
+        assert!(refused(
+            400,
+            json!({ "type": "mapper_parsing_exception", "reason": "failed to parse" })
+        ));
+        assert!(refused(
+            400,
+            json!({ "type": "illegal_argument_exception",
+                    "reason": "Document contains at least one immense term in field=\"skus.raw\"" })
+        ));
+
+        assert!(!refused(
+            400,
+            json!({ "type": "index_closed_exception", "reason": "closed" })
+        ));
+        assert!(!refused(
+            403,
+            json!({ "type": "cluster_block_exception",
+                    "reason": "index [x] blocked by: [FORBIDDEN/8/index write (api)];" })
+        ));
+        assert!(!refused(
+            429,
+            json!({ "type": "cluster_block_exception",
+                    "reason": "index [x] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark];" })
+        ));
+        assert!(!refused(
+            404,
+            json!({ "type": "index_not_found_exception",
+                    "reason": "no such index [x] and [require_alias] request flag is [true] and [x] is not an alias" })
+        ));
+        assert!(!refused(
+            503,
+            json!({ "type": "unavailable_shards_exception", "reason": "primary shard is not active" })
+        ));
+        assert!(!refused(
+            403,
+            json!({ "type": "security_exception", "reason": "action [indices:data/write/bulk[s]] is unauthorized" })
+        ));
+        assert!(!refused(
+            400,
+            json!({ "type": "illegal_argument_exception",
+                    "reason": "no write index is defined for alias [x]" })
+        ));
+        // Unknown: not known to be about the document, so not poison.
+        assert!(!refused(
+            400,
+            json!({ "type": "something_new_exception", "reason": "?" })
+        ));
+        assert!(!is_document_refusal(400, None));
+    }
 }

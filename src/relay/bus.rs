@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 
 use crate::outbox::OutboxEvent;
 use crate::projector::Projector;
+use crate::read_side::index::ItemFailure;
 
 /// What the bus did with a batch.
 #[derive(Debug, Default)]
@@ -20,7 +21,7 @@ pub struct Delivery {
     pub parked: Vec<(i64, String)>,
     /// Outbox ids that failed for a passing reason: they stay unpublished
     /// and are tried again after a backoff.
-    pub retry: Vec<(i64, String)>,
+    pub retry: Vec<(i64, ItemFailure)>,
 }
 
 pub trait Bus: Send + Sync + 'static {

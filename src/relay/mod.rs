@@ -26,6 +26,7 @@ use sqlx::postgres::PgListener;
 use crate::config::RelayWake;
 use crate::monitoring::{PipelineStats, record_stage, stage_histogram};
 use crate::outbox;
+use crate::read_side::index::{IndexError, ItemFailure};
 use crate::shutdown::Shutdown;
 use bus::Bus;
 
@@ -126,15 +127,23 @@ impl Relay {
                 Some(finished) = in_flight.join_next() => {
                     match finished.map_err(anyhow::Error::from).and_then(|r| r) {
                         Ok(n) => {
+                            if failures > 0 {
+                                tracing::info!(failed_batches = failures, "relay batches succeed again");
+                            }
                             failures = 0;
                             retry_at = None;
+                            relay.stats.record_success();
                             // A full batch: there is probably more right away.
                             look |= n as i64 >= relay.batch_size;
                         }
                         Err(e) => {
                             failures += 1;
                             let delay = backoff(failures);
-                            tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "relay batch failed");
+                            let kind = failure_kind(&e);
+                            let error = format!("{e:#}");
+                            tracing::warn!(%error, %kind, retry_in_ms = delay.as_millis() as u64, "relay batch failed");
+                            metrics::counter!(BATCH_FAILURES, "kind" => kind.clone()).increment(1);
+                            relay.stats.record_failure(kind, error);
                             retry_at = Some(Instant::now() + delay);
                             look = true;
                         }
@@ -210,14 +219,55 @@ impl Relay {
         metrics::counter!("sightline_events_published_total")
             .increment(delivery.taken.len() as u64);
         metrics::counter!("sightline_dead_letters_total").increment(delivery.parked.len() as u64);
-        if let Some((id, reason)) = delivery.retry.first() {
-            anyhow::bail!(
-                "{} event(s) to retry, first outbox id {id}: {reason}",
-                delivery.retry.len()
-            );
+        if let Some((id, failure)) = delivery.retry.first() {
+            return Err(RetryLater {
+                count: delivery.retry.len(),
+                first_id: *id,
+                failure: failure.clone(),
+            }
+            .into());
         }
         Ok(events.len())
     }
+}
+
+/// A batch with events that failed for a passing reason (the rest of it was
+/// taken): they stay unpublished and the relay tries again after a backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{count} event(s) to retry, first outbox id {first_id}: {failure}")]
+pub struct RetryLater {
+    pub count: usize,
+    pub first_id: i64,
+    pub failure: ItemFailure,
+}
+
+/// Failed relay batches by kind of failure.
+pub const BATCH_FAILURES: &str = "sightline_relay_batch_failures_total";
+
+/// One short word for why a batch failed, for `/status` and metrics: the
+/// Elasticsearch error type (`index_closed_exception`,
+/// `cluster_block_exception`, …), `elasticsearch_unreachable`, `postgres`,
+/// or `other`.
+pub fn failure_kind(error: &anyhow::Error) -> String {
+    for cause in error.chain() {
+        if let Some(retry) = cause.downcast_ref::<RetryLater>() {
+            return retry.failure.kind.clone();
+        }
+        match cause.downcast_ref::<IndexError>() {
+            Some(IndexError::Unreachable(_)) => return "elasticsearch_unreachable".to_owned(),
+            Some(IndexError::Refused { status, body }) => {
+                let kind = serde_json::from_str::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|b| b["error"]["type"].as_str().map(str::to_owned));
+                return kind.unwrap_or_else(|| format!("status_{status}"));
+            }
+            _ => {}
+        }
+        if cause.downcast_ref::<sqlx::Error>().is_some() {
+            return "postgres".to_owned();
+        }
+    }
+    "other".to_owned()
 }
 
 /// Exponential backoff with full jitter, so many relays do not retry in step.

@@ -39,6 +39,9 @@ struct StatusPage {
     last_batch: String,
     postgres: &'static str,
     elasticsearch: &'static str,
+    /// `ok` or `failing`, and what the relay tile says.
+    relay_state: &'static str,
+    relay: String,
     sampled_at: String,
     window_minutes: usize,
 }
@@ -52,6 +55,11 @@ fn overall(sample: &Sample) -> (&'static str, &'static str) {
         (
             "degraded",
             "Elasticsearch is down: orders are kept, search waits",
+        )
+    } else if sample.failure.is_some() {
+        (
+            "degraded",
+            "The read store refuses writes: orders are kept and retried, notices wait",
         )
     } else if sample.slo_breached {
         ("lagging", "Lag is above the SLO")
@@ -93,10 +101,33 @@ fn last_batch(sample: &Sample, runs_pipeline: bool) -> String {
     }
 }
 
+/// The relay tile: which failure keeps it failing and since when, or `ok`.
+fn relay(sample: &Sample) -> (&'static str, String) {
+    match &sample.failure {
+        Some(f) => {
+            let since = DateTime::<Utc>::from_timestamp_millis(f.since).unwrap_or_default();
+            let lasted = (sample.t - f.since).max(0) as f64 / 1000.0;
+            (
+                "failing",
+                format!(
+                    "{} since {} UTC ({}, {} failed batch{})",
+                    f.kind,
+                    since.format("%H:%M:%S"),
+                    seconds(lasted),
+                    f.batches,
+                    if f.batches == 1 { "" } else { "es" }
+                ),
+            )
+        }
+        None => ("ok", "ok".to_owned()),
+    }
+}
+
 /// `GET /status`: a fresh sample, rendered.
 pub async fn page(State(state): State<AppState>) -> Response {
     let sample = monitoring::sample(&state).await;
     let (overall, overall_text) = overall(&sample);
+    let (relay_state, relay) = relay(&sample);
     let unknown = || "unknown".to_owned();
     let page = StatusPage {
         nonce: nonce(),
@@ -115,6 +146,8 @@ pub async fn page(State(state): State<AppState>) -> Response {
         last_batch: last_batch(&sample, state.settings.runs(Role::Relay)),
         postgres: up(sample.postgres),
         elasticsearch: up(sample.elasticsearch),
+        relay_state,
+        relay,
         sampled_at: sample.time().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         window_minutes: monitoring::HISTORY * monitoring::SAMPLE_EVERY.as_secs() as usize / 60,
     };

@@ -1,0 +1,389 @@
+//! Operational faults of the read store are passing failures, never poison.
+//!
+//! Mid-burst, the test's own orders index is closed, write-blocked, or loses
+//! its alias, on the real Elasticsearch. Throughout: every write answers 201,
+//! no event is dead-lettered, nobody hears `order-failed`, and no notice
+//! announces an order that a list made right then does not return. While the
+//! fault lasts, the backlog grows and `/status` and `/metrics` name it; once
+//! it is fixed (or, for the alias, the app has put it back), every order is
+//! visible exactly once. (Each test has its own index prefix, so this
+//! disturbs no other test.)
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sightline::config::RefreshMode;
+use tokio::sync::oneshot;
+
+use crate::helpers::{SseStream, TestApp, WAIT, order_ids, spawn_app_with, test_settings};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// `POST <index>/_close`, later `_open`.
+    Closed,
+    /// `PUT <index>/_block/write`, later lifted.
+    WriteBlocked,
+    /// `DELETE <index>/_alias/<alias>`; the app restores it.
+    AliasDeleted,
+}
+
+/// Orders in the burst, and how many are placed before the fault.
+const BURST: usize = 30;
+const BEFORE_FAULT: usize = 10;
+
+/// Calls the test's Elasticsearch; asserts a 2xx answer.
+async fn es(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let url = format!(
+        "{}/{path}",
+        app.settings.elasticsearch_url.trim_end_matches('/')
+    );
+    let mut request = reqwest::Client::new().request(method.clone(), &url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{method} {path}: {status} {body}");
+    body
+}
+
+fn orders_alias(app: &TestApp) -> String {
+    format!("{}orders", app.settings.index_prefix)
+}
+
+fn orders_index(app: &TestApp) -> String {
+    format!("{}orders_v1", app.settings.index_prefix)
+}
+
+async fn apply(app: &TestApp, fault: Fault) {
+    let index = orders_index(app);
+    match fault {
+        Fault::Closed => es(app, reqwest::Method::POST, &format!("{index}/_close"), None).await,
+        Fault::WriteBlocked => {
+            es(
+                app,
+                reqwest::Method::PUT,
+                &format!("{index}/_block/write"),
+                None,
+            )
+            .await
+        }
+        Fault::AliasDeleted => {
+            let alias = orders_alias(app);
+            es(
+                app,
+                reqwest::Method::DELETE,
+                &format!("{index}/_alias/{alias}"),
+                None,
+            )
+            .await
+        }
+    };
+}
+
+async fn fix(app: &TestApp, fault: Fault) {
+    let index = orders_index(app);
+    match fault {
+        Fault::Closed => {
+            es(app, reqwest::Method::POST, &format!("{index}/_open"), None).await;
+        }
+        Fault::WriteBlocked => {
+            es(
+                app,
+                reqwest::Method::PUT,
+                &format!("{index}/_settings"),
+                Some(json!({ "index.blocks.write": false })),
+            )
+            .await;
+        }
+        // Nothing: the app puts the alias back itself.
+        Fault::AliasDeleted => {}
+    }
+}
+
+/// The error type Elasticsearch answers each fault's writes with.
+fn kind_of(fault: Fault) -> &'static str {
+    match fault {
+        Fault::Closed => "index_closed_exception",
+        Fault::WriteBlocked => "cluster_block_exception",
+        Fault::AliasDeleted => "index_not_found_exception",
+    }
+}
+
+/// Reads the user's notices until every one of `expected` ids has its
+/// `order-visible`. At each notice, lists the user's orders from the read
+/// model and fails unless the order is there (a notice never lies). Any
+/// `order-failed`, or a second notice for an order, fails the test.
+async fn check_notices(
+    mut events: SseStream,
+    http: reqwest::Client,
+    list_url: String,
+    token: String,
+    expected: usize,
+) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < expected {
+        let frame = events.next_event().await;
+        let data = frame.json();
+        let id = data["id"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(
+            frame.event.as_deref(),
+            Some("order-visible"),
+            "a passing fault reached a user: {frame:?}"
+        );
+        // A notice recorded just before the fault may be read here after
+        // it landed, when no list can be made (a closed index answers every
+        // search with an error): then the first list that works must have it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let body = loop {
+            let response = http
+                .get(&list_url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let source = response
+                .headers()
+                .get("x-read-source")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if status == StatusCode::OK {
+                assert_eq!(source.as_deref(), Some("read-model"));
+                break body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order-visible for {id}, but the list keeps failing: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            order_ids(&body).contains(&id),
+            "order-visible for {id}, but the list made right then does not return it: {body}"
+        );
+        assert!(!seen.contains(&id), "a second order-visible for {id}");
+        seen.push(id);
+    }
+    seen
+}
+
+/// The newest sample on `/status/stream` for which `condition` holds.
+async fn wait_for_sample(app: &TestApp, condition: impl Fn(&Value) -> bool) -> Value {
+    let response = app
+        .http
+        .get(app.url("/status/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut samples = SseStream::new(response);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let frame = samples.next_event().await;
+            if frame.event.as_deref() == Some("sample") {
+                let sample = frame.json();
+                if condition(&sample) {
+                    return sample;
+                }
+            }
+        }
+    })
+    .await
+    .expect("/status/stream never showed the expected state")
+}
+
+/// The value of the series `series` (name and labels, as printed) in `/metrics` text.
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn burst_through(fault: Fault, refresh: RefreshMode) {
+    let mut settings = test_settings().await;
+    settings.refresh_mode = refresh;
+    let app = spawn_app_with(settings).await;
+    let user = app.new_user().await;
+    let (events, _) = app.open_events_ready(&user).await;
+    let checker = tokio::spawn(check_notices(
+        events,
+        app.http.clone(),
+        app.url("/api/orders?limit=100"),
+        user.token.clone(),
+        BURST,
+    ));
+
+    // The burst: every write answers 201 whatever Elasticsearch does; the
+    // fault lands after the first few.
+    let (fault_now, at_fault) = oneshot::channel::<()>();
+    let (fault_applied, applied) = oneshot::channel::<()>();
+    let (http, url, token) = (app.http.clone(), app.url("/api/orders"), user.token.clone());
+    let burst = tokio::spawn(async move {
+        let mut fault_now = Some(fault_now);
+        let mut applied = Some(applied);
+        let mut ids = Vec::with_capacity(BURST);
+        for n in 0..BURST {
+            if n == BEFORE_FAULT {
+                fault_now.take().unwrap().send(()).unwrap();
+                applied.take().unwrap().await.unwrap();
+            }
+            let response = http
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&json!({ "items": [{ "sku": format!("BURST-{n}"), "quantity": 1, "unit_price_cents": 100 }] }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::CREATED,
+                "order {n} of the burst"
+            );
+            let body: Value = response.json().await.unwrap();
+            ids.push(body["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    });
+
+    at_fault.await.unwrap();
+    apply(&app, fault).await;
+    fault_applied.send(()).unwrap();
+    let placed = burst.await.unwrap();
+    let kind = kind_of(fault);
+    let failing = format!("sightline_pipeline_failing{{kind=\"{kind}\"}}");
+
+    if fault == Fault::AliasDeleted {
+        // The app hit the missing alias (and did not auto-create an index
+        // under its name) and put the alias back where it was.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let m = metrics(&app).await;
+            if m.lines().any(|l| {
+                l.starts_with("sightline_relay_batch_failures_total")
+                    && l.contains(&format!("kind=\"{kind}\""))
+            }) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relay never met the missing alias"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    } else {
+        // Retried, not parked: the failure shows on /status with its kind
+        // and start, batch after batch, while the backlog holds the orders.
+        let sample = wait_for_sample(&app, |s| {
+            s["failure"]["kind"] == kind
+                && s["failure"]["batches"].as_u64().unwrap_or(0) >= 2
+                && s["backlog"].as_i64().unwrap_or(0) > 0
+        })
+        .await;
+        assert!(sample["failure"]["since"].as_i64().unwrap() <= sample["t"].as_i64().unwrap());
+        let page = app
+            .http
+            .get(app.url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains(&format!("{kind} since")), "{page}");
+        let m = metrics(&app).await;
+        assert_eq!(value(&m, &failing), Some(1.0), "{m}");
+        let since = value(&m, "sightline_pipeline_failing_since_timestamp_seconds");
+        assert!(since.is_some_and(|s| s > 0.0), "{m}");
+        assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
+        fix(&app, fault).await;
+    }
+
+    let mut seen = tokio::time::timeout(Duration::from_secs(120), checker)
+        .await
+        .expect("not every order became visible after the fix")
+        .unwrap();
+    seen.sort();
+    let mut placed = placed;
+    placed.sort();
+    assert_eq!(seen, placed, "one order-visible per order");
+
+    // Every order exactly once in the list, nothing parked, nobody told of
+    // a failure, and the pipeline healthy again.
+    let (source, list) = app.list(&user, "/api/orders?limit=100").await;
+    assert_eq!(source, "read-model");
+    let mut listed = order_ids(&list);
+    listed.sort();
+    assert_eq!(listed, placed, "every order exactly once");
+    assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM notices WHERE kind = 'order-failed'")
+            .await,
+        0
+    );
+    // (The stream starts with the kept history: only a sample from now on counts.)
+    let now = chrono::Utc::now().timestamp_millis();
+    wait_for_sample(&app, |s| {
+        s["t"].as_i64().unwrap_or(0) > now && s["failure"].is_null() && s["backlog"] == 0
+    })
+    .await;
+    let m = metrics(&app).await;
+    // (A failure the monitor never sampled has no series at all.)
+    assert_ne!(value(&m, &failing), Some(1.0), "{m}");
+    assert_eq!(
+        value(&m, "sightline_pipeline_failing_since_timestamp_seconds"),
+        Some(0.0),
+        "{m}"
+    );
+
+    // The alias is back on the index it was on, and no index took its name.
+    let aliases = es(
+        &app,
+        reqwest::Method::GET,
+        &format!("_alias/{}", orders_alias(&app)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        aliases.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&orders_index(&app)],
+        "{aliases}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_orders_index_holds_orders_back_and_parks_none() {
+    burst_through(Fault::Closed, RefreshMode::Explicit).await;
+}
+
+#[tokio::test]
+async fn a_closed_orders_index_parks_none_with_wait_for_refreshes_either() {
+    burst_through(Fault::Closed, RefreshMode::WaitFor).await;
+}
+
+#[tokio::test]
+async fn a_write_block_on_the_orders_index_holds_orders_back_and_parks_none() {
+    burst_through(Fault::WriteBlocked, RefreshMode::Explicit).await;
+}
+
+#[tokio::test]
+async fn a_deleted_alias_is_restored_and_no_index_is_auto_created_in_its_place() {
+    burst_through(Fault::AliasDeleted, RefreshMode::Explicit).await;
+}
