@@ -4,8 +4,11 @@
 //! pending-events index, never per scrape), keeps the last few minutes of
 //! samples for `/status`, sets the database-derived gauges, and watches the
 //! lag SLO: one warning when lag goes above `LAG_SLO_MS`, one line when it is
-//! back. Readiness never depends on lag — a lagging pipeline still takes
-//! writes, and taking the instance out of rotation would not help it catch up.
+//! back. It also carries the relay's current run of failed batches (which
+//! failure, since when) to `/status` and `/metrics`: a passing failure holds
+//! orders back without parking them, and this is where it shows. Readiness
+//! never depends on lag — a lagging pipeline still takes writes, and taking
+//! the instance out of rotation would not help it catch up.
 //!
 //! Lag is `now − created_at` of the oldest event not yet published (0 when
 //! none): how long the oldest committed order has waited to become searchable.

@@ -1,6 +1,7 @@
 //! `/status`: the pipeline at a glance for a person — backlog, lag against
-//! the SLO, the last batch, PostgreSQL and Elasticsearch — with a live chart
-//! of lag fed by `/status/stream` (one `event: sample` per monitor sample).
+//! the SLO, the last batch, PostgreSQL and Elasticsearch, and which failure
+//! keeps the relay failing since when — with a live chart of lag fed by
+//! `/status/stream` (one `event: sample` per monitor sample).
 //!
 //! Public like `/healthz`: it shows counts and timings, never user data.
 
