@@ -26,7 +26,11 @@ enum Fault {
     WriteBlocked,
     /// `DELETE <index>/_alias/<alias>`; the app restores it.
     AliasDeleted,
+    /// The same for the summaries' alias.
+    SummariesAliasDeleted,
 }
+
+const BATCH_FAILURES: &str = "sightline_relay_batch_failures_total";
 
 /// Orders in the burst, and how many are placed before the fault.
 const BURST: usize = 30;
@@ -80,6 +84,16 @@ async fn apply(app: &TestApp, fault: Fault) {
             )
             .await
         }
+        Fault::SummariesAliasDeleted => {
+            let alias = format!("{}summaries", app.settings.index_prefix);
+            es(
+                app,
+                reqwest::Method::DELETE,
+                &format!("{alias}_v1/_alias/{alias}"),
+                None,
+            )
+            .await
+        }
     };
 }
 
@@ -99,7 +113,7 @@ async fn fix(app: &TestApp, fault: Fault) {
             .await;
         }
         // Nothing: the app puts the alias back itself.
-        Fault::AliasDeleted => {}
+        Fault::AliasDeleted | Fault::SummariesAliasDeleted => {}
     }
 }
 
@@ -108,7 +122,7 @@ fn kind_of(fault: Fault) -> &'static str {
     match fault {
         Fault::Closed => "index_closed_exception",
         Fault::WriteBlocked => "cluster_block_exception",
-        Fault::AliasDeleted => "index_not_found_exception",
+        Fault::AliasDeleted | Fault::SummariesAliasDeleted => "index_not_found_exception",
     }
 }
 
@@ -271,7 +285,7 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
     let mut checker_done = None;
     let failing = format!("sightline_pipeline_failing{{kind=\"{kind}\"}}");
 
-    if fault == Fault::AliasDeleted {
+    if matches!(fault, Fault::AliasDeleted | Fault::SummariesAliasDeleted) {
         // Nothing to fix by hand: every order becomes visible, and no notice
         // comes for an order the list cannot return (as it would with an
         // index auto-created under the alias's name).
@@ -281,22 +295,32 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
             .unwrap();
         seen.sort();
         checker_done = Some(seen);
-        // The app did hit the missing alias, and put it back.
+        // The app met the missing alias and put it back (nothing else
+        // would); the counter names the failure it met. (Another test of
+        // this binary may count the same kind: this only checks the name.)
+        let name = if fault == Fault::AliasDeleted {
+            "orders"
+        } else {
+            "summaries"
+        };
+        let alias = format!("{}{name}", app.settings.index_prefix);
+        let url = format!(
+            "{}/_alias/{alias}",
+            app.settings.elasticsearch_url.trim_end_matches('/')
+        );
         let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let m = metrics(&app).await;
-            if m.lines().any(|l| {
-                l.starts_with("sightline_relay_batch_failures_total")
-                    && l.contains(&format!("kind=\"{kind}\""))
-            }) {
-                break;
-            }
+        while !reqwest::get(&url).await.unwrap().status().is_success() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the relay never met the missing alias"
+                "the alias {alias} was never restored"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let m = metrics(&app).await;
+        assert!(
+            value(&m, &format!("{BATCH_FAILURES}{{kind=\"{kind}\"}}")).is_some_and(|n| n >= 1.0),
+            "{m}"
+        );
     } else {
         // Retried, not parked: the failure shows on /status with its kind
         // and start, batch after batch, while the backlog holds the orders.
@@ -372,19 +396,27 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
         "{m}"
     );
 
-    // The alias is back on the index it was on, and no index took its name.
-    let aliases = es(
-        &app,
-        reqwest::Method::GET,
-        &format!("_alias/{}", orders_alias(&app)),
-        None,
-    )
-    .await;
-    assert_eq!(
-        aliases.as_object().unwrap().keys().collect::<Vec<_>>(),
-        vec![&orders_index(&app)],
-        "{aliases}"
-    );
+    // The aliases are back on the indices they were on, and no index took
+    // their names.
+    for name in ["orders", "summaries"] {
+        let alias = format!("{}{name}", app.settings.index_prefix);
+        let aliases = es(&app, reqwest::Method::GET, &format!("_alias/{alias}"), None).await;
+        assert_eq!(
+            aliases.as_object().unwrap().keys().collect::<Vec<_>>(),
+            vec![&format!("{alias}_v1")],
+            "{aliases}"
+        );
+    }
+    // And the summary counted every order once.
+    let summary: Value = app
+        .get(&user, "/api/summary")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(summary["orders_placed"], BURST, "{summary}");
 }
 
 #[tokio::test]
@@ -400,6 +432,11 @@ async fn a_closed_orders_index_parks_none_with_wait_for_refreshes_either() {
 #[tokio::test]
 async fn a_write_block_on_the_orders_index_holds_orders_back_and_parks_none() {
     burst_through(Fault::WriteBlocked, RefreshMode::Explicit).await;
+}
+
+#[tokio::test]
+async fn a_deleted_summaries_alias_is_restored_too() {
+    burst_through(Fault::SummariesAliasDeleted, RefreshMode::Explicit).await;
 }
 
 #[tokio::test]
