@@ -182,11 +182,17 @@ async fn os_signal() {
 /// the database runs this first; sqlx serialises concurrent migrators).
 pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
     let db = connect_database(settings).await?;
-    sqlx::migrate!("./migrations")
-        .run(&db)
-        .await
-        .context("Failed to migrate the database")?;
+    migrate(&db).await?;
     Ok(db)
+}
+
+/// Applies the pending migrations (also the benchmark's, for its floor
+/// database).
+pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("./migrations")
+        .run(db)
+        .await
+        .context("Failed to migrate the database")
 }
 
 /// Opens the pool, failing in one line that names the service and the

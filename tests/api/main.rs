@@ -1,7 +1,8 @@
 //! All integration tests, in one binary (one link, one set-up).
 
 mod direct_writes;
-mod helpers;
+// The shared test support, under the name every test file imports it by.
+use sightline_test_support as helpers;
 
 mod auth_api;
 mod browser;
