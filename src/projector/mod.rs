@@ -9,7 +9,6 @@
 //! records the notices. Summaries are read by id in real time, so they need
 //! no refresh. No business rules, no validation.
 
-pub mod rebuild;
 pub mod refresher;
 pub mod summaries;
 
@@ -23,13 +22,13 @@ use anyhow::Context;
 use chrono::Utc;
 use sqlx::PgPool;
 
+use crate::bus::Delivery;
 use crate::config::RefreshMode;
 use crate::monitoring::record_stage;
 use crate::outbox::OutboxEvent;
 use crate::outbox::events::OrderEvent;
 use crate::read_side::document::OrderDocument;
 use crate::read_side::index::{ReadStore, WriteOutcome};
-use crate::relay::bus::Delivery;
 use crate::visibility::notice_log::{self, NewNotice};
 use refresher::Refresher;
 

@@ -11,8 +11,6 @@
 //! `FOR UPDATE SKIP LOCKED` keeps batches apart; external versions and the
 //! notice log's "older than noticed" rule make their finishing order harmless.
 
-pub mod bus;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +21,12 @@ use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
+use crate::bus::Bus;
 use crate::config::RelayWake;
+use crate::locks;
 use crate::monitoring::{PipelineStats, record_stage, stage_histogram};
 use crate::outbox;
 use crate::shutdown::Shutdown;
-use bus::Bus;
 
 pub struct Relay {
     db: PgPool,
@@ -45,14 +44,6 @@ pub struct Relay {
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How soon a lost LISTEN connection is tried again once the database answers.
 const LISTENER_RETRY: Duration = Duration::from_secs(1);
-
-/// Every relay batch holds this advisory lock shared, from its first
-/// statement until it commits; a rebuild takes it exclusively for its final
-/// catch-up and the alias swap. So no batch is in flight across the swap: a
-/// batch either finished before the final catch-up (which then replays its
-/// events into the new index) or starts after the swap (and writes through
-/// the alias into the new index).
-pub const REBUILD_LOCK: i64 = 0x5167_6874_7262;
 
 impl Relay {
     pub fn new(db: PgPool, bus: Arc<dyn Bus>, batch_size: i64, safety_poll: Duration) -> Self {
@@ -175,7 +166,7 @@ impl Relay {
             .await
             .context("Failed to begin a relay transaction")?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(REBUILD_LOCK)
+            .bind(locks::REBUILD)
             .execute(&mut *tx)
             .await
             .context("Failed to take the relay's share of the rebuild lock")?;

@@ -14,6 +14,7 @@ mod instances;
 mod lifecycle;
 mod operations;
 mod orders_api;
+mod pages_without_browser;
 mod rebuild;
 mod smoke;
 mod stress;

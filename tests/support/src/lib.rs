@@ -268,10 +268,10 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
 }
 
 /// The key of the advisory lock the projector takes to record notices
-/// (`visibility::notice_log::RECORD_LOCK`). Holding it from a test lets the
+/// (`sightline::locks::NOTICE_RECORD`). Holding it from a test lets the
 /// projector index a batch but not record its notices, and keeps the relay
 /// (one batch at a time) from projecting anything after it.
-pub const NOTICE_RECORD_LOCK: i64 = 0x5167_6874_6c6e;
+pub const NOTICE_RECORD_LOCK: i64 = sightline::locks::NOTICE_RECORD;
 
 /// A held notice-recording lock; dropping it (or `release`) lets the pipeline go on.
 pub struct NoticeHold {

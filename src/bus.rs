@@ -1,14 +1,17 @@
-//! The bus seam between the relay and whatever consumes events.
+//! The bus seam between the relay and whatever consumes events: the trait
+//! the relay publishes through and the message types both sides share.
 //!
 //! An event counts as published only once the bus has durably taken it. The
-//! in-process bus hands events straight to the projector, so "durably taken"
-//! means "searchable, with its notice recorded". A distributed bus would take
-//! this place without the write side or the projector changing.
+//! relay knows only this trait; the projector knows only [`Delivery`]. The
+//! in-process implementation, which hands events straight to the projector
+//! (so "durably taken" means "searchable, with its notice recorded"), is
+//! built where the application is wired (`startup::in_process_bus`); a
+//! distributed bus takes its place without the write side, the relay or the
+//! projector changing.
 
 use futures::future::BoxFuture;
 
 use crate::outbox::OutboxEvent;
-use crate::projector::Projector;
 
 /// What the bus did with a batch.
 #[derive(Debug, Default)]
@@ -23,22 +26,7 @@ pub struct Delivery {
     pub retry: Vec<(i64, String)>,
 }
 
+/// Where the relay hands a claimed batch.
 pub trait Bus: Send + Sync + 'static {
     fn publish<'a>(&'a self, events: &'a [OutboxEvent]) -> BoxFuture<'a, anyhow::Result<Delivery>>;
-}
-
-pub struct InProcessBus {
-    projector: Projector,
-}
-
-impl InProcessBus {
-    pub fn new(projector: Projector) -> Self {
-        Self { projector }
-    }
-}
-
-impl Bus for InProcessBus {
-    fn publish<'a>(&'a self, events: &'a [OutboxEvent]) -> BoxFuture<'a, anyhow::Result<Delivery>> {
-        Box::pin(self.projector.project(events))
-    }
 }
