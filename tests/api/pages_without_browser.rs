@@ -1,24 +1,13 @@
 //! The pages' forms over plain HTTP, with a cookie-keeping client and no
 //! browser: statuses, redirects, cookies, static files.
 
-use std::net::TcpListener;
-use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, bail, ensure};
-use axum::http::Method;
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
-use futures::FutureExt;
 use reqwest::StatusCode;
 use reqwest::header;
-use serde_json::{Value, json};
-use sightline::config::{RefreshMode, Role};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with, spawn_instance, test_settings};
+use crate::helpers::spawn_app;
+
+const PASSWORD: &str = "correct horse battery";
 
 #[tokio::test]
 async fn pages_answer_forms_without_a_browser() {

@@ -10,15 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use axum::http::Method;
 use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder};
 use futures::FutureExt;
-use reqwest::StatusCode;
-use reqwest::header;
 use serde_json::{Value, json};
-use sightline::config::{RefreshMode, Role};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with, spawn_instance, test_settings};
 use super::WAIT;
 use super::page::screenshot;
 
@@ -218,7 +214,7 @@ pub(super) struct Cdp {
 }
 
 impl Cdp {
-    fn new(cmd: &str, params: Value) -> Self {
+    pub(super) fn new(cmd: &str, params: Value) -> Self {
         Cdp {
             body: json!({ "cmd": cmd, "params": params }),
         }

@@ -6,30 +6,21 @@
 //! No test sleeps for consistency: the browser tests wait for the page itself
 //! to say an order is visible (`data-state="visible"`), with generous timeouts.
 
-use std::net::TcpListener;
-use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use axum::http::Method;
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
-use futures::FutureExt;
-use reqwest::StatusCode;
-use reqwest::header;
-use serde_json::{Value, json};
+use fantoccini::Locator;
+use serde_json::json;
 use sightline::config::{RefreshMode, Role};
 use uuid::Uuid;
 
 mod harness;
 mod page;
 
-use harness::{Browser, with_browser, with_two_browsers};
+use harness::{Browser, Cdp, with_browser, with_two_browsers};
 use page::*;
 
-use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with, spawn_instance, test_settings};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_instance, test_settings};
 
 /// How long anything in a browser may take to happen.
 pub(super) const WAIT: Duration = Duration::from_secs(60);
@@ -37,7 +28,6 @@ pub(super) const PASSWORD: &str = "correct horse battery";
 
 /// The connection indicator once the page's stream is up.
 const LIVE: &str = r#"#connection[data-state="live"]"#;
-
 
 // ---------------------------------------------------------------------------
 // The three ways a user sees an order become visible
@@ -173,7 +163,8 @@ async fn no_eventsource_polling_path() {
             "EventSource is gone"
         );
         wait_for(&client, r#"#connection[data-state="polling"]"#).await?;
-        let id = place_order_through_form(&client, "NO-ES-WIDGET", 1, 500, "no EventSource here").await?;
+        let id = place_order_through_form(&client, "NO-ES-WIDGET", 1, 500, "no EventSource here")
+            .await?;
         wait_for(&client, &visible_row(&id)).await?;
         screenshot(&client, "polling-3-without-eventsource").await?;
         Ok(())
@@ -305,7 +296,8 @@ async fn slow_search_turns_rows_delayed() {
         ensure!(body.attr("data-lag-slo-ms").await?.as_deref() == Some("1500"));
         wait_for(&client, r#"#connection[data-state="live"]"#).await?;
 
-        let id = place_order_through_form(&client, "SLOW-WIDGET", 1, 4200, "search is slow today").await?;
+        let id = place_order_through_form(&client, "SLOW-WIDGET", 1, 4200, "search is slow today")
+            .await?;
         wait_for(
             &client,
             &format!(r#"#orders tr[data-order-id="{id}"][data-state="delayed"][data-accepted]"#),
@@ -523,7 +515,8 @@ async fn two_tabs_of_one_user_both_see_the_order() {
         )
         .await?;
         wait_for(&client, LIVE).await?;
-        let second = place_order_through_form(&client, "TAB-B", 2, 450, "placed after A closed").await?;
+        let second =
+            place_order_through_form(&client, "TAB-B", 2, 450, "placed after A closed").await?;
         wait_for(&client, &visible_row(&second)).await?;
         screenshot(&client, "two-tabs-3-b-took-over").await?;
         Ok(())

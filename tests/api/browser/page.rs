@@ -2,24 +2,16 @@
 //! and submit the order form, read rows and the page's notices.
 
 use std::net::TcpListener;
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
-use axum::http::Method;
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
-use futures::FutureExt;
-use reqwest::StatusCode;
-use reqwest::header;
+use anyhow::{Context, ensure};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
-use sightline::config::{RefreshMode, Role};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with, spawn_instance, test_settings};
 use super::{PASSWORD, WAIT};
+use crate::helpers::{TestApp, TestUser};
 
 pub(super) async fn sign_up_through_form(client: &Client, app: &TestApp) -> anyhow::Result<String> {
     let username = format!("b{}", &Uuid::new_v4().simple().to_string()[..12]);
@@ -109,7 +101,10 @@ pub(super) fn visible_row(id: &str) -> String {
     format!(r#"#orders tr[data-order-id="{id}"][data-state="visible"]"#)
 }
 
-pub(super) async fn wait_for(client: &Client, css: &str) -> anyhow::Result<fantoccini::elements::Element> {
+pub(super) async fn wait_for(
+    client: &Client,
+    css: &str,
+) -> anyhow::Result<fantoccini::elements::Element> {
     client
         .wait()
         .at_most(WAIT)
