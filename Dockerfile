@@ -9,10 +9,15 @@ WORKDIR /build
 
 # Dependencies first, in their own layer: a change to the sources alone does
 # not rebuild them.
+# The workspace's other members (bench, test support) are only stubs here:
+# cargo needs their manifests, not their code.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY bench/Cargo.toml ./bench/
+COPY tests/support/Cargo.toml ./tests/support/
+RUN mkdir -p src bench/src tests/support/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && echo 'fn main() {}' > bench/src/main.rs \
+    && touch src/lib.rs tests/support/src/lib.rs \
     && cargo build --release --locked --bin sightline \
     && rm -rf src
 

@@ -115,9 +115,13 @@ pub fn is_connection_error(e: &sqlx::Error) -> bool {
     )
 }
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+impl AppError {
+    /// The status this error answers with and the message a person may read:
+    /// the one place that decides what leaves the server. Internal details
+    /// (SQL, Elasticsearch answers, causes) are logged here and replaced by a
+    /// plain message. Both the JSON API and the pages answer through it.
+    pub fn public(&self) -> (StatusCode, String) {
+        let (status, _) = self.status_and_code();
         let message = match status {
             StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = ?self, "request failed");
@@ -125,13 +129,21 @@ impl IntoResponse for AppError {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::warn!(error = %self, "dependency unavailable");
-                match &self {
+                match self {
                     Self::Unavailable(_) => self.to_string(),
                     _ => "the database is unavailable, try again shortly".to_owned(),
                 }
             }
             _ => self.to_string(),
         };
+        (status, message)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (_, code) = self.status_and_code();
+        let (status, message) = self.public();
         let field = match &self {
             Self::Invalid { field, .. } => field.as_deref(),
             _ => None,

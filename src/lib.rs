@@ -1,23 +1,55 @@
 //! Sightline, in the order the data flows:
 //!
-//! write_side → outbox → relay (bus) → projector → read_side → visibility → web
+//! write_side → outbox → relay → (bus) → projector → read_side → visibility → web
+//!
+//! wired at the top by `startup`; `operations` (rebuild, the outbox
+//! commands) stands beside the pipeline, not inside it; the foundations at
+//! the end are shared by every stage.
 
+/// Where an order is validated and committed, with its outbox row.
+pub mod write_side;
+
+/// The event log: the write side's only way out.
+pub mod outbox;
+
+/// Claims committed outbox events and hands them to the bus.
+pub mod relay;
+
+/// The seam between the relay and the consumers of events.
+pub mod bus;
+
+/// Where an order becomes searchable, and its notice is recorded.
+pub mod projector;
+
+/// The read model, and the one read path allowed into the write database.
+pub mod read_side;
+
+/// The notice log, the hub and the two ways a notice leaves (SSE, long poll).
+pub mod visibility;
+
+/// Routes, pages, health, status, CORS and the HTTP accept loop.
+pub mod web;
+
+/// The state the web handlers share.
+pub mod state;
+
+/// Wiring: builds the application and runs its tasks.
+pub mod startup;
+
+/// Beside the pipeline: rebuild, the outbox commands.
+pub mod operations;
+
+/// Lag samples and pipeline statistics for `/metrics` and `/status`.
+pub mod monitoring;
+
+// Foundations every stage may use.
 pub mod auth;
 pub mod config;
 pub mod consistency;
+pub mod db;
 pub mod error;
 pub mod http;
-pub mod monitoring;
+pub mod locks;
 pub mod order;
 pub mod shutdown;
-pub mod startup;
-pub mod state;
 pub mod telemetry;
-
-pub mod outbox;
-pub mod projector;
-pub mod read_side;
-pub mod relay;
-pub mod visibility;
-pub mod web;
-pub mod write_side;

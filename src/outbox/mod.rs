@@ -1,15 +1,19 @@
 //! The outbox: the write side's only way out.
 //!
 //! Events are appended in the same transaction as the state change they
-//! describe, so an order and its event commit or vanish together. The relay is
-//! the only reader. Published rows stay: the outbox doubles as the event log.
+//! describe, so an order and its event commit or vanish together. The relay
+//! claims what is unpublished; `rebuild` replays the whole log through the
+//! read functions here, the one place that knows the outbox's columns.
+//! Published rows stay: the outbox doubles as the event log.
 
 pub mod events;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
+
+use crate::locks;
 
 /// The channel the relay listens on; a commit that appends events wakes it.
 pub const WAKE_CHANNEL: &str = "sightline_outbox";
@@ -72,14 +76,65 @@ pub async fn claim_batch(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
 ) -> sqlx::Result<Vec<OutboxEvent>> {
-    sqlx::query_as(
-        "SELECT id, event_id, event_type, schema_version, aggregate_id, aggregate_version,
-                user_id, payload, created_at
-         FROM outbox WHERE published_at IS NULL AND NOT parked
-         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND NOT parked
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+    ))
     .bind(limit)
     .fetch_all(&mut **tx)
+    .await
+}
+
+/// The columns of an [`OutboxEvent`].
+const COLUMNS: &str = "id, event_id, event_type, schema_version, aggregate_id, aggregate_version,
+                       user_id, payload, created_at";
+
+/// Up to `limit` events after `after`, in id order, published or not (a
+/// replay of the log).
+pub async fn after(db: &PgPool, after: i64, limit: i64) -> sqlx::Result<Vec<OutboxEvent>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE id > $1 ORDER BY id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The events with ids in any of the inclusive ranges `starts[i]..=ends[i]`,
+/// in id order.
+pub async fn in_ranges(
+    db: &PgPool,
+    starts: &[i64],
+    ends: &[i64],
+) -> sqlx::Result<Vec<OutboxEvent>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM UNNEST($1::bigint[], $2::bigint[]) AS g (s, e)
+         JOIN outbox ON outbox.id BETWEEN g.s AND g.e
+         ORDER BY outbox.id"
+    ))
+    .bind(starts)
+    .bind(ends)
+    .fetch_all(db)
+    .await
+}
+
+/// How many events there are after `after`.
+pub async fn count_after(db: &PgPool, after: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE id > $1")
+        .bind(after)
+        .fetch_one(db)
+        .await
+}
+
+/// The users with an event unpublished or published since `since`: whose
+/// projected state may have changed since then.
+pub async fn users_changed_since(db: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT user_id FROM outbox WHERE published_at IS NULL OR published_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(db)
     .await
 }
 
@@ -260,11 +315,6 @@ pub async fn retry_matching(
     Ok(picked)
 }
 
-/// Held (session-level) by a running rebuild for its whole run, and by
-/// `prune`: the two exclude each other, so pruning never removes events a
-/// rebuild has yet to replay.
-pub const MAINTENANCE_LOCK: i64 = 0x5167_6874_6d74;
-
 /// What `prune` would delete, and what it keeps although it is old.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrunePlan {
@@ -311,7 +361,7 @@ pub async fn prune(db: &sqlx::PgPool, before: DateTime<Utc>, batch: i64) -> anyh
         .context("Failed to get a connection")?
         .detach();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(MAINTENANCE_LOCK)
+        .bind(locks::MAINTENANCE)
         .fetch_one(&mut guard)
         .await?;
     if !locked {
@@ -349,7 +399,7 @@ pub async fn prune(db: &sqlx::PgPool, before: DateTime<Utc>, batch: i64) -> anyh
         }
     }
     sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MAINTENANCE_LOCK)
+        .bind(locks::MAINTENANCE)
         .execute(&mut guard)
         .await?;
     let _ = sqlx::Connection::close(guard).await;

@@ -9,7 +9,6 @@
 //! records the notices. Summaries are read by id in real time, so they need
 //! no refresh. No business rules, no validation.
 
-pub mod rebuild;
 pub mod refresher;
 pub mod summaries;
 
@@ -23,14 +22,13 @@ use anyhow::Context;
 use chrono::Utc;
 use sqlx::PgPool;
 
+use crate::bus::{Delivery, Failure, FailureKind, RetryLater};
 use crate::config::RefreshMode;
 use crate::monitoring::record_stage;
 use crate::outbox::OutboxEvent;
 use crate::outbox::events::OrderEvent;
 use crate::read_side::document::OrderDocument;
-use crate::read_side::index::{ReadStore, WriteOutcome};
-use crate::relay::RetryLater;
-use crate::relay::bus::Delivery;
+use crate::read_side::index::{IndexError, ItemFailure, ReadStore, WriteOutcome};
 use crate::visibility::notice_log::{self, NewNotice};
 use refresher::Refresher;
 
@@ -54,9 +52,14 @@ impl Projector {
     }
 
     /// Projects a batch. What it returns as taken is searchable and has its
-    /// notice recorded; what it parks gets an `order-failed` notice.
+    /// notice recorded; what it parks gets an `order-failed` notice. A
+    /// failure of the whole batch carries its name for the relay.
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     pub async fn project(&self, events: &[OutboxEvent]) -> anyhow::Result<Delivery> {
+        self.project_batch(events).await.map_err(name_failure)
+    }
+
+    async fn project_batch(&self, events: &[OutboxEvent]) -> anyhow::Result<Delivery> {
         if !self.store_ready.load(Ordering::Relaxed) {
             self.store
                 .ensure_exists()
@@ -121,7 +124,7 @@ impl Projector {
                     return Err(anyhow::Error::new(RetryLater {
                         count: events.len(),
                         first_id: events.first().map_or(0, |e| e.id),
-                        failure,
+                        failure: passing(failure),
                     })
                     .context("a summary write failed"));
                 }
@@ -144,7 +147,7 @@ impl Projector {
                     notices.push(failed_notice(event, &reason));
                     delivery.parked.push((event.id, reason));
                 }
-                WriteOutcome::Failed(failure) => delivery.retry.push((event.id, failure)),
+                WriteOutcome::Failed(failure) => delivery.retry.push((event.id, passing(failure))),
             }
         }
 
@@ -261,5 +264,28 @@ fn failed_notice(event: &OutboxEvent, reason: &str) -> NewNotice {
         } else {
             "the order could not be made searchable".to_owned()
         }),
+    }
+}
+
+/// A document the read store could not take for now, as the bus names it.
+fn passing(failure: ItemFailure) -> Failure {
+    Failure {
+        kind: failure.kind,
+        detail: failure.detail,
+    }
+}
+
+/// Names a read-store failure of the whole batch for the relay (which knows
+/// only the bus): Elasticsearch's error type, `elasticsearch_unreachable`,
+/// or `status_<code>`.
+fn name_failure(error: anyhow::Error) -> anyhow::Error {
+    let kind = error.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<IndexError>()
+            .and_then(IndexError::kind)
+    });
+    match kind {
+        Some(kind) => error.context(FailureKind(kind)),
+        None => error,
     }
 }

@@ -33,6 +33,24 @@ pub enum IndexError {
     Other(#[from] anyhow::Error),
 }
 
+impl IndexError {
+    /// One short word for this failure, for `/status` and metrics:
+    /// Elasticsearch's error type (`index_closed_exception`, …),
+    /// `elasticsearch_unreachable`, or `status_<code>`; none for other errors.
+    pub fn kind(&self) -> Option<String> {
+        match self {
+            IndexError::Unreachable(_) => Some("elasticsearch_unreachable".to_owned()),
+            IndexError::Refused { status, body } => Some(
+                serde_json::from_str::<Value>(body)
+                    .ok()
+                    .and_then(|b| b["error"]["type"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| format!("status_{status}")),
+            ),
+            IndexError::Other(_) => None,
+        }
+    }
+}
+
 impl From<elasticsearch::Error> for IndexError {
     fn from(e: elasticsearch::Error) -> Self {
         IndexError::Unreachable(e)

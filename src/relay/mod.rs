@@ -11,8 +11,6 @@
 //! `FOR UPDATE SKIP LOCKED` keeps batches apart; external versions and the
 //! notice log's "older than noticed" rule make their finishing order harmless.
 
-pub mod bus;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +21,12 @@ use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
+use crate::bus::{Bus, RetryLater, failure_kind};
 use crate::config::RelayWake;
+use crate::locks;
 use crate::monitoring::{PipelineStats, record_stage, stage_histogram};
 use crate::outbox;
-use crate::read_side::index::{IndexError, ItemFailure};
 use crate::shutdown::Shutdown;
-use bus::Bus;
 
 pub struct Relay {
     db: PgPool,
@@ -46,14 +44,6 @@ pub struct Relay {
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How soon a lost LISTEN connection is tried again once the database answers.
 const LISTENER_RETRY: Duration = Duration::from_secs(1);
-
-/// Every relay batch holds this advisory lock shared, from its first
-/// statement until it commits; a rebuild takes it exclusively for its final
-/// catch-up and the alias swap. So no batch is in flight across the swap: a
-/// batch either finished before the final catch-up (which then replays its
-/// events into the new index) or starts after the swap (and writes through
-/// the alias into the new index).
-pub const REBUILD_LOCK: i64 = 0x5167_6874_7262;
 
 impl Relay {
     pub fn new(db: PgPool, bus: Arc<dyn Bus>, batch_size: i64, safety_poll: Duration) -> Self {
@@ -184,7 +174,7 @@ impl Relay {
             .await
             .context("Failed to begin a relay transaction")?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(REBUILD_LOCK)
+            .bind(locks::REBUILD)
             .execute(&mut *tx)
             .await
             .context("Failed to take the relay's share of the rebuild lock")?;
@@ -231,44 +221,8 @@ impl Relay {
     }
 }
 
-/// A batch with events that failed for a passing reason (the rest of it was
-/// taken): they stay unpublished and the relay tries again after a backoff.
-#[derive(Debug, thiserror::Error)]
-#[error("{count} event(s) to retry, first outbox id {first_id}: {failure}")]
-pub struct RetryLater {
-    pub count: usize,
-    pub first_id: i64,
-    pub failure: ItemFailure,
-}
-
 /// Failed relay batches by kind of failure.
 pub const BATCH_FAILURES: &str = "sightline_relay_batch_failures_total";
-
-/// One short word for why a batch failed, for `/status` and metrics: the
-/// Elasticsearch error type (`index_closed_exception`,
-/// `cluster_block_exception`, …), `elasticsearch_unreachable`, `postgres`,
-/// or `other`.
-pub fn failure_kind(error: &anyhow::Error) -> String {
-    for cause in error.chain() {
-        if let Some(retry) = cause.downcast_ref::<RetryLater>() {
-            return retry.failure.kind.clone();
-        }
-        match cause.downcast_ref::<IndexError>() {
-            Some(IndexError::Unreachable(_)) => return "elasticsearch_unreachable".to_owned(),
-            Some(IndexError::Refused { status, body }) => {
-                let kind = serde_json::from_str::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|b| b["error"]["type"].as_str().map(str::to_owned));
-                return kind.unwrap_or_else(|| format!("status_{status}"));
-            }
-            _ => {}
-        }
-        if cause.downcast_ref::<sqlx::Error>().is_some() {
-            return "postgres".to_owned();
-        }
-    }
-    "other".to_owned()
-}
 
 /// Exponential backoff with full jitter, so many relays do not retry in step.
 fn backoff(failures: u32) -> Duration {

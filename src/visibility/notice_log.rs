@@ -9,11 +9,10 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::locks;
+
 /// Every instance's hub listens here; a recording commit wakes them all.
 pub const CHANNEL: &str = "sightline_notices";
-
-/// Arbitrary but fixed: serialises notice recording across processes.
-const RECORD_LOCK: i64 = 0x5167_6874_6c6e;
 
 /// `order-visible`: search shows this version. `order-failed`: its event
 /// was dead-lettered, so it will not show until retried.
@@ -71,7 +70,7 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
     let errors: Vec<Option<String>> = notices.iter().map(|n| n.error.clone()).collect();
     let mut tx = db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(RECORD_LOCK)
+        .bind(locks::NOTICE_RECORD)
         .execute(&mut *tx)
         .await?;
     let recorded: Vec<Notice> = sqlx::query_as(&format!(

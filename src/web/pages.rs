@@ -88,16 +88,8 @@ fn render(template: &impl Template, status: StatusCode) -> Response {
 /// The status an error answers with and the message a person may read.
 /// Internal details never reach the page (the JSON error logs them).
 fn describe(err: AppError) -> (StatusCode, String) {
-    let message = err.to_string();
-    let unavailable = matches!(err, AppError::Unavailable(_));
-    let status = err.into_response().status();
-    let message = if status == StatusCode::SERVICE_UNAVAILABLE {
-        if unavailable {
-            message
-        } else {
-            "the database is unavailable, try again shortly".to_owned()
-        }
-    } else if status.is_server_error() {
+    let (status, message) = err.public();
+    let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         "something went wrong on our side, please try again".to_owned()
     } else {
         message

@@ -1,7 +1,8 @@
 //! All integration tests, in one binary (one link, one set-up).
 
 mod direct_writes;
-mod helpers;
+// The shared test support, under the name every test file imports it by.
+use sightline_test_support as helpers;
 
 mod auth_api;
 mod browser;
@@ -15,6 +16,7 @@ mod lifecycle;
 mod operations;
 mod orders_api;
 mod outbox_retry;
+mod pages_without_browser;
 mod rebuild;
 mod smoke;
 mod stress;

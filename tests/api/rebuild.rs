@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sightline::projector::rebuild::{self, RebuildOptions, RebuildReport};
+use sightline::operations::rebuild::{self, RebuildOptions, RebuildReport};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -408,7 +408,7 @@ async fn prune_deletes_only_old_published_events_and_a_rebuild_then_refuses_to_s
         .await
         .unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(sightline::relay::REBUILD_LOCK)
+        .bind(sightline::locks::REBUILD)
         .execute(&mut hold)
         .await
         .unwrap();
@@ -445,7 +445,7 @@ async fn prune_deletes_only_old_published_events_and_a_rebuild_then_refuses_to_s
     assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 1);
 
     sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(sightline::relay::REBUILD_LOCK)
+        .bind(sightline::locks::REBUILD)
         .execute(&mut hold)
         .await
         .unwrap();

@@ -10,11 +10,8 @@
 //! `ELASTICSEARCH_URL`) they act on that instance; the environment is passed
 //! through to `scripts/services`.
 
-// Not every shared helper is used by this binary.
-#![allow(dead_code)]
-
-#[path = "../api/helpers.rs"]
-mod helpers;
+// The shared test support, under the name every test file imports it by.
+use sightline_test_support as helpers;
 mod services;
 
 mod elasticsearch_down;

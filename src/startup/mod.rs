@@ -1,24 +1,26 @@
-//! Building and running the application.
+//! Building and running the application: where the pipeline's stages, the
+//! web and the background tasks are wired together.
+
+mod in_process_bus;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{Role, Settings};
+use crate::db::connect_and_migrate;
 use crate::projector::Projector;
 use crate::read_side::index::ReadStore;
 use crate::relay::Relay;
-use crate::relay::bus::InProcessBus;
 use crate::shutdown::ShutdownSignal;
 use crate::state::{App, AppState};
 use crate::visibility::hub::{self, NoticeHub};
 use crate::visibility::notice_log;
 use crate::{monitoring, telemetry, web};
+use in_process_bus::InProcessBus;
 
 pub struct Application {
     listener: TcpListener,
@@ -176,35 +178,4 @@ async fn os_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-}
-
-/// Opens the pool and applies pending migrations (every command that touches
-/// the database runs this first; sqlx serialises concurrent migrators).
-pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
-    let db = connect_database(settings).await?;
-    sqlx::migrate!("./migrations")
-        .run(&db)
-        .await
-        .context("Failed to migrate the database")?;
-    Ok(db)
-}
-
-/// Opens the pool, failing in one line that names the service and the
-/// command that starts it.
-pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = settings
-        .database_url
-        .parse()
-        .context("Failed to parse DATABASE_URL")?;
-    let (host, port) = (options.get_host().to_owned(), options.get_port());
-    PgPoolOptions::new()
-        .max_connections(settings.database_max_connections)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_with(options)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "PostgreSQL is not reachable at {host}:{port} ({e}) — start it with `scripts/services start postgres`"
-            )
-        })
 }

@@ -1,5 +1,14 @@
-//! `spawn_app()`: the application on port 0 against the real PostgreSQL and
-//! Elasticsearch, with a fresh database and a unique index prefix per test.
+//! Test support shared by both test binaries (`tests/api`, `tests/faults`):
+//! `spawn_app()` runs the application on port 0 against the real PostgreSQL
+//! and Elasticsearch, with a fresh database and a unique index prefix per
+//! test; [`sse`] reads event streams as a client does; [`proxy`] cuts the
+//! database off as a crash would.
+
+pub mod proxy;
+pub mod sse;
+
+pub use proxy::{TcpProxy, settings_behind_proxy};
+pub use sse::{SseFrame, SseStream, visible_id};
 
 use std::sync::Once;
 use std::time::Duration;
@@ -258,142 +267,11 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
     body
 }
 
-/// One Server-Sent Events frame.
-#[derive(Clone, Debug, Default)]
-pub struct SseFrame {
-    pub event: Option<String>,
-    pub id: Option<String>,
-    /// `data:` lines joined with `\n`.
-    pub data: Option<String>,
-    pub retry: Option<u64>,
-    /// Comment lines (`: …`), without the colon.
-    pub comments: Vec<String>,
-}
-
-impl SseFrame {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(self.data.as_deref().expect("frame has data"))
-            .expect("frame data is JSON")
-    }
-
-    fn is_empty(&self) -> bool {
-        self.event.is_none()
-            && self.id.is_none()
-            && self.data.is_none()
-            && self.retry.is_none()
-            && self.comments.is_empty()
-    }
-
-    /// Only comments (a heartbeat) or only `retry:`: nothing a client dispatches.
-    pub fn is_dispatched(&self) -> bool {
-        self.event.is_some() || self.data.is_some()
-    }
-}
-
-/// A minimal SSE parser over a streaming response body.
-pub struct SseStream {
-    body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
-    buffer: Vec<u8>,
-    frame: SseFrame,
-}
-
-impl SseStream {
-    pub fn new(response: Response) -> Self {
-        use futures::StreamExt;
-        Self {
-            body: response
-                .bytes_stream()
-                .map(|chunk| chunk.map(|b| b.to_vec()))
-                .boxed(),
-            buffer: Vec::new(),
-            frame: SseFrame::default(),
-        }
-    }
-
-    /// The next frame, heartbeats included; `None` when the stream ends.
-    pub async fn next_frame(&mut self) -> Option<SseFrame> {
-        use futures::StreamExt;
-        loop {
-            while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                let line = String::from_utf8(line).expect("SSE is UTF-8");
-                if line.is_empty() {
-                    let frame = std::mem::take(&mut self.frame);
-                    if !frame.is_empty() {
-                        return Some(frame);
-                    }
-                    continue;
-                }
-                if let Some(comment) = line.strip_prefix(':') {
-                    self.frame.comments.push(comment.trim_start().to_owned());
-                    continue;
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
-                let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
-                match field {
-                    "event" => self.frame.event = Some(value),
-                    "id" => self.frame.id = Some(value),
-                    "retry" => self.frame.retry = Some(value.parse().expect("retry is a number")),
-                    "data" => {
-                        self.frame.data = Some(match self.frame.data.take() {
-                            Some(before) => format!("{before}\n{value}"),
-                            None => value,
-                        })
-                    }
-                    other => panic!("unexpected SSE field {other:?}"),
-                }
-            }
-            match self.body.next().await {
-                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Some(Err(e)) => panic!("SSE stream failed: {e}"),
-                None => return None,
-            }
-        }
-    }
-
-    /// The next frame a client would dispatch (skips heartbeats), within [`WAIT`].
-    pub async fn next_event(&mut self) -> SseFrame {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let frame = self.next_frame().await.expect("SSE stream ended");
-                if frame.is_dispatched() {
-                    return frame;
-                }
-            }
-        })
-        .await
-        .expect("no SSE event arrived in time")
-    }
-
-    /// The next `order-visible` event; any other event fails the test.
-    pub async fn next_order_visible(&mut self) -> SseFrame {
-        let frame = self.next_event().await;
-        assert_eq!(
-            frame.event.as_deref(),
-            Some("order-visible"),
-            "expected order-visible, got {frame:?}"
-        );
-        frame
-    }
-}
-
-/// The order id an `order-visible` frame announces.
-pub fn visible_id(frame: &SseFrame) -> String {
-    frame.json()["id"]
-        .as_str()
-        .expect("order-visible data has an id")
-        .to_owned()
-}
-
 /// The key of the advisory lock the projector takes to record notices
-/// (`visibility::notice_log::RECORD_LOCK`). Holding it from a test lets the
+/// (`sightline::locks::NOTICE_RECORD`). Holding it from a test lets the
 /// projector index a batch but not record its notices, and keeps the relay
 /// (one batch at a time) from projecting anything after it.
-pub const NOTICE_RECORD_LOCK: i64 = 0x5167_6874_6c6e;
+pub const NOTICE_RECORD_LOCK: i64 = sightline::locks::NOTICE_RECORD;
 
 /// A held notice-recording lock; dropping it (or `release`) lets the pipeline go on.
 pub struct NoticeHold {
@@ -516,63 +394,6 @@ impl TestApp {
         .await
         .expect("the projector never reached the held notice lock");
     }
-}
-
-/// A TCP proxy in front of PostgreSQL whose `cut` makes the database
-/// unreachable, as a crash would: the port closes and every open
-/// connection through it is dropped.
-pub struct TcpProxy {
-    pub port: u16,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl TcpProxy {
-    pub async fn start(target: String) -> TcpProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let mut until_cut = stopped.clone();
-            loop {
-                let accepted = tokio::select! {
-                    _ = until_cut.wait_for(|cut| *cut) => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut inbound, _)) = accepted else {
-                    continue;
-                };
-                let target = target.clone();
-                let mut until_cut = stopped.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = until_cut.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        TcpProxy { port, stop }
-    }
-
-    pub fn cut(&self) {
-        self.stop.send_replace(true);
-    }
-}
-
-/// Settings whose database is reached through a [`TcpProxy`]; returns them
-/// with the proxy and a direct connection URL for the test's own checks.
-pub async fn settings_behind_proxy() -> (Settings, TcpProxy, String) {
-    let mut settings = test_settings().await;
-    let direct = settings.database_url.clone();
-    let mut url = url::Url::parse(&direct).unwrap();
-    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let proxy = TcpProxy::start(target).await;
-    url.set_port(Some(proxy.port)).unwrap();
-    settings.database_url = url.to_string();
-    (settings, proxy, direct)
 }
 
 /// Each test's database and index are removed when its app goes away, so

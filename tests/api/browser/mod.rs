@@ -1,37 +1,33 @@
-//! The pages, driven by a real browser (headless Chromium through chromedriver)
-//! and, for the plain HTTP behaviour of the forms, by a cookie-keeping client.
+//! The pages, driven by a real browser (headless Chromium through
+//! chromedriver): `harness` starts the browser, `page` holds the steps a
+//! person takes on a page. The forms' plain HTTP behaviour is tested without
+//! a browser in `pages_without_browser`.
 //!
 //! No test sleeps for consistency: the browser tests wait for the page itself
 //! to say an order is visible (`data-state="visible"`), with generous timeouts.
 
-use std::net::TcpListener;
-use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use axum::http::Method;
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
-use futures::FutureExt;
-use reqwest::StatusCode;
-use reqwest::header;
-use serde_json::{Value, json};
+use fantoccini::Locator;
+use serde_json::json;
 use sightline::config::{RefreshMode, Role};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestUser, spawn_app, spawn_app_with, spawn_instance, test_settings};
+mod harness;
+mod page;
+
+use harness::{Browser, Cdp, with_browser, with_two_browsers};
+use page::*;
+
+use crate::helpers::{spawn_app, spawn_app_with, spawn_instance, test_settings};
 
 /// How long anything in a browser may take to happen.
-const WAIT: Duration = Duration::from_secs(60);
-const PASSWORD: &str = "correct horse battery";
+pub(super) const WAIT: Duration = Duration::from_secs(60);
+pub(super) const PASSWORD: &str = "correct horse battery";
 
 /// The connection indicator once the page's stream is up.
 const LIVE: &str = r#"#connection[data-state="live"]"#;
-
-/// One browser at a time: the machine is small and Chromium is not.
-static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---------------------------------------------------------------------------
 // The three ways a user sees an order become visible
@@ -135,9 +131,7 @@ async fn no_eventsource_polling_path() {
         // 1. Asked for by the page's URL.
         client.goto(&app.url("/orders?transport=poll")).await?;
         wait_for(&client, r#"#connection[data-state="polling"]"#).await?;
-        fill_order_form(&client, "POLL-WIDGET", 3, 99, "").await?;
-        submit_order_form(&client).await?;
-        let id = top_row_id(&client).await?;
+        let id = place_order_through_form(&client, "POLL-WIDGET", 3, 99, "").await?;
         screenshot(&client, "polling-1-after-submit").await?;
         wait_for(&client, &visible_row(&id)).await?;
         ensure!(
@@ -169,9 +163,8 @@ async fn no_eventsource_polling_path() {
             "EventSource is gone"
         );
         wait_for(&client, r#"#connection[data-state="polling"]"#).await?;
-        fill_order_form(&client, "NO-ES-WIDGET", 1, 500, "no EventSource here").await?;
-        submit_order_form(&client).await?;
-        let id = top_row_id(&client).await?;
+        let id = place_order_through_form(&client, "NO-ES-WIDGET", 1, 500, "no EventSource here")
+            .await?;
         wait_for(&client, &visible_row(&id)).await?;
         screenshot(&client, "polling-3-without-eventsource").await?;
         Ok(())
@@ -303,9 +296,8 @@ async fn slow_search_turns_rows_delayed() {
         ensure!(body.attr("data-lag-slo-ms").await?.as_deref() == Some("1500"));
         wait_for(&client, r#"#connection[data-state="live"]"#).await?;
 
-        fill_order_form(&client, "SLOW-WIDGET", 1, 4200, "search is slow today").await?;
-        submit_order_form(&client).await?;
-        let id = top_row_id(&client).await?;
+        let id = place_order_through_form(&client, "SLOW-WIDGET", 1, 4200, "search is slow today")
+            .await?;
         wait_for(
             &client,
             &format!(r#"#orders tr[data-order-id="{id}"][data-state="delayed"][data-accepted]"#),
@@ -376,9 +368,7 @@ async fn stream_dropped_mid_session_resumes_without_missing_a_notice() {
         // Placed in the page; search gets it, but its notice is not recorded
         // until the page has been cut off.
         let hold = pipeline.hold_notices().await;
-        fill_order_form(&client, "HELD-BACK", 1, 700, "its notice comes after the drop").await?;
-        submit_order_form(&client).await?;
-        let held = top_row_id(&client).await?;
+        let held = place_order_through_form(&client, "HELD-BACK", 1, 700, "its notice comes after the drop").await?;
         wait_for(
             &client,
             &format!(r#"#orders tr[data-order-id="{held}"][data-accepted]"#),
@@ -481,9 +471,7 @@ async fn two_tabs_of_one_user_both_see_the_order() {
             "one EventSource for the browser, in the first tab (A: {in_a}, B: {in_b})"
         );
 
-        fill_order_form(&client, "TWO-TABS", 1, 999, "placed in tab A").await?;
-        submit_order_form(&client).await?;
-        let id = top_row_id(&client).await?;
+        let id = place_order_through_form(&client, "TWO-TABS", 1, 999, "placed in tab A").await?;
         wait_for(&client, &visible_row(&id)).await?;
         screenshot(&client, "two-tabs-1-a-visible").await?;
 
@@ -527,9 +515,8 @@ async fn two_tabs_of_one_user_both_see_the_order() {
         )
         .await?;
         wait_for(&client, LIVE).await?;
-        fill_order_form(&client, "TAB-B", 2, 450, "placed after A closed").await?;
-        submit_order_form(&client).await?;
-        let second = top_row_id(&client).await?;
+        let second =
+            place_order_through_form(&client, "TAB-B", 2, 450, "placed after A closed").await?;
         wait_for(&client, &visible_row(&second)).await?;
         screenshot(&client, "two-tabs-3-b-took-over").await?;
         Ok(())
@@ -553,9 +540,7 @@ async fn another_users_tab_receives_nothing() {
         record_notices(&bob).await?;
 
         for (sku, quantity) in [("ALICE-1", 1), ("ALICE-2", 2)] {
-            fill_order_form(&alice, sku, quantity, 500, "only for alice").await?;
-            submit_order_form(&alice).await?;
-            let id = top_row_id(&alice).await?;
+            let id = place_order_through_form(&alice, sku, quantity, 500, "only for alice").await?;
             wait_for(&alice, &visible_row(&id)).await?;
         }
         screenshot(&alice, "other-user-1-alice").await?;
@@ -694,606 +679,4 @@ async fn sightline_js_module_works_for_other_frontends() {
         Ok(())
     })
     .await;
-}
-
-// ---------------------------------------------------------------------------
-// The forms over plain HTTP: statuses, redirects, cookies, static files
-
-#[tokio::test]
-async fn pages_answer_forms_without_a_browser() {
-    let app = spawn_app().await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let location = |r: &reqwest::Response| {
-        r.headers()
-            .get(header::LOCATION)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-
-    let r = browser.get(app.url("/")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&r), "/orders");
-    let r = browser.get(app.url("/orders")).send().await.unwrap();
-    assert!(r.status().is_redirection());
-    assert_eq!(location(&r), "/login");
-
-    for (path, content_type) in [
-        ("/static/app.js", "text/javascript"),
-        ("/static/sightline.js", "text/javascript"),
-        ("/static/sightline.css", "text/css"),
-    ] {
-        let r = browser.get(app.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{path}");
-        assert!(
-            r.headers()[header::CONTENT_TYPE]
-                .to_str()
-                .unwrap()
-                .starts_with(content_type)
-        );
-        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
-        let etag = r.headers()[header::ETAG].clone();
-        assert!(!r.text().await.unwrap().is_empty());
-        let again = browser
-            .get(app.url(path))
-            .header(header::IF_NONE_MATCH, etag)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
-    }
-
-    let username = format!("p{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let form = |u: &str, p: &str| [("username", u.to_owned()), ("password", p.to_owned())];
-
-    let r = browser
-        .post(app.url("/signup"))
-        .form(&form(&username, "short"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let body = r.text().await.unwrap();
-    assert!(
-        body.contains("Password must be 8 to 128 characters"),
-        "{body}"
-    );
-    assert!(
-        body.contains(&format!(r#"value="{username}""#)),
-        "keeps the name"
-    );
-
-    let r = browser
-        .post(app.url("/signup"))
-        .form(&form(&username, PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&r), "/orders");
-    assert!(r.headers().contains_key(header::SET_COOKIE));
-
-    let r = browser
-        .post(app.url("/signup"))
-        .form(&form(&username, PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT);
-    assert!(r.text().await.unwrap().contains("That username is taken"));
-
-    let r = browser
-        .post(app.url("/login"))
-        .form(&form(&username, "wrong password!"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("Wrong username or password")
-    );
-
-    let r = browser
-        .post(app.url("/login"))
-        .form(&form(&username, PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&r), "/orders");
-
-    let r = browser.get(app.url("/orders")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let body = r.text().await.unwrap();
-    assert!(body.contains(r#"data-lag-slo-ms="5000""#), "{body}");
-    assert!(body.contains(r#"aria-live="polite""#));
-    assert!(body.contains("No orders yet"));
-
-    let order = |quantity: &str| {
-        [
-            ("id", Uuid::new_v4().to_string()),
-            ("sku", "FORM-1".to_owned()),
-            ("quantity", quantity.to_owned()),
-            ("unit_price_cents", "1999".to_owned()),
-            ("note", String::new()),
-        ]
-    };
-    let r = browser
-        .post(app.url("/orders"))
-        .form(&order("two"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("Quantity must be a whole number")
-    );
-    let r = browser
-        .post(app.url("/orders"))
-        .form(&order("0"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("Quantity must be 1 to 1000")
-    );
-
-    let r = browser
-        .post(app.url("/orders"))
-        .header(header::ORIGIN, "http://evil.example")
-        .form(&order("1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "cross-site form refused");
-
-    let placed = order("3");
-    let id = placed[0].1.clone();
-    let r = browser
-        .post(app.url("/orders"))
-        .form(&placed)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let next = location(&r);
-    assert!(next.starts_with("/orders?consistency_token="), "{next}");
-    let body = browser
-        .get(app.url(&next))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        body.contains(&format!(r#"data-order-id="{id}""#)),
-        "read-your-writes: {body}"
-    );
-    assert!(body.contains("FORM-1 × 3") && body.contains("59.97"));
-    // Submitting the same form again places nothing new.
-    let r = browser
-        .post(app.url("/orders"))
-        .form(&placed)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(count, 1);
-
-    let r = browser.post(app.url("/logout")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&r), "/login");
-    let r = browser.get(app.url("/orders")).send().await.unwrap();
-    assert_eq!(location(&r), "/login", "signed out");
-}
-
-// ---------------------------------------------------------------------------
-// Page helpers
-
-async fn sign_up_through_form(client: &Client, app: &TestApp) -> anyhow::Result<String> {
-    let username = format!("b{}", &Uuid::new_v4().simple().to_string()[..12]);
-    client.goto(&app.url("/signup")).await?;
-    client
-        .find(Locator::Id("username"))
-        .await?
-        .send_keys(&username)
-        .await?;
-    client
-        .find(Locator::Id("password"))
-        .await?
-        .send_keys(PASSWORD)
-        .await?;
-    client
-        .find(Locator::Css("#signup-form button[type=submit]"))
-        .await?
-        .click()
-        .await?;
-    wait_for(client, "#order-form").await?;
-    let url = client.current_url().await?;
-    ensure!(url.path() == "/orders", "signed up and landed on {url}");
-    Ok(username)
-}
-
-async fn fill_order_form(
-    client: &Client,
-    sku: &str,
-    quantity: u32,
-    unit_price_cents: u64,
-    note: &str,
-) -> anyhow::Result<()> {
-    for (id, value) in [
-        ("sku", sku.to_owned()),
-        ("quantity", quantity.to_string()),
-        ("unit_price_cents", unit_price_cents.to_string()),
-        ("note", note.to_owned()),
-    ] {
-        let input = client.find(Locator::Id(id)).await?;
-        input.clear().await?;
-        if !value.is_empty() {
-            input.send_keys(&value).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn submit_order_form(client: &Client) -> anyhow::Result<()> {
-    client
-        .find(Locator::Css("#order-form button[type=submit]"))
-        .await?
-        .click()
-        .await?;
-    Ok(())
-}
-
-async fn top_row_id(client: &Client) -> anyhow::Result<String> {
-    let row = client
-        .find(Locator::Css("#orders tbody tr[data-order-id]"))
-        .await
-        .context("no row right after submitting")?;
-    let state = row.attr("data-state").await?.unwrap_or_default();
-    ensure!(
-        state == "pending" || state == "visible",
-        "a fresh order is pending (or already visible), not {state:?}"
-    );
-    row.attr("data-order-id")
-        .await?
-        .context("row without an id")
-}
-
-fn visible_row(id: &str) -> String {
-    format!(r#"#orders tr[data-order-id="{id}"][data-state="visible"]"#)
-}
-
-async fn wait_for(client: &Client, css: &str) -> anyhow::Result<fantoccini::elements::Element> {
-    client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .with_context(|| format!("waited {WAIT:?} for `{css}`"))
-}
-
-/// Subscribes to the page's sightline.js (the module instance app.js uses)
-/// and keeps every notice in `window.__notices`.
-async fn record_notices(client: &Client) -> anyhow::Result<()> {
-    let done = client
-        .execute_async(
-            r#"const done = arguments[arguments.length - 1];
-               window.__notices = [];
-               import('/static/sightline.js').then(
-                 (m) => { m.subscribe((n) => window.__notices.push(n)); done(true); },
-                 (e) => done(String(e)));"#,
-            vec![],
-        )
-        .await?;
-    ensure!(done == json!(true), "could not subscribe: {done}");
-    Ok(())
-}
-
-/// The notices `record_notices` kept.
-async fn notices(client: &Client) -> anyhow::Result<Vec<Value>> {
-    let list = client
-        .execute("return window.__notices || [];", vec![])
-        .await?;
-    Ok(list.as_array().cloned().unwrap_or_default())
-}
-
-/// EventSources open in the current tab (sightline.js counts them).
-async fn streams(client: &Client) -> anyhow::Result<i64> {
-    let n = client
-        .execute("return window.__sightlineStreams || 0;", vec![])
-        .await?;
-    n.as_i64().context("a number")
-}
-
-async fn row_state(client: &Client, id: &str) -> anyhow::Result<String> {
-    Ok(client
-        .find(Locator::Css(&format!(
-            r#"#orders tr[data-order-id="{id}"]"#
-        )))
-        .await?
-        .attr("data-state")
-        .await?
-        .unwrap_or_default())
-}
-
-/// The browser's session, for API calls as the same user.
-async fn session_user(client: &Client, username: &str) -> anyhow::Result<TestUser> {
-    let cookie = client.get_named_cookie("sightline_session").await?;
-    Ok(TestUser {
-        username: username.to_owned(),
-        password: PASSWORD.to_owned(),
-        token: cookie.value().to_owned(),
-    })
-}
-
-/// Waits until `condition` (a JavaScript expression) holds in the page.
-async fn wait_until(client: &Client, what: &str, condition: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let holds = client
-            .execute(&format!("return Boolean({condition});"), vec![])
-            .await?;
-        if holds == json!(true) {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until a stopped instance has let go of its port.
-async fn wait_until_port_free(port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while TcpListener::bind(("127.0.0.1", port)).is_err() {
-        ensure!(Instant::now() < deadline, "port {port} is still taken");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
-async fn screenshot(client: &Client, name: &str) -> anyhow::Result<()> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
-    std::fs::create_dir_all(&dir)?;
-    let png = client.screenshot().await?;
-    std::fs::write(dir.join(format!("browser-{name}.png")), png)?;
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// The browser: chromedriver on a free port, one Chromium session
-
-#[derive(Clone, Copy, PartialEq)]
-enum Browser {
-    JavaScript,
-    NoJavaScript,
-}
-
-/// Runs `test` against a fresh browser, then closes the browser and stops
-/// chromedriver whatever happened (a failure also leaves a screenshot).
-async fn with_browser<F>(kind: Browser, name: &str, test: F)
-where
-    F: AsyncFnOnce(Client) -> anyhow::Result<()>,
-{
-    let _one_at_a_time = BROWSERS.lock().await;
-    let driver = Driver::start().await.expect("Failed to start chromedriver");
-    let client = driver
-        .connect(kind)
-        .await
-        .expect("Failed to open a browser session");
-    let outcome = AssertUnwindSafe(test(client.clone())).catch_unwind().await;
-    if !matches!(outcome, Ok(Ok(()))) {
-        let _ = screenshot(&client, &format!("{name}-failure")).await;
-    }
-    let _ = client.close().await;
-    drop(driver);
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{name}: {e:?}"),
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-/// Like [`with_browser`], with two separate browsers (own profiles: nothing
-/// shared between them, as for two people on two machines).
-async fn with_two_browsers<F>(name: &str, test: F)
-where
-    F: AsyncFnOnce(Client, Client) -> anyhow::Result<()>,
-{
-    let _one_at_a_time = BROWSERS.lock().await;
-    let driver = Driver::start().await.expect("Failed to start chromedriver");
-    let first = driver
-        .connect(Browser::JavaScript)
-        .await
-        .expect("Failed to open the first browser session");
-    let second = driver
-        .connect(Browser::JavaScript)
-        .await
-        .expect("Failed to open the second browser session");
-    let outcome = AssertUnwindSafe(test(first.clone(), second.clone()))
-        .catch_unwind()
-        .await;
-    if !matches!(outcome, Ok(Ok(()))) {
-        let _ = screenshot(&first, &format!("{name}-failure-a")).await;
-        let _ = screenshot(&second, &format!("{name}-failure-b")).await;
-    }
-    let _ = first.close().await;
-    let _ = second.close().await;
-    drop(driver);
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{name}: {e:?}"),
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-/// A chromedriver process; dropping it stops chromedriver and any browser it
-/// started (they share its process group) and removes the browser profiles.
-struct Driver {
-    child: Child,
-    url: String,
-    /// One per session: two sessions are two separate browsers (no shared
-    /// cookies, storage, BroadcastChannel or locks).
-    profiles: std::sync::Mutex<Vec<PathBuf>>,
-}
-
-impl Driver {
-    async fn start() -> anyhow::Result<Driver> {
-        let port = {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            listener.local_addr()?.port()
-        };
-        let binary =
-            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
-        let child = {
-            use std::os::unix::process::CommandExt;
-            Command::new(&binary)
-                .arg(format!("--port={port}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .with_context(|| {
-                    format!("Failed to run {binary} (apt-get install chromium chromium-driver)")
-                })?
-        };
-        let mut driver = Driver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            profiles: Default::default(),
-        };
-
-        // Wait until it answers (start-up, not consistency: nothing to observe).
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = http
-                .get(format!("{}/status", driver.url))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if let Ok(response) = status
-                && response.status().is_success()
-            {
-                return Ok(driver);
-            }
-            if let Some(exit) = driver.child.try_wait()? {
-                bail!("chromedriver exited at start-up: {exit}");
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "chromedriver did not answer in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn connect(&self, kind: Browser) -> anyhow::Result<Client> {
-        let profile = std::env::temp_dir().join(format!("sightline-chromium-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&profile)?;
-        self.profiles.lock().unwrap().push(profile.clone());
-        let chrome = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-        let mut options = json!({
-            "binary": chrome,
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        });
-        if kind == Browser::NoJavaScript {
-            options["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
-        }
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".to_owned(), json!("chrome"));
-        capabilities.insert("goog:chromeOptions".to_owned(), options);
-        // Two rustls providers are compiled in; choose one (a second call is a no-op).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = ClientBuilder::rustls()?
-            .capabilities(capabilities)
-            .connect(&self.url)
-            .await?;
-        client
-            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
-                Some(Duration::from_secs(30)),
-                Some(WAIT),
-                Some(Duration::ZERO),
-            ))
-            .await?;
-        Ok(client)
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // The group id is chromedriver's pid (process_group(0) above).
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for profile in self.profiles.lock().unwrap().drain(..) {
-            let _ = std::fs::remove_dir_all(profile);
-        }
-    }
-}
-
-/// A Chrome DevTools Protocol command, through chromedriver's
-/// `goog/cdp/execute` endpoint.
-#[derive(Debug)]
-struct Cdp {
-    body: Value,
-}
-
-impl Cdp {
-    fn new(cmd: &str, params: Value) -> Self {
-        Cdp {
-            body: json!({ "cmd": cmd, "params": params }),
-        }
-    }
-}
-
-impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _request_url: &url::Url) -> (Method, Option<String>) {
-        (Method::POST, Some(self.body.to_string()))
-    }
 }

@@ -11,17 +11,11 @@
 //! `target/bench/latest.txt`). See docs/BENCHMARKS.md for what each number
 //! means and the targets.
 
-#[path = "bench/capacity.rs"]
 mod capacity;
-#[path = "bench/floor.rs"]
 mod floor;
-#[path = "bench/load.rs"]
 mod load;
-#[path = "bench/server.rs"]
 mod server;
-#[path = "bench/sse.rs"]
 mod sse;
-#[path = "bench/stats.rs"]
 mod stats;
 
 use std::fmt::Write as _;

@@ -17,7 +17,7 @@
 //!    says when).
 //! 4. The summaries are the projector's own state (`user_summaries`): copied
 //!    into the new summaries index.
-//! 5. Pause, drain, swap: it takes [`REBUILD_LOCK`] exclusively, which waits
+//! 5. Pause, drain, swap: it takes [`locks::REBUILD`] exclusively, which waits
 //!    for the relay batch in flight and holds off the next; replays a last
 //!    pass (gaps and new events) and re-copies the summaries changed since
 //!    the copy (`published_at` is set after the change); refreshes; and
@@ -28,23 +28,29 @@
 //!
 //! It records no notices: clients hear nothing about old orders.
 
-use std::fmt;
+mod cli;
+mod log;
+mod report;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use elasticsearch::params::Refresh;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::config::Settings;
+use crate::db::connect_and_migrate;
+use crate::locks;
 use crate::outbox::events::OrderEvent;
-use crate::outbox::{MAINTENANCE_LOCK, OutboxEvent};
+use crate::outbox::{self, OutboxEvent};
 use crate::read_side::index::{ReadStore, WriteOutcome};
-use crate::relay::REBUILD_LOCK;
-use crate::startup::connect_and_migrate;
+pub use cli::{RebuildArgs, command};
+pub use report::RebuildReport;
+use report::progress_bar;
 
 /// Unlocked catch-up passes at most, before the final (locked) one; under
 /// steady load each pass only has what arrived during the previous one.
@@ -78,110 +84,6 @@ impl Default for RebuildOptions {
     }
 }
 
-/// What a run did.
-#[derive(Clone, Debug)]
-pub struct RebuildReport {
-    pub rebuild_id: i64,
-    pub orders_index: String,
-    pub summaries_index: String,
-    /// What the aliases pointed at before (kept unless `delete_old`).
-    pub previous_orders_index: String,
-    pub previous_summaries_index: String,
-    /// This run continued an interrupted one.
-    pub resumed: bool,
-    /// The aliases point at the new indices now. False when the run stopped
-    /// early (`stop_after_batches`); running again resumes it.
-    pub swapped: bool,
-    pub old_deleted: bool,
-    /// Events written to the new index by this run (replays included).
-    pub replayed: u64,
-    /// Events that do not decode (the relay parks those too): skipped.
-    pub undecodable: u64,
-    /// Events Elasticsearch refused (mapping errors): skipped.
-    pub rejected: u64,
-    /// Summaries written by this run.
-    pub summaries: u64,
-    /// Orders in the new index at the swap.
-    pub orders: u64,
-    /// Every event up to this id is replayed.
-    pub last_outbox_id: i64,
-    /// How long the relay was held off (the final pass and the swap).
-    pub paused_for: Duration,
-    pub elapsed: Duration,
-}
-
-impl RebuildReport {
-    pub fn events_per_sec(&self) -> f64 {
-        self.replayed as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-impl fmt::Display for RebuildReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rate = self.events_per_sec();
-        let secs = self.elapsed.as_secs_f64();
-        if !self.swapped {
-            return write!(
-                f,
-                "stopped early: {} events replayed into {} in {secs:.1} s ({rate:.0} events/s), \
-                 up to outbox id {}; run `sightline rebuild` again to resume",
-                self.replayed, self.orders_index, self.last_outbox_id
-            );
-        }
-        if self.resumed {
-            write!(f, "resumed; ")?;
-        }
-        write!(
-            f,
-            "rebuilt {} ({} orders) and {} ({} summaries written) from {} events in {secs:.1} s \
-             ({rate:.0} events/s); the relay paused {} ms for the swap",
-            self.orders_index,
-            self.orders,
-            self.summaries_index,
-            self.summaries,
-            self.replayed,
-            self.paused_for.as_millis()
-        )?;
-        if self.undecodable + self.rejected > 0 {
-            write!(
-                f,
-                "; skipped {} undecodable and {} refused events (see `sightline outbox dead`)",
-                self.undecodable, self.rejected
-            )?;
-        }
-        if self.old_deleted {
-            write!(
-                f,
-                "; deleted {} and {}",
-                self.previous_orders_index, self.previous_summaries_index
-            )
-        } else {
-            write!(
-                f,
-                "; kept {} and {} (delete them when satisfied, or pass --delete-old)",
-                self.previous_orders_index, self.previous_summaries_index
-            )
-        }
-    }
-}
-
-const ROW_COLUMNS: &str = "id, orders_index, summaries_index, last_outbox_id,
-                           gap_starts, gap_ends, gap_xmaxes,
-                           previous_orders_index, previous_summaries_index";
-
-#[derive(sqlx::FromRow, Clone, Debug)]
-struct RebuildRow {
-    id: i64,
-    orders_index: String,
-    summaries_index: String,
-    last_outbox_id: i64,
-    gap_starts: Vec<i64>,
-    gap_ends: Vec<i64>,
-    gap_xmaxes: Vec<i64>,
-    previous_orders_index: Option<String>,
-    previous_summaries_index: Option<String>,
-}
-
 /// Rebuilds both read-model indices and swaps the aliases (see the module
 /// docs). `progress` draws a bar on stderr (it hides itself when stderr is
 /// not a terminal).
@@ -201,7 +103,7 @@ pub async fn run(
     })?;
     let guard = maintenance_guard(&db).await?;
 
-    let (row, resumed) = match unfinished(&db).await? {
+    let (row, resumed) = match log::unfinished(&db).await? {
         Some(row) => match check_unfinished(&db, &store, &row).await? {
             Unfinished::Resume => (row, true),
             Unfinished::AlreadySwapped => {
@@ -261,7 +163,7 @@ pub async fn abandon(settings: &Settings) -> anyhow::Result<Option<String>> {
     let db = connect_and_migrate(settings).await?;
     let store = ReadStore::from_settings(settings)?;
     let guard = maintenance_guard(&db).await?;
-    let Some(row) = unfinished(&db).await? else {
+    let Some(row) = log::unfinished(&db).await? else {
         release(guard).await;
         return Ok(None);
     };
@@ -275,7 +177,7 @@ pub async fn abandon(settings: &Settings) -> anyhow::Result<Option<String>> {
     for index in [&row.orders_index, &row.summaries_index] {
         store.delete_index(index).await?;
     }
-    finish(&db, row.id, "abandoned").await?;
+    log::finish(&db, row.id, "abandoned").await?;
     release(guard).await;
     Ok(Some(row.orders_index))
 }
@@ -285,7 +187,7 @@ pub async fn abandon(settings: &Settings) -> anyhow::Result<Option<String>> {
 async fn maintenance_guard(db: &PgPool) -> anyhow::Result<PgConnection> {
     let mut guard = db.acquire().await?.detach();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(MAINTENANCE_LOCK)
+        .bind(locks::MAINTENANCE)
         .fetch_one(&mut guard)
         .await?;
     if !locked {
@@ -296,18 +198,10 @@ async fn maintenance_guard(db: &PgPool) -> anyhow::Result<PgConnection> {
 
 async fn release(mut guard: PgConnection) {
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(MAINTENANCE_LOCK)
+        .bind(locks::MAINTENANCE)
         .execute(&mut guard)
         .await;
     let _ = guard.close().await;
-}
-
-async fn unfinished(db: &PgPool) -> sqlx::Result<Option<RebuildRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {ROW_COLUMNS} FROM rebuilds WHERE finished_at IS NULL"
-    ))
-    .fetch_optional(db)
-    .await
 }
 
 enum Unfinished {
@@ -321,35 +215,26 @@ enum Unfinished {
 async fn check_unfinished(
     db: &PgPool,
     store: &ReadStore,
-    row: &RebuildRow,
+    row: &log::RebuildRow,
 ) -> anyhow::Result<Unfinished> {
     if store.alias_target(store.alias()).await?.as_deref() == Some(row.orders_index.as_str()) {
-        finish(db, row.id, "swapped").await?;
+        log::finish(db, row.id, "swapped").await?;
         return Ok(Unfinished::AlreadySwapped);
     }
     if !store.index_exists(&row.orders_index).await?
         || !store.index_exists(&row.summaries_index).await?
     {
         tracing::warn!(index = %row.orders_index, "the interrupted rebuild's indices are gone; starting over");
-        finish(db, row.id, "abandoned").await?;
+        log::finish(db, row.id, "abandoned").await?;
         return Ok(Unfinished::Abandoned);
     }
     Ok(Unfinished::Resume)
 }
 
-async fn finish(db: &PgPool, id: i64, outcome: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE rebuilds SET finished_at = clock_timestamp(), outcome = $2 WHERE id = $1")
-        .bind(id)
-        .bind(outcome)
-        .execute(db)
-        .await
-        .map(|_| ())
-}
-
 /// Records a new rebuild into the next free `_v{N}` and creates its indices.
 /// The row comes first: a crash before the indices exist just abandons it,
 /// while indices without a row would be left over.
-async fn begin(db: &PgPool, store: &ReadStore) -> anyhow::Result<RebuildRow> {
+async fn begin(db: &PgPool, store: &ReadStore) -> anyhow::Result<log::RebuildRow> {
     let mut names = Vec::new();
     for alias in [store.alias(), store.summaries_alias()] {
         let live = store
@@ -363,19 +248,9 @@ async fn begin(db: &PgPool, store: &ReadStore) -> anyhow::Result<RebuildRow> {
         );
         names.push((live, format!("{alias}_v{next}")));
     }
-    let row: RebuildRow = sqlx::query_as(&format!(
-        "INSERT INTO rebuilds (orders_index, summaries_index, previous_orders_index,
-                               previous_summaries_index)
-         VALUES ($1, $2, $3, $4)
-         RETURNING {ROW_COLUMNS}"
-    ))
-    .bind(&names[0].1)
-    .bind(&names[1].1)
-    .bind(&names[0].0)
-    .bind(&names[1].0)
-    .fetch_one(db)
-    .await
-    .context("Failed to record the rebuild")?;
+    let row = log::start(db, &names[0], &names[1])
+        .await
+        .context("Failed to record the rebuild")?;
     for (index, mappings) in [
         (&row.orders_index, store.order_mappings()),
         (&row.summaries_index, store.summary_mappings()),
@@ -400,7 +275,7 @@ fn next_version(alias: &str, live: &str, existing: &[String]) -> u64 {
         + 1
 }
 
-fn report_of(row: &RebuildRow, started: Instant) -> RebuildReport {
+fn report_of(row: &log::RebuildRow, started: Instant) -> RebuildReport {
     RebuildReport {
         rebuild_id: row.id,
         orders_index: row.orders_index.clone(),
@@ -421,29 +296,10 @@ fn report_of(row: &RebuildRow, started: Instant) -> RebuildReport {
     }
 }
 
-async fn progress_bar(db: &PgPool, after: i64, visible: bool) -> anyhow::Result<ProgressBar> {
-    if !visible {
-        return Ok(ProgressBar::hidden());
-    }
-    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE id > $1")
-        .bind(after)
-        .fetch_one(db)
-        .await?;
-    let bar = ProgressBar::with_draw_target(Some(remaining as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} events · {per_sec:0} · eta {eta} {msg}",
-        )?
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    Ok(bar)
-}
-
 struct Rebuild {
     db: PgPool,
     store: ReadStore,
-    row: RebuildRow,
+    row: log::RebuildRow,
     report: RebuildReport,
     batch_size: i64,
     stop_after: Option<u64>,
@@ -517,7 +373,7 @@ impl Rebuild {
             .execute(&mut *lock)
             .await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(REBUILD_LOCK)
+            .bind(locks::REBUILD)
             .execute(&mut *lock)
             .await
             .with_context(|| {
@@ -528,12 +384,7 @@ impl Rebuild {
         let Pass::Done(_) = self.pass(false).await? else {
             unreachable!("the final pass does not stop early")
         };
-        let touched: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT user_id FROM outbox WHERE published_at IS NULL OR published_at >= $1",
-        )
-        .bind(summaries_copied_from)
-        .fetch_all(&self.db)
-        .await?;
+        let touched = outbox::users_changed_since(&self.db, summaries_copied_from).await?;
         self.copy_summaries(Some(&touched)).await?;
 
         let (orders, summaries) = (&self.row.orders_index, &self.row.summaries_index);
@@ -563,15 +414,7 @@ impl Rebuild {
             ])
             .await
             .context("Failed to swap the aliases")?;
-        sqlx::query(
-            "UPDATE rebuilds SET finished_at = clock_timestamp(), outcome = 'swapped',
-                    last_outbox_id = $2
-             WHERE id = $1",
-        )
-        .bind(self.row.id)
-        .bind(self.row.last_outbox_id)
-        .execute(&mut *lock)
-        .await?;
+        log::swapped(&mut lock, &self.row).await?;
         lock.commit().await?;
         self.report.paused_for = paused.elapsed();
         self.report.swapped = true;
@@ -600,15 +443,8 @@ impl Rebuild {
                 sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
                     .fetch_one(&self.db)
                     .await?;
-            let events: Vec<OutboxEvent> = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM UNNEST($1::bigint[], $2::bigint[]) AS g (s, e)
-                 JOIN outbox ON outbox.id BETWEEN g.s AND g.e
-                 ORDER BY outbox.id"
-            ))
-            .bind(&self.row.gap_starts)
-            .bind(&self.row.gap_ends)
-            .fetch_all(&self.db)
-            .await?;
+            let events =
+                outbox::in_ranges(&self.db, &self.row.gap_starts, &self.row.gap_ends).await?;
             if !events.is_empty() {
                 self.replay(&events).await?;
                 replayed += events.len() as u64;
@@ -625,13 +461,7 @@ impl Rebuild {
         }
 
         loop {
-            let events: Vec<OutboxEvent> = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM outbox WHERE id > $1 ORDER BY id LIMIT $2"
-            ))
-            .bind(self.row.last_outbox_id)
-            .bind(self.batch_size)
-            .fetch_all(&self.db)
-            .await?;
+            let events = outbox::after(&self.db, self.row.last_outbox_id, self.batch_size).await?;
             let Some(last) = events.last().map(|e| e.id) else {
                 break;
             };
@@ -664,20 +494,7 @@ impl Rebuild {
 
     /// Persists how far the rebuild got (after the batch is written).
     async fn save(&self, replayed: usize) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE rebuilds SET last_outbox_id = $2, gap_starts = $3, gap_ends = $4,
-                                 gap_xmaxes = $5, replayed = replayed + $6
-             WHERE id = $1",
-        )
-        .bind(self.row.id)
-        .bind(self.row.last_outbox_id)
-        .bind(&self.row.gap_starts)
-        .bind(&self.row.gap_ends)
-        .bind(&self.row.gap_xmaxes)
-        .bind(replayed as i64)
-        .execute(&self.db)
-        .await
-        .map(|_| ())
+        log::save(&self.db, &self.row, replayed).await
     }
 
     /// Counts a batch; true when the run should stop here.
@@ -692,7 +509,7 @@ impl Rebuild {
         for event in events {
             match OrderEvent::decode(&event.event_type, event.schema_version, &event.payload) {
                 Ok(order_event) => {
-                    let doc = super::to_document(event, &order_event);
+                    let doc = crate::projector::to_document(event, &order_event);
                     writes.push((doc.id.to_string(), doc.version, serde_json::to_value(&doc)?));
                 }
                 Err(reason) => {
@@ -717,7 +534,8 @@ impl Rebuild {
     async fn copy_summaries(&mut self, users: Option<&[Uuid]>) -> anyhow::Result<()> {
         let mut cursor = Uuid::nil();
         loop {
-            let rows = super::summaries::page(&self.db, cursor, self.batch_size, users).await?;
+            let rows =
+                crate::projector::summaries::page(&self.db, cursor, self.batch_size, users).await?;
             let Some(last) = rows.last() else { break };
             cursor = last.user_id;
             let count = rows.len() as u64;
@@ -738,9 +556,6 @@ impl Rebuild {
         Ok(())
     }
 }
-
-const COLUMNS: &str = "id, event_id, event_type, schema_version, aggregate_id, aggregate_version,
-                       user_id, payload, created_at";
 
 /// The id ranges after `after` and below the last event that `events`
 /// (sorted by id) lacks.
