@@ -11,10 +11,8 @@
 
 pub mod rebuild;
 pub mod refresher;
+pub mod steps;
 pub mod summaries;
-
-#[cfg(test)]
-mod properties;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -32,6 +30,7 @@ use crate::read_side::index::{ReadStore, WriteOutcome};
 use crate::relay::bus::Delivery;
 use crate::visibility::notice_log::{self, NewNotice};
 use refresher::Refresher;
+use steps::{Step, StepHook};
 
 pub struct Projector {
     db: PgPool,
@@ -39,6 +38,8 @@ pub struct Projector {
     refresh: RefreshMode,
     refresher: Refresher,
     store_ready: AtomicBool,
+    /// Tests only: awaited at every step boundary (see [`steps`]).
+    hook: Option<StepHook>,
 }
 
 impl Projector {
@@ -49,6 +50,20 @@ impl Projector {
             store,
             refresh,
             store_ready: AtomicBool::new(false),
+            hook: None,
+        }
+    }
+
+    /// Awaits `hook` at every step boundary of every batch, so a test can
+    /// pause a batch there or drop it as a crash would (see [`steps`]).
+    pub fn with_step_hook(mut self, hook: StepHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    async fn reached(&self, step: Step) {
+        if let Some(hook) = &self.hook {
+            hook(step).await;
         }
     }
 
@@ -64,6 +79,7 @@ impl Projector {
             self.store_ready.store(true, Ordering::Relaxed);
         }
 
+        self.reached(Step::Received).await;
         let mut delivery = Delivery::default();
         let mut notices = Vec::new();
         let mut decoded = Vec::with_capacity(events.len());
@@ -90,6 +106,7 @@ impl Projector {
             .await
             .context("Failed to count the batch into the summaries")?;
         record_stage("count", started);
+        self.reached(Step::Counted).await;
 
         let docs: Vec<OrderDocument> = decoded
             .iter()
@@ -108,6 +125,7 @@ impl Projector {
                 anyhow::bail!("a summary write failed: {reason}");
             }
         }
+        self.reached(Step::Written).await;
 
         let mut applied = Vec::with_capacity(docs.len());
         let mut written_before = false;
@@ -138,6 +156,7 @@ impl Projector {
                 .context("Failed to refresh the read store")?;
             record_stage("refresh", started);
         }
+        self.reached(Step::Refreshed).await;
 
         for (event, order_event) in &applied {
             notices.push(NewNotice {
@@ -160,6 +179,7 @@ impl Projector {
             .context("Failed to record notices")?;
         record_stage("notices", started);
         metrics::counter!("sightline_notices_recorded_total").increment(recorded.len() as u64);
+        self.reached(Step::NoticesRecorded).await;
         Ok(delivery)
     }
 }

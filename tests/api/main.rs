@@ -16,3 +16,9 @@ mod orders_api;
 mod rebuild;
 mod smoke;
 mod stress;
+
+// Tests that prove the promise by driving the real code (issue 9).
+mod binary;
+mod es_proxy;
+mod proofs;
+mod properties;
