@@ -150,9 +150,19 @@ async fn no_notice_leaves_before_search_sees_the_order_with_batches_in_flight() 
     proxy.release(1);
     assert_noticed_and_listed(&app, &user, &mut stream, &first).await;
     // ...while the second batch waits for a refresh of its own, held.
-    proxy
-        .wait_until("the second refresh", |s| s.refreshes_arrived == 2)
-        .await;
+    tokio::time::timeout(WAIT, async {
+        while proxy.seen().refreshes_arrived < 2 {
+            // Not waiting for a refresh of its own, it would be noticed now.
+            assert_eq!(
+                notices_of(&app, &second).await,
+                0,
+                "noticed without a refresh that started after its write"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the second batch never asked for a refresh");
     let poll = long_poll(&app, &user, &second);
     assert!(
         !listed(&app, &user, &second).await,
