@@ -6,11 +6,14 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::binary::{Server, TestData, metric};
 use crate::es_proxy::{EsProxy, Hold};
+
 use crate::helpers::{
-    SseStream, TestApp, TestUser, WAIT, order_ids, spawn_app_with, test_settings, visible_id,
+    NOTICE_RECORD_LOCK, SseStream, TestApp, TestUser, WAIT, order_ids, spawn_app_with,
+    test_settings, visible_id,
 };
 
 /// An app whose Elasticsearch is reached through an [`EsProxy`], with
@@ -349,6 +352,108 @@ async fn commit_to_searchable_and_to_notice_sent_are_observed_for_this_order() {
         sent + 0.002 >= searchable && sent <= elapsed + 0.002,
         "commit → sent {sent} s, searchable {searchable} s, the test saw {elapsed} s"
     );
+}
+
+/// Lag breaches the SLO while the pipeline is held, and comes back, without
+/// readiness changing — read from a process of its own: the gauges are
+/// process-wide, and every app's monitor in this test binary sets them.
+#[tokio::test]
+async fn a_lagging_pipeline_breaches_the_slo_without_touching_readiness() {
+    let settings = test_settings().await;
+    let _data = TestData(settings.clone());
+    let server = Server::start(
+        &settings,
+        &settings.elasticsearch_url,
+        &[("LAG_SLO_MS", "200")],
+    )
+    .await;
+    let token = server.new_user().await;
+    // Gauges as the monitor samples them, with /readyz 200 on every round.
+    let gauges_once = |condition: fn(&str) -> bool| {
+        let server = &server;
+        async move {
+            tokio::time::timeout(WAIT, async {
+                loop {
+                    let ready = server.http.get(server.url("/readyz")).send().await.unwrap();
+                    assert_eq!(
+                        ready.status(),
+                        reqwest::StatusCode::OK,
+                        "/readyz changed with lag"
+                    );
+                    let metrics = server.metrics().await;
+                    if condition(&metrics) {
+                        return metrics;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+            .expect("the gauges never read as expected")
+        }
+    };
+    // Sampled once at least (an unsampled gauge is not listed).
+    gauges_once(|m| {
+        m.contains("\nsightline_lag_slo_breached ")
+            && metric(m, "sightline_lag_slo_breached") == 0.0
+    })
+    .await;
+
+    // Hold the pipeline: the first order's batch blocks before recording its
+    // notices, the second waits behind it.
+    let mut hold = sqlx::PgConnection::connect(&settings.database_url)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(NOTICE_RECORD_LOCK)
+        .execute(&mut hold)
+        .await
+        .unwrap();
+    server.place(&token, "SLOW-1").await;
+    let db = sqlx::PgPool::connect(&settings.database_url).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the projector never reached the held lock");
+    server.place(&token, "SLOW-2").await;
+
+    let metrics = gauges_once(|m| {
+        metric(m, "sightline_lag_slo_breached") == 1.0
+            && metric(m, "sightline_projection_lag_events") == 2.0
+    })
+    .await;
+    assert_eq!(metric(&metrics, "sightline_lag_slo_seconds"), 0.2);
+    assert!(
+        metric(&metrics, "sightline_projection_lag_seconds") > 0.2,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "sightline_outbox_backlog"), 2.0);
+
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(NOTICE_RECORD_LOCK)
+        .execute(&mut hold)
+        .await
+        .unwrap();
+    let metrics = gauges_once(|m| {
+        metric(m, "sightline_lag_slo_breached") == 0.0
+            && metric(m, "sightline_projection_lag_events") == 0.0
+    })
+    .await;
+    assert_eq!(metric(&metrics, "sightline_projection_lag_seconds"), 0.0);
+    hold.close().await.unwrap();
+    db.close().await;
 }
 
 // ---------------------------------------------------------------------------

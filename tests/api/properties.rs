@@ -714,6 +714,9 @@ async fn check_now(env: &Env, users: &[Uuid]) -> Result<(), String> {
     Ok(())
 }
 
+/// `user_summaries`: revision, placed, cancelled, spent per currency.
+type SummaryRow = (i64, i64, i64, sqlx::types::Json<BTreeMap<String, i64>>);
+
 /// What exactly-once, in-order delivery would have left.
 async fn check_final(
     env: &Env,
@@ -769,15 +772,14 @@ async fn check_final(
                 "user {user_id}: the read store's summary is {in_store:?}, exactly-once {want:?}"
             ));
         }
-        let in_db: Option<(i64, i64, i64, sqlx::types::Json<BTreeMap<String, i64>>)> =
-            sqlx::query_as(
-                "SELECT revision, orders_placed, orders_cancelled, spent_cents
+        let in_db: Option<SummaryRow> = sqlx::query_as(
+            "SELECT revision, orders_placed, orders_cancelled, spent_cents
                  FROM user_summaries WHERE user_id = $1 AND revision > 0",
-            )
-            .bind(user_id)
-            .fetch_optional(&env.db)
-            .await
-            .unwrap();
+        )
+        .bind(user_id)
+        .fetch_optional(&env.db)
+        .await
+        .unwrap();
         let in_db = in_db.map(|(r, p, c, s)| (r, p, c, s.0));
         let want_db = want.map(|s| {
             (
