@@ -10,10 +10,8 @@
 //! no refresh. No business rules, no validation.
 
 pub mod refresher;
+pub mod steps;
 pub mod summaries;
-
-#[cfg(test)]
-mod properties;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -31,6 +29,7 @@ use crate::read_side::document::OrderDocument;
 use crate::read_side::index::{IndexError, ItemFailure, ReadStore, WriteOutcome};
 use crate::visibility::notice_log::{self, NewNotice};
 use refresher::Refresher;
+use steps::{Step, StepHook};
 
 pub struct Projector {
     db: PgPool,
@@ -38,6 +37,8 @@ pub struct Projector {
     refresh: RefreshMode,
     refresher: Refresher,
     store_ready: AtomicBool,
+    /// Tests only: awaited at every step boundary (see [`steps`]).
+    hook: Option<StepHook>,
 }
 
 impl Projector {
@@ -48,6 +49,20 @@ impl Projector {
             store,
             refresh,
             store_ready: AtomicBool::new(false),
+            hook: None,
+        }
+    }
+
+    /// Awaits `hook` at every step boundary of every batch, so a test can
+    /// pause a batch there or drop it as a crash would (see [`steps`]).
+    pub fn with_step_hook(mut self, hook: StepHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    async fn reached(&self, step: Step) {
+        if let Some(hook) = &self.hook {
+            hook(step).await;
         }
     }
 
@@ -68,6 +83,7 @@ impl Projector {
             self.store_ready.store(true, Ordering::Relaxed);
         }
 
+        self.reached(Step::Received).await;
         let mut delivery = Delivery::default();
         let mut notices = Vec::new();
         let mut decoded = Vec::with_capacity(events.len());
@@ -94,6 +110,7 @@ impl Projector {
             .await
             .context("Failed to count the batch into the summaries")?;
         record_stage("count", started);
+        self.reached(Step::Counted).await;
 
         let docs: Vec<OrderDocument> = decoded
             .iter()
@@ -132,6 +149,7 @@ impl Projector {
                 WriteOutcome::Applied | WriteOutcome::AlreadyApplied => {}
             }
         }
+        self.reached(Step::Written).await;
 
         let mut applied = Vec::with_capacity(docs.len());
         let mut written_before = false;
@@ -164,6 +182,7 @@ impl Projector {
                 .context("Failed to refresh the read store")?;
             record_stage("refresh", started);
         }
+        self.reached(Step::Refreshed).await;
 
         for (event, order_event) in &applied {
             notices.push(NewNotice {
@@ -186,6 +205,7 @@ impl Projector {
             .context("Failed to record notices")?;
         record_stage("notices", started);
         metrics::counter!("sightline_notices_recorded_total").increment(recorded.len() as u64);
+        self.reached(Step::NoticesRecorded).await;
         Ok(delivery)
     }
 }

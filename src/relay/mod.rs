@@ -224,10 +224,11 @@ impl Relay {
 /// Failed relay batches by kind of failure.
 pub const BATCH_FAILURES: &str = "sightline_relay_batch_failures_total";
 
-/// Exponential backoff with full jitter, so many relays do not retry in step.
+/// Exponential backoff with full jitter (anywhere from 0 up to a ceiling
+/// that doubles per failure, capped), so many relays do not retry in step.
 fn backoff(failures: u32) -> Duration {
     let ceiling = (100u64 << failures.min(10)).min(MAX_BACKOFF.as_millis() as u64);
-    Duration::from_millis(rand::rng().random_range(ceiling / 2..=ceiling))
+    Duration::from_millis(rand::rng().random_range(0..=ceiling))
 }
 
 async fn connect_listener(db: &PgPool) -> Option<PgListener> {
@@ -240,12 +241,38 @@ async fn connect_listener(db: &PgPool) -> Option<PgListener> {
 mod tests {
     use super::*;
 
+    /// The README's contract: exponential, capped, full jitter — a delay
+    /// drawn from the whole range up to the ceiling, not only its top half.
     #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) <= Duration::from_millis(200));
-        for _ in 0..100 {
-            assert!(backoff(30) <= MAX_BACKOFF);
-            assert!(backoff(30) >= MAX_BACKOFF / 2);
+    fn backoff_is_exponential_capped_with_full_jitter() {
+        const SAMPLES: usize = 2000;
+        for (failures, ceiling) in [
+            (1, Duration::from_millis(200)),
+            (3, Duration::from_millis(800)),
+            (30, MAX_BACKOFF),
+        ] {
+            let delays: Vec<Duration> = (0..SAMPLES).map(|_| backoff(failures)).collect();
+            assert!(
+                delays.iter().all(|d| *d <= ceiling),
+                "{failures} failures: a delay above {ceiling:?}"
+            );
+            // Uniform over [0, ceiling]: about a quarter below a quarter of
+            // it, about half below half. (Equal jitter puts none there.)
+            let below = |part: u32| {
+                delays.iter().filter(|d| **d < ceiling / part).count() as f64 / SAMPLES as f64
+            };
+            assert!(
+                (0.40..0.60).contains(&below(2)),
+                "{failures} failures: {:.2} of delays below half the ceiling",
+                below(2)
+            );
+            assert!(
+                (0.17..0.33).contains(&below(4)),
+                "{failures} failures: {:.2} of delays below a quarter of the ceiling",
+                below(4)
+            );
+            // And the ceiling is reached for: some delay in its top tenth.
+            assert!(delays.iter().any(|d| *d >= ceiling * 9 / 10));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Building and running the application: where the pipeline's stages, the
 //! web and the background tasks are wired together.
 
-mod in_process_bus;
+pub mod in_process_bus;
 
 use std::sync::Arc;
 use std::time::Duration;

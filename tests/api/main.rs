@@ -20,3 +20,9 @@ mod pages_without_browser;
 mod rebuild;
 mod smoke;
 mod stress;
+
+// Tests that prove the promise by driving the real code (issue 9).
+mod binary;
+mod es_proxy;
+mod proofs;
+mod properties;
