@@ -35,6 +35,22 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Retention: delete notices older than `NOTICE_RETENTION_DAYS`, expired
+    /// sessions, and the projector inbox's record of events that can never be
+    /// delivered again. Without `--yes` it only counts. A client away for less
+    /// than the retention bound still resumes its event stream completely;
+    /// one away longer gets `event: reset`. (The outbox has its own
+    /// `outbox prune`.)
+    Prune {
+        /// Delete; without it, only report what would go.
+        #[arg(long)]
+        yes: bool,
+        /// Rows deleted per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Inspect the outbox: backlog, dead letters, retries, retention.
     Outbox {
         #[command(subcommand)]
@@ -102,6 +118,11 @@ async fn main() -> ExitCode {
         Command::Migrate(settings) => migrate(settings).await,
         Command::Rebuild { options, settings } => rebuild(options, settings).await,
         Command::Outbox { command, settings } => outbox(command, settings).await,
+        Command::Prune {
+            yes,
+            batch_size,
+            settings,
+        } => prune(yes, batch_size, settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -153,6 +174,33 @@ async fn rebuild(args: RebuildArgs, settings: Settings) -> anyhow::Result<()> {
             anyhow::bail!("interrupted: run `sightline rebuild` again to resume where it stopped")
         }
     }
+}
+
+async fn prune(yes: bool, batch_size: i64, settings: Settings) -> anyhow::Result<()> {
+    use sightline::visibility::retention;
+    let db = connect_and_migrate(&settings).await?;
+    let cutoff = chrono::Utc::now() - settings.notice_retention();
+    let report = if yes {
+        retention::prune(&db, cutoff, batch_size).await?
+    } else {
+        retention::plan(&db, cutoff).await?
+    };
+    println!(
+        "{} {} notices recorded before {} ({} days), {} expired sessions, {} inbox entries of \
+         events published before then{}",
+        if yes { "deleted" } else { "would delete" },
+        report.notices,
+        cutoff.to_rfc3339(),
+        settings.notice_retention_days,
+        report.sessions,
+        report.inbox,
+        if yes {
+            ""
+        } else {
+            "; pass --yes to delete them"
+        }
+    );
+    Ok(())
 }
 
 async fn outbox(command: OutboxCommand, settings: Settings) -> anyhow::Result<()> {
