@@ -74,9 +74,9 @@ pub async fn visibility(
     };
     // Subscribe before looking, so a notice recorded in between is not missed.
     let mut subscription = state.hub.subscribe(user.id);
-    let (latest, visible) = current(&state, user.id, id).await?;
-    if enough(latest.as_ref()) || wait == 0 {
-        return Ok(answer(id, latest, visible));
+    let now = current(&state, user.id, id).await?;
+    if enough(now.latest.as_ref()) || wait == 0 {
+        return Ok(answer(id, now));
     }
     let mut shutdown = state.shutdown.subscribe();
     let waited = tokio::time::timeout(Duration::from_secs(wait), async {
@@ -104,38 +104,85 @@ pub async fn visibility(
     // Whatever ended the wait (the notice, the timeout, a shutdown), the
     // answer is the order's state now: an earlier version that is visible
     // stays visible in it.
-    let (latest, visible) = current(&state, user.id, id).await?;
-    Ok(answer(id, latest, visible))
+    Ok(answer(id, current(&state, user.id, id).await?))
+}
+
+/// What is known of an order's visibility.
+struct Current {
+    /// Its latest notice (for an order whose notices were pruned: a stand-in
+    /// for the settled version, see [`current`]).
+    latest: Option<Notice>,
+    /// Its latest `order-visible` notice.
+    visible: Option<Notice>,
+    /// True for the stand-in: the notices are gone, and with them when the
+    /// order became visible.
+    pruned: bool,
 }
 
 /// The order's latest notice and its latest `order-visible`. The hub's
 /// memory answers for recent orders without the database; only orders it has
 /// not seen need the ownership check and the log.
-async fn current(
-    state: &AppState,
-    user_id: Uuid,
-    id: Uuid,
-) -> AppResult<(Option<Notice>, Option<Notice>)> {
+///
+/// An order whose notices were all pruned (`sightline prune`) was visible
+/// once none of its events is pending or parked; it is answered as visible
+/// at its current version, without `visible_at`.
+async fn current(state: &AppState, user_id: Uuid, id: Uuid) -> AppResult<Current> {
+    use crate::read_side::read_your_writes;
     if let Some(known) = state.hub.known(id) {
         if known.latest.user_id != user_id {
             return Err(AppError::NotFound);
         }
-        return Ok((Some(known.latest), known.latest_visible));
+        return Ok(Current {
+            latest: Some(known.latest),
+            visible: known.latest_visible,
+            pruned: false,
+        });
     }
-    if !crate::read_side::read_your_writes::owns_order(&state.db, user_id, id).await? {
+    if !read_your_writes::owns_order(&state.db, user_id, id).await? {
         return Err(AppError::NotFound);
     }
     let latest = notice_log::latest_for_order(&state.db, id).await?;
     let visible = notice_log::latest_visible(&state.db, id).await?;
-    Ok((latest, visible))
+    if latest.is_none()
+        && let Some((version, status)) = read_your_writes::settled_version(&state.db, id).await?
+    {
+        let stand_in = Notice {
+            seq: 0,
+            user_id,
+            user_seq: 0,
+            chain: String::new(),
+            order_id: id,
+            order_version: version,
+            kind: notice_log::ORDER_VISIBLE.to_owned(),
+            status,
+            error: None,
+            visible_at: chrono::Utc::now(),
+            committed_at: None,
+        };
+        return Ok(Current {
+            latest: Some(stand_in.clone()),
+            visible: Some(stand_in),
+            pruned: true,
+        });
+    }
+    Ok(Current {
+        latest,
+        visible,
+        pruned: false,
+    })
 }
 
-fn answer(id: Uuid, latest: Option<Notice>, visible: Option<Notice>) -> Json<Visibility> {
+fn answer(id: Uuid, now: Current) -> Json<Visibility> {
+    let Current {
+        latest,
+        visible,
+        pruned,
+    } = now;
     let failed = latest.filter(|n| n.kind == notice_log::ORDER_FAILED);
     Json(Visibility {
         id,
         visible: visible.is_some(),
-        visible_at: visible.as_ref().map(|n| n.visible_at),
+        visible_at: visible.as_ref().filter(|_| !pruned).map(|n| n.visible_at),
         version: visible.as_ref().map(|n| n.order_version),
         status: visible.map(|n| n.status),
         failed: failed.is_some(),

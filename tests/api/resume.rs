@@ -8,7 +8,9 @@ use sightline::visibility::retention;
 use uuid::Uuid;
 
 use crate::events_api::position;
-use crate::helpers::{SseFrame, SseStream, TestApp, TestUser, spawn_app, visible_id};
+use crate::helpers::{
+    SseFrame, SseStream, TestApp, TestUser, spawn_app, spawn_instance, visible_id,
+};
 
 /// A client as `EventSource` lives: it adopts every id it is given (`ready`'s
 /// too) the moment the event is dispatched, and reconnects with the last one.
@@ -346,6 +348,25 @@ async fn pruning_never_breaks_a_resume_inside_the_retention_bound() {
             .await,
         0
     );
+
+    // A pruned order is still visible, also where the hub never saw it
+    // (an instance started now answers from the database); one whose event
+    // is parked is not.
+    let mut web = app.settings.clone();
+    web.roles = vec![sightline::config::Role::Web];
+    let fresh = spawn_instance(web).await;
+    let polled: Value = fresh
+        .get(&user, &format!("/api/orders/{}/visibility", ids[0]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(polled["visible"], true, "{polled}");
+    assert_eq!(polled["version"], 1, "{polled}");
+    assert!(!fresh.visibility(&user, &ids[1]).await);
+    assert!(fresh.visibility(&user, &ids[2]).await);
 
     // Inside the bound: the client last saw the second notice (pruned), the
     // third is recent. It resumes and gets the third and fourth.
