@@ -329,11 +329,27 @@ async fn pruning_never_breaks_a_resume_inside_the_retention_bound() {
 
     let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
     let plan = retention::plan(&app.db, cutoff).await.unwrap();
-    let report = retention::prune(&app.db, cutoff, 1).await.unwrap();
-    assert_eq!(plan, report);
-    assert_eq!(report.notices, 2);
-    assert_eq!(report.sessions, 1);
-    assert_eq!(report.inbox, 1);
+    assert_eq!(
+        plan,
+        retention::PruneReport {
+            notices: 2,
+            sessions: 1,
+            inbox: 1
+        }
+    );
+    // The subcommand (30 days by default): counts without --yes, then deletes.
+    let counted = prune_cli(&app, &[]).await;
+    assert!(
+        counted.contains("would delete 2 notices")
+            && counted.contains(", 1 expired sessions, 1 inbox"),
+        "{counted}"
+    );
+    assert_eq!(cursors_of(&app, &user).await, cursors);
+    let pruned = prune_cli(&app, &["--yes", "--batch-size", "1"]).await;
+    assert!(
+        pruned.contains("deleted 2 notices") && pruned.contains(", 1 expired sessions, 1 inbox"),
+        "{pruned}"
+    );
     assert_eq!(cursors_of(&app, &user).await, cursors[2..].to_vec());
     assert_eq!(
         app.count(&format!(
@@ -390,4 +406,24 @@ async fn pruning_never_breaks_a_resume_inside_the_retention_bound() {
     assert_eq!(head, cursors[3]);
     let (_, ready) = opening(&app, &user, &cursors[3]).await;
     assert_eq!(ready.event.as_deref(), Some("ready"), "{ready:?}");
+}
+
+/// Runs `sightline prune <args>` against the test's database; returns stdout.
+async fn prune_cli(app: &TestApp, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .arg("prune")
+        .args(args)
+        .env("DATABASE_URL", &app.settings.database_url)
+        .env("ELASTICSEARCH_URL", &app.settings.elasticsearch_url)
+        .env("INDEX_PREFIX", &app.settings.index_prefix)
+        .output()
+        .await
+        .expect("failed to run the sightline binary");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "sightline prune {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
