@@ -71,6 +71,13 @@ pub struct Settings {
     #[arg(long, env = "SSE_HEARTBEAT_SECS", default_value_t = 15)]
     pub sse_heartbeat_secs: u64,
 
+    /// Days a client may be away and still resume its event stream
+    /// completely (`Last-Event-ID`); a cursor whose first missed notice is
+    /// older gets `event: reset`. `sightline prune` deletes notices older
+    /// than this.
+    #[arg(long, env = "NOTICE_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub notice_retention_days: u32,
+
     /// After how many milliseconds a still-pending order is shown as `delayed`.
     #[arg(long, env = "LAG_SLO_MS", default_value_t = 5000)]
     pub lag_slo_ms: u64,
@@ -212,6 +219,11 @@ impl Settings {
 
     pub fn sse_heartbeat(&self) -> Duration {
         Duration::from_secs(self.sse_heartbeat_secs)
+    }
+
+    /// How long a resume is promised to be complete (`NOTICE_RETENTION_DAYS`).
+    pub fn notice_retention(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.notice_retention_days))
     }
 
     pub fn lag_slo(&self) -> Duration {

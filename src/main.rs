@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use sightline::config::Settings;
 use sightline::db::connect_and_migrate;
 use sightline::operations::outbox::{self, OutboxCommand};
+use sightline::operations::prune;
 use sightline::operations::rebuild::{self, RebuildArgs};
 use sightline::startup::Application;
 use sightline::telemetry;
@@ -41,6 +42,22 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Retention: delete notices older than `NOTICE_RETENTION_DAYS`, expired
+    /// sessions, and the projector inbox's record of events that can never be
+    /// delivered again. Without `--yes` it only counts. A client away for less
+    /// than the retention bound still resumes its event stream completely;
+    /// one away longer gets `event: reset`. (The outbox has its own
+    /// `outbox prune`.)
+    Prune {
+        /// Delete; without it, only report what would go.
+        #[arg(long)]
+        yes: bool,
+        /// Rows deleted per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Inspect the outbox: backlog, dead letters, retries, retention.
     Outbox {
         #[command(subcommand)]
@@ -59,6 +76,11 @@ async fn main() -> ExitCode {
         Command::Migrate(settings) => migrate(settings).await,
         Command::Rebuild { options, settings } => rebuild::command(options, settings).await,
         Command::Outbox { command, settings } => outbox::command(command, settings).await,
+        Command::Prune {
+            yes,
+            batch_size,
+            settings,
+        } => prune::command(yes, batch_size, settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

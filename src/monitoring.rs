@@ -432,7 +432,7 @@ pub fn describe_metrics() {
         (
             "sightline_notice_head",
             Unit::Count,
-            "The last notice cursor this instance's hub dispatched.",
+            "The last global notice sequence this instance's hub dispatched (internal; clients see per-user cursors).",
         ),
     ];
     // Gauges appear with the first measurement: a zero before it would claim one.
@@ -469,6 +469,10 @@ pub fn describe_metrics() {
         (
             "sightline_notices_dropped_total",
             "Live notices a lagging SSE client missed when it was cut off (it resumes from the log).",
+        ),
+        (
+            "sightline_sse_resets_total",
+            "Streams opened with a Last-Event-ID the log could not vouch for, answered with event: reset (reason: malformed, too_old, unknown).",
         ),
     ];
     for (name, help) in counters {

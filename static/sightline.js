@@ -305,7 +305,9 @@ class Hub {
       this.setState('live', true);
     };
     // `ready` opens every stream (after a reconnect too, with Last-Event-ID:
-    // the missed notices follow it); `reset`: the cursor was unknown.
+    // the missed notices follow it); `reset`: the log could not vouch for the
+    // cursor (too old, unknown, malformed), nothing is replayed, so listeners
+    // hear `fresh` and refetch; its id is the head to resume from.
     source.addEventListener('ready', fresh);
     source.addEventListener('reset', fresh);
     for (const kind of ['order-visible', 'order-failed']) {
@@ -317,6 +319,9 @@ class Hub {
           return;
         }
         if (!data || typeof data.id !== 'string') return;
+        // The cursor is opaque (`<position>-<chain>` today): kept as the
+        // string it is, never parsed or compared; EventSource itself sends
+        // the last one back as Last-Event-ID when it reconnects.
         const notice = { ...data, kind, cursor: event.lastEventId };
         this.dispatch(notice);
         if (this.channel) this.channel.postMessage({ type: 'notice', notice });

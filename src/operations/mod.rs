@@ -6,6 +6,8 @@
 //! - [`rebuild`]: a fresh read model from the event log, swapped in while the
 //!   live one keeps serving.
 //! - [`outbox`]: backlog, dead letters, retries and retention of the outbox.
+//! - [`prune`]: retention of notices, expired sessions and the inbox.
 
 pub mod outbox;
+pub mod prune;
 pub mod rebuild;

@@ -46,7 +46,7 @@ pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<()
     // The transaction takes its id (if it has none yet) before the event
     // takes its outbox id: a rebuild that saw that outbox id missing knows,
     // once every transaction older than its snapshot has ended, that the id
-    // will never appear (see `projector::rebuild`).
+    // will never appear (see `operations::rebuild`).
     sqlx::query("SELECT pg_current_xact_id(), pg_notify($1, '')")
         .bind(WAKE_CHANNEL)
         .execute(&mut *conn)

@@ -81,7 +81,8 @@ impl RecentNotices {
     }
 }
 
-/// A live feed of one user's notices, starting right after `head`.
+/// A live feed of one user's notices, starting right after `head` (the
+/// global `seq`: internal, never shown to clients).
 pub struct Subscription {
     pub head: i64,
     pub receiver: broadcast::Receiver<Notice>,
@@ -208,6 +209,8 @@ mod tests {
         Notice {
             seq,
             user_id: Uuid::from_u128(1),
+            user_seq: seq,
+            chain: "00000000".to_owned(),
             order_id: Uuid::from_u128(order),
             order_version: 1,
             kind: kind.to_owned(),

@@ -4,10 +4,12 @@
 //! - `hub` — fans new notices out to this instance's clients
 //! - `sse` — `GET /api/events`, where the notice leaves
 //! - `polling` — `GET /api/orders/{id}/visibility`, the fallback
+//! - `retention` — `sightline prune`: old notices, expired sessions, the inbox
 
 pub mod hub;
 pub mod notice_log;
 pub mod polling;
+pub mod retention;
 pub mod sse;
 
 use axum::Router;

@@ -1,11 +1,20 @@
 //! The durable notice log: one row per order version that search can see.
 //!
-//! Its `seq` is the SSE cursor. Writers hold an advisory lock from before the
-//! insert until commit, so sequence order is commit order: a reader that has
-//! seen `seq = N` has seen every notice below N, whatever commits concurrently.
+//! Every notice has two positions. `seq` is global and internal: the hubs
+//! read the log in `seq` order. `user_seq` is the notice's place in its
+//! user's own stream, and with `chain` (a hash over that user's whole stream
+//! up to it) makes the cursor clients see, `<user_seq>-<chain>` ([`Cursor`]).
+//! Writers hold an advisory lock from before numbering until commit, so both
+//! orders are commit order: a reader that has seen `seq = N` has seen every
+//! notice below N, whatever commits concurrently, and a user's `user_seq`
+//! grows with `seq`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -21,8 +30,14 @@ pub const ORDER_FAILED: &str = "order-failed";
 
 #[derive(sqlx::FromRow, Serialize, Clone, Debug, PartialEq)]
 pub struct Notice {
+    /// Global, internal: the hubs' catch-up order. Never shown to clients
+    /// (it would count every other user's notices between two of yours).
     pub seq: i64,
     pub user_id: Uuid,
+    /// This notice's position in its user's stream: 1, 2, 3, … in commit order.
+    pub user_seq: i64,
+    /// The user's stream hash up to and including this notice (see [`chain`]).
+    pub chain: String,
     pub order_id: Uuid,
     pub order_version: i32,
     pub kind: String,
@@ -39,6 +54,94 @@ pub struct Notice {
     pub committed_at: Option<DateTime<Utc>>,
 }
 
+impl Notice {
+    /// The cursor a client holds once it has this notice: its SSE `id`.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            position: self.user_seq,
+            chain: self.chain.clone(),
+        }
+    }
+}
+
+/// A client's place in its own notice stream, as it travels in SSE `id` and
+/// `Last-Event-ID`: `<position>-<chain>`, or `0` before the first notice.
+/// Clients treat it as opaque.
+///
+/// The position alone would be trusted blindly: a backup restored over the
+/// log, a sequence reset or another database would hand the same numbers to
+/// other notices, and a resume would silently skip what the client never
+/// saw. The chain is a hash over the user's whole stream up to the position,
+/// so a cursor is valid only where the log holds exactly the history the
+/// client received. (An epoch naming the database would not do: a restored
+/// backup brings its epoch along.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub position: i64,
+    pub chain: String,
+}
+
+/// The chain before a user's first notice.
+const CHAIN_START: &str = "0";
+/// Hex digits of the chain kept: 32 bits, so a diverged history passes for
+/// the client's with a chance of one in four billion.
+const CHAIN_LEN: usize = 8;
+
+impl Cursor {
+    /// Before the user's first notice: replays everything still retained.
+    pub fn start() -> Self {
+        Cursor {
+            position: 0,
+            chain: CHAIN_START.to_owned(),
+        }
+    }
+
+    /// Parses a `Last-Event-ID`; `None` when it is not a cursor of ours
+    /// (also the plain numbers an older server sent).
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let text = text.trim();
+        if text == "0" {
+            return Some(Cursor::start());
+        }
+        let (position, chain) = text.split_once('-')?;
+        let digits = !position.is_empty() && position.bytes().all(|b| b.is_ascii_digit());
+        let hex = chain.len() == CHAIN_LEN
+            && chain
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !digits || !hex {
+            return None;
+        }
+        let position: i64 = position.parse().ok().filter(|p| *p > 0)?;
+        Some(Cursor {
+            position,
+            chain: chain.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.position == 0 {
+            f.write_str("0")
+        } else {
+            write!(f, "{}-{}", self.position, self.chain)
+        }
+    }
+}
+
+/// The next link of a user's stream hash: a notice's chain from the one
+/// before it (`"0"` for the first) and what the notice says. The migration
+/// that introduced it computes the same in SQL for notices recorded before.
+pub fn chain(previous: &str, order_id: Uuid, order_version: i32, kind: &str) -> String {
+    let digest = Sha256::digest(format!("{previous}:{order_id}:{order_version}:{kind}"));
+    let mut hex = String::with_capacity(CHAIN_LEN);
+    for byte in &digest[..CHAIN_LEN / 2] {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
 #[derive(Clone, Debug)]
 pub struct NewNotice {
     pub user_id: Uuid,
@@ -49,14 +152,20 @@ pub struct NewNotice {
     pub error: Option<String>,
 }
 
-const COLUMNS: &str = "seq, user_id, order_id, order_version, kind, status, error, visible_at";
+const COLUMNS: &str =
+    "seq, user_id, user_seq, chain, order_id, order_version, kind, status, error, visible_at";
 
 /// Records notices for order versions that search now shows. Recording the
 /// same version again does nothing, so redelivery never sends a notice twice;
 /// nor does recording a version older than one already noticed (relay
 /// batches run concurrently, so an older version can finish last: its notice
 /// would describe an order search no longer shows). Returns the notices newly
-/// recorded.
+/// recorded, in `seq` order.
+///
+/// Under the lock, it picks the new notices, numbers them (global `seq`
+/// from the sequence, sorted so that it follows the batch's order; each
+/// user's `user_seq` and `chain` continuing from `notice_streams`), inserts
+/// them and moves the users' heads — all in one transaction.
 #[tracing::instrument(skip_all, fields(notices = notices.len()))]
 pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Notice>> {
     if notices.is_empty() {
@@ -66,37 +175,117 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
     let orders: Vec<Uuid> = notices.iter().map(|n| n.order_id).collect();
     let versions: Vec<i32> = notices.iter().map(|n| n.order_version).collect();
     let kinds: Vec<&str> = notices.iter().map(|n| n.kind).collect();
-    let statuses: Vec<&str> = notices.iter().map(|n| n.status).collect();
-    let errors: Vec<Option<String>> = notices.iter().map(|n| n.error.clone()).collect();
     let mut tx = db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(locks::NOTICE_RECORD)
         .execute(&mut *tx)
         .await?;
-    let recorded: Vec<Notice> = sqlx::query_as(&format!(
-        "INSERT INTO notices (user_id, order_id, order_version, kind, status, error)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::text[])
-                 AS n (user_id, order_id, order_version, kind, status, error)
+    // Nobody else records while we hold the lock, so what this sees is what
+    // the insert will find.
+    let fresh: Vec<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT n.ord, s.last_seq, s.last_chain
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[]) WITH ORDINALITY
+                AS n (user_id, order_id, order_version, kind, ord)
+         LEFT JOIN notice_streams s ON s.user_id = n.user_id
          WHERE NOT EXISTS (SELECT 1 FROM notices later
                             WHERE later.order_id = n.order_id
                               AND later.order_version > n.order_version)
-         ON CONFLICT (order_id, order_version, kind) DO NOTHING
-         RETURNING {COLUMNS}"
-    ))
+           AND NOT EXISTS (SELECT 1 FROM notices same
+                            WHERE same.order_id = n.order_id
+                              AND same.order_version = n.order_version
+                              AND same.kind = n.kind)
+         ORDER BY n.ord",
+    )
     .bind(&users)
     .bind(&orders)
     .bind(&versions)
     .bind(&kinds)
-    .bind(&statuses)
-    .bind(&errors)
     .fetch_all(&mut *tx)
     .await?;
-    if !recorded.is_empty() {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+
+    let mut seen = HashSet::new();
+    let mut heads: HashMap<Uuid, (i64, String)> = HashMap::new();
+    let mut rows: Vec<(&NewNotice, i64, String)> = Vec::with_capacity(fresh.len());
+    for (ord, last_seq, last_chain) in fresh {
+        let notice = &notices[(ord - 1) as usize];
+        // The same notice twice in one batch counts once.
+        if !seen.insert((notice.order_id, notice.order_version, notice.kind)) {
+            continue;
+        }
+        let head = heads.entry(notice.user_id).or_insert_with(|| {
+            (
+                last_seq.unwrap_or(0),
+                last_chain.unwrap_or_else(|| CHAIN_START.to_owned()),
+            )
+        });
+        head.0 += 1;
+        head.1 = chain(&head.1, notice.order_id, notice.order_version, notice.kind);
+        rows.push((notice, head.0, head.1.clone()));
     }
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(vec![]);
+    }
+    // The order nextval hands values out in is not promised; sorted, they
+    // follow the batch's order, as each user's `user_seq` does.
+    let mut seqs: Vec<i64> = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('notices', 'seq')) FROM generate_series(1, $1)",
+    )
+    .bind(rows.len() as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    seqs.sort_unstable();
+
+    let col = |f: fn(&NewNotice) -> Uuid| rows.iter().map(|r| f(r.0)).collect::<Vec<_>>();
+    let mut recorded: Vec<Notice> = sqlx::query_as(&format!(
+        "INSERT INTO notices (seq, user_id, user_seq, chain, order_id, order_version, kind,
+                              status, error, visible_at)
+         SELECT n.*, clock_timestamp()
+         FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::uuid[], $6::int[],
+                     $7::text[], $8::text[], $9::text[])
+              AS n (seq, user_id, user_seq, chain, order_id, order_version, kind, status, error)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(&seqs)
+    .bind(col(|n| n.user_id))
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>())
+    .bind(col(|n| n.order_id))
+    .bind(rows.iter().map(|r| r.0.order_version).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.0.kind).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.0.status).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.0.error.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    recorded.sort_by_key(|n| n.seq);
+
+    let (head_users, head_seqs, head_chains): (Vec<Uuid>, Vec<i64>, Vec<String>) = heads
+        .into_iter()
+        .map(|(user, (seq, chain))| (user, seq, chain))
+        .fold(
+            Default::default(),
+            |(mut u, mut s, mut c), (user, seq, chain)| {
+                u.push(user);
+                s.push(seq);
+                c.push(chain);
+                (u, s, c)
+            },
+        );
+    sqlx::query(
+        "INSERT INTO notice_streams (user_id, last_seq, last_chain)
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[])
+         ON CONFLICT (user_id) DO UPDATE
+           SET last_seq = excluded.last_seq, last_chain = excluded.last_chain",
+    )
+    .bind(&head_users)
+    .bind(&head_seqs)
+    .bind(&head_chains)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(recorded)
 }
@@ -118,28 +307,129 @@ pub async fn after(db: &PgPool, seq: i64, limit: i64) -> sqlx::Result<Vec<Notice
     .await
 }
 
-/// One user's notices with `after < seq <= up_to`, in order (SSE replay).
-pub async fn for_user_between(
+/// One page of a user's stream: notices after position `after` with a global
+/// `seq` up to `up_to`, in order, at most `limit` (SSE replay).
+pub async fn page_for_user(
     db: &PgPool,
     user_id: Uuid,
     after: i64,
     up_to: i64,
+    limit: i64,
 ) -> sqlx::Result<Vec<Notice>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notices WHERE user_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq"
+        "SELECT {COLUMNS} FROM notices
+         WHERE user_id = $1 AND user_seq > $2 AND seq <= $3
+         ORDER BY user_seq LIMIT $4"
     ))
     .bind(user_id)
     .bind(after)
     .bind(up_to)
+    .bind(limit)
     .fetch_all(db)
     .await
 }
 
-/// The newest cursor.
+/// The newest global `seq` (where a hub starts).
 pub async fn head(db: &PgPool) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM notices")
         .fetch_one(db)
         .await
+}
+
+/// The cursor after a user's newest notice (kept when the notice itself is
+/// pruned); [`Cursor::start`] for a user without notices.
+pub async fn stream_head(db: &PgPool, user_id: Uuid) -> sqlx::Result<Cursor> {
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT last_seq, last_chain FROM notice_streams WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(head.map_or_else(Cursor::start, |(position, chain)| Cursor {
+        position,
+        chain,
+    }))
+}
+
+/// Whether the log can replay everything after a client's cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorCheck {
+    /// It names a point of this user's stream, and every notice after it is
+    /// retained: the replay is complete.
+    Resumable,
+    /// A notice after it is older than the retention bound (or pruned).
+    TooOld,
+    /// Not a point of the history this log holds: from the future, from
+    /// another database, or from a history the log no longer has (a restored
+    /// backup, a reset sequence).
+    Unknown,
+}
+
+impl CursorCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CursorCheck::Resumable => "resumable",
+            CursorCheck::TooOld => "too_old",
+            CursorCheck::Unknown => "unknown",
+        }
+    }
+}
+
+/// Checks a client's cursor against the user's stream. `retention` is the
+/// promise: a client away for less than it resumes completely; one whose
+/// first missed notice is older gets `TooOld` even if pruning has not yet
+/// removed it, so the answer does not depend on when pruning last ran.
+pub async fn check_cursor(
+    db: &PgPool,
+    user_id: Uuid,
+    cursor: &Cursor,
+    retention: chrono::Duration,
+) -> sqlx::Result<CursorCheck> {
+    let stream: Option<(i64, String, i64, String)> = sqlx::query_as(
+        "SELECT last_seq, last_chain, pruned_seq, pruned_chain FROM notice_streams
+         WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    let (last, last_chain, pruned, pruned_chain) =
+        stream.unwrap_or((0, CHAIN_START.to_owned(), 0, CHAIN_START.to_owned()));
+    let n = cursor.position;
+    let known = if n > last {
+        false
+    } else if n == last {
+        cursor.chain == last_chain
+    } else if n < pruned {
+        return Ok(CursorCheck::TooOld);
+    } else if n == pruned {
+        cursor.chain == pruned_chain
+    } else {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT chain FROM notices WHERE user_id = $1 AND user_seq = $2")
+                .bind(user_id)
+                .bind(n)
+                .fetch_optional(db)
+                .await?;
+        stored.is_some_and(|c| c == cursor.chain)
+    };
+    if !known {
+        return Ok(CursorCheck::Unknown);
+    }
+    if n < last {
+        let first_missed: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT visible_at FROM notices WHERE user_id = $1 AND user_seq = $2",
+        )
+        .bind(user_id)
+        .bind(n + 1)
+        .fetch_optional(db)
+        .await?;
+        match first_missed {
+            Some(at) if at >= Utc::now() - retention => {}
+            // Older than promised, or pruned (`pruned == n` with a gap after
+            // it cannot happen: pruning removes a prefix).
+            _ => return Ok(CursorCheck::TooOld),
+        }
+    }
+    Ok(CursorCheck::Resumable)
 }
 
 /// The latest notice of an order, if any.
@@ -161,4 +451,65 @@ pub async fn latest_visible(db: &PgPool, order_id: Uuid) -> sqlx::Result<Option<
     .bind(order_id)
     .fetch_optional(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_read_back_what_they_write_and_refuse_anything_else() {
+        let cursor = Cursor {
+            position: 42,
+            chain: chain("0", Uuid::from_u128(7), 1, ORDER_VISIBLE),
+        };
+        assert_eq!(Cursor::parse(&cursor.to_string()), Some(cursor.clone()));
+        assert_eq!(Cursor::parse("0"), Some(Cursor::start()));
+        assert_eq!(Cursor::start().to_string(), "0");
+        for bad in [
+            "",
+            "garbage",
+            "1041",
+            "-5",
+            "0-0",
+            "42-",
+            "-deadbeef",
+            "42-DEADBEEF",
+            "42-deadbee",
+            "42-deadbeef0",
+            "+4-deadbeef",
+            "4 2-deadbeef",
+            "0-deadbeef",
+            "99999999999999999999-deadbeef",
+        ] {
+            assert_eq!(Cursor::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_chain_depends_on_the_whole_history() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let one = chain("0", a, 1, ORDER_VISIBLE);
+        assert_eq!(one.len(), CHAIN_LEN);
+        assert_ne!(
+            chain(&one, b, 1, ORDER_VISIBLE),
+            chain("0", b, 1, ORDER_VISIBLE)
+        );
+        assert_ne!(
+            chain("0", a, 1, ORDER_VISIBLE),
+            chain("0", a, 2, ORDER_VISIBLE)
+        );
+        assert_ne!(
+            chain("0", a, 1, ORDER_VISIBLE),
+            chain("0", a, 1, ORDER_FAILED)
+        );
+        // The migration's SQL computes the same: sha256 over the same text.
+        assert_eq!(
+            chain("0", Uuid::nil(), 1, ORDER_VISIBLE),
+            format!(
+                "{:x}",
+                Sha256::digest(format!("0:{}:1:order-visible", Uuid::nil()))
+            )[..8]
+        );
+    }
 }

@@ -1,5 +1,7 @@
-//! The polling fallback: `GET /api/orders/{id}/visibility[?wait=N]`, answered
-//! from the same notice log as the stream, waiting on the hub.
+//! The polling fallback: `GET /api/orders/{id}/visibility[?wait=N&version=V]`,
+//! answered from the same notice log as the stream, waiting on the hub. A
+//! long poll waits for what it asks about: a notice of version `V` or newer,
+//! or with no version, any notice of the order.
 
 use std::time::Duration;
 
@@ -20,6 +22,10 @@ pub const MAX_WAIT_SECS: u64 = 30;
 #[derive(Deserialize)]
 pub struct VisibilityParams {
     pub wait: Option<u64>,
+    /// The version the caller is asking about (e.g. the one its cancel
+    /// returned): a long poll waits until a notice of this version or a newer
+    /// one is recorded. Without it, any notice of the order answers.
+    pub version: Option<i32>,
 }
 
 #[derive(Serialize)]
@@ -54,63 +60,132 @@ pub async fn visibility(
             format!("wait must be 0 to {MAX_WAIT_SECS} seconds"),
         ));
     }
+    if params.version.is_some_and(|v| v < 1) {
+        return Err(AppError::bad_request(
+            "bad_query",
+            "version must be 1 or more",
+        ));
+    }
+    // What the caller waits for: a notice of the version it asks about (or
+    // newer), or any notice when it names none. Answered at once when the
+    // order is already there, or when the caller does not wait.
+    let enough = |latest: Option<&Notice>| {
+        latest.is_some_and(|n| params.version.is_none_or(|v| n.order_version >= v))
+    };
     // Subscribe before looking, so a notice recorded in between is not missed.
     let mut subscription = state.hub.subscribe(user.id);
-    let answer = |latest: Option<Notice>, visible: Option<Notice>| {
-        let failed = latest.filter(|n| n.kind == notice_log::ORDER_FAILED);
-        Json(Visibility {
-            id,
-            visible: visible.is_some(),
-            visible_at: visible.as_ref().map(|n| n.visible_at),
-            version: visible.as_ref().map(|n| n.order_version),
-            status: visible.map(|n| n.status),
-            failed: failed.is_some(),
-            error: failed.and_then(|n| n.error),
-        })
-    };
-    // The hub's memory answers polls about recent orders without the
-    // database; only orders it has not seen need the ownership check and the log.
-    if let Some(known) = state.hub.known(id) {
-        if known.latest.user_id != user.id {
-            return Err(AppError::NotFound);
-        }
-        return Ok(answer(Some(known.latest), known.latest_visible));
-    }
-    if !crate::read_side::read_your_writes::owns_order(&state.db, user.id, id).await? {
-        return Err(AppError::NotFound);
-    }
-    let latest = notice_log::latest_for_order(&state.db, id).await?;
-    let visible = notice_log::latest_visible(&state.db, id).await?;
-    // Answer at once when there is news (visible, or failed).
-    if latest.is_some() || wait == 0 {
-        return Ok(answer(latest, visible));
+    let now = current(&state, user.id, id).await?;
+    if enough(now.latest.as_ref()) || wait == 0 {
+        return Ok(answer(id, now));
     }
     let mut shutdown = state.shutdown.subscribe();
     let waited = tokio::time::timeout(Duration::from_secs(wait), async {
         loop {
             tokio::select! {
-                _ = shutdown.recv() => return Ok::<_, sqlx::Error>(None),
+                _ = shutdown.recv() => return Ok::<_, sqlx::Error>(()),
                 received = subscription.receiver.recv() => match received {
-                    Ok(n) if n.order_id == id => return Ok(Some(n)),
+                    Ok(n) if n.order_id == id && enough(Some(&n)) => return Ok(()),
                     Ok(_) => {}
                     // Missed some: the log knows.
                     Err(RecvError::Lagged(_)) => {
-                        if let Some(n) = notice_log::latest_for_order(&state.db, id).await? {
-                            return Ok(Some(n));
+                        if enough(notice_log::latest_for_order(&state.db, id).await?.as_ref()) {
+                            return Ok(());
                         }
                     }
-                    Err(RecvError::Closed) => return Ok(None),
+                    Err(RecvError::Closed) => return Ok(()),
                 },
             }
         }
     })
     .await;
-    let notice = match waited {
-        Ok(result) => result.map_err(AppError::from)?,
-        Err(_elapsed) => None,
-    };
-    let visible = notice
-        .clone()
-        .filter(|n| n.kind == notice_log::ORDER_VISIBLE);
-    Ok(answer(notice, visible))
+    if let Ok(result) = waited {
+        result.map_err(AppError::from)?;
+    }
+    // Whatever ended the wait (the notice, the timeout, a shutdown), the
+    // answer is the order's state now: an earlier version that is visible
+    // stays visible in it.
+    Ok(answer(id, current(&state, user.id, id).await?))
+}
+
+/// What is known of an order's visibility.
+struct Current {
+    /// Its latest notice (for an order whose notices were pruned: a stand-in
+    /// for the settled version, see [`current`]).
+    latest: Option<Notice>,
+    /// Its latest `order-visible` notice.
+    visible: Option<Notice>,
+    /// True for the stand-in: the notices are gone, and with them when the
+    /// order became visible.
+    pruned: bool,
+}
+
+/// The order's latest notice and its latest `order-visible`. The hub's
+/// memory answers for recent orders without the database; only orders it has
+/// not seen need the ownership check and the log.
+///
+/// An order whose notices were all pruned (`sightline prune`) was visible
+/// once none of its events is pending or parked; it is answered as visible
+/// at its current version, without `visible_at`.
+async fn current(state: &AppState, user_id: Uuid, id: Uuid) -> AppResult<Current> {
+    use crate::read_side::read_your_writes;
+    if let Some(known) = state.hub.known(id) {
+        if known.latest.user_id != user_id {
+            return Err(AppError::NotFound);
+        }
+        return Ok(Current {
+            latest: Some(known.latest),
+            visible: known.latest_visible,
+            pruned: false,
+        });
+    }
+    if !read_your_writes::owns_order(&state.db, user_id, id).await? {
+        return Err(AppError::NotFound);
+    }
+    let latest = notice_log::latest_for_order(&state.db, id).await?;
+    let visible = notice_log::latest_visible(&state.db, id).await?;
+    if latest.is_none()
+        && let Some((version, status)) = read_your_writes::settled_version(&state.db, id).await?
+    {
+        let stand_in = Notice {
+            seq: 0,
+            user_id,
+            user_seq: 0,
+            chain: String::new(),
+            order_id: id,
+            order_version: version,
+            kind: notice_log::ORDER_VISIBLE.to_owned(),
+            status,
+            error: None,
+            visible_at: chrono::Utc::now(),
+            committed_at: None,
+        };
+        return Ok(Current {
+            latest: Some(stand_in.clone()),
+            visible: Some(stand_in),
+            pruned: true,
+        });
+    }
+    Ok(Current {
+        latest,
+        visible,
+        pruned: false,
+    })
+}
+
+fn answer(id: Uuid, now: Current) -> Json<Visibility> {
+    let Current {
+        latest,
+        visible,
+        pruned,
+    } = now;
+    let failed = latest.filter(|n| n.kind == notice_log::ORDER_FAILED);
+    Json(Visibility {
+        id,
+        visible: visible.is_some(),
+        visible_at: visible.as_ref().filter(|_| !pruned).map(|n| n.visible_at),
+        version: visible.as_ref().map(|n| n.order_version),
+        status: visible.map(|n| n.status),
+        failed: failed.is_some(),
+        error: failed.and_then(|n| n.error),
+    })
 }

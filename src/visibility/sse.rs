@@ -1,19 +1,27 @@
 //! Where the notice leaves: `GET /api/events`, the user's notices as
 //! Server-Sent Events — replayed from the log after `Last-Event-ID`, then live
 //! from the hub.
+//!
+//! The ids are the user's own cursors ([`Cursor`]), never the global `seq`.
+//! On every connection they strictly increase, and none is sent before the
+//! client has everything up to it: an SSE client adopts an event's id as its
+//! resume point the moment the event is dispatched, so an id ahead of an
+//! undelivered notice would let a dropped connection skip it for good.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use uuid::Uuid;
 
-use super::notice_log::{self, Notice};
+use super::notice_log::{self, Cursor, CursorCheck, Notice};
 use crate::auth::CurrentUser;
 use crate::error::AppResult;
 use crate::state::AppState;
@@ -21,8 +29,35 @@ use crate::state::AppState;
 /// How long a client waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(1000);
 
-/// `order-visible` (or `order-failed`) as an SSE event; its id is the cursor.
-pub fn notice_event(notice: &Notice) -> Event {
+/// Notices read from the log per replay query: a stream holds at most one
+/// page, however far behind its client is.
+const REPLAY_PAGE: i64 = 500;
+
+/// A heartbeat: one comment line and no blank line after it. A blank line
+/// asks the client to dispatch whatever it has buffered, and some clients
+/// (`httpx-sse`, for one) then surface an empty `message` event once any id
+/// was seen; a lone comment line is ignored by every parser that follows the
+/// spec, and the next real event's blank line dispatches only that event.
+const HEARTBEAT: &[u8] = b": heartbeat\n";
+
+/// One SSE event: `event:`, `id:`, `retry:` and a single-line `data:` (our
+/// data is compact JSON), ended by the blank line that dispatches it.
+fn frame(event: &str, id: Option<&Cursor>, retry: Option<Duration>, data: &str) -> Bytes {
+    let mut out = String::with_capacity(data.len() + 64);
+    if let Some(retry) = retry {
+        out.push_str(&format!("retry: {}\n", retry.as_millis()));
+    }
+    out.push_str(&format!("event: {event}\n"));
+    if let Some(id) = id {
+        out.push_str(&format!("id: {id}\n"));
+    }
+    out.push_str(&format!("data: {data}\n\n"));
+    Bytes::from(out)
+}
+
+/// `order-visible` (or `order-failed`) as an SSE event; its id is the
+/// user's cursor after it.
+pub fn notice_event(notice: &Notice) -> Bytes {
     let mut data = json!({
         "id": notice.order_id,
         "version": notice.order_version,
@@ -34,18 +69,21 @@ pub fn notice_event(notice: &Notice) -> Event {
         data["failed_at"] = data["visible_at"].take();
         data.as_object_mut().map(|d| d.remove("visible_at"));
     }
-    Event::default()
-        .event(notice.kind.as_str())
-        .id(notice.seq.to_string())
-        .data(data.to_string())
+    frame(
+        &notice.kind,
+        Some(&notice.cursor()),
+        None,
+        &data.to_string(),
+    )
 }
 
-fn cursor_event(kind: &'static str, head: i64) -> Event {
-    Event::default()
-        .event(kind)
-        .id(head.to_string())
-        .retry(RETRY)
-        .data(json!({ "cursor": head.to_string() }).to_string())
+/// `ready` or `reset`, carrying the cursor the stream continues from.
+fn cursor_event(kind: &str, cursor: &Cursor, reason: Option<&str>) -> Bytes {
+    let mut data = json!({ "cursor": cursor.to_string() });
+    if let Some(reason) = reason {
+        data["reason"] = json!(reason);
+    }
+    frame(kind, Some(cursor), Some(RETRY), &data.to_string())
 }
 
 #[tracing::instrument(skip_all, fields(user = %user.username))]
@@ -53,36 +91,51 @@ pub async fn events(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
-) -> AppResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    // Subscribe before reading the log, so nothing falls between the two.
+) -> AppResult<Response> {
+    // Subscribe before reading the log, so nothing falls between the two:
+    // the subscription carries every notice with a `seq` above `hub_head`,
+    // the replay reads the log up to it.
     let subscription = state.hub.subscribe(user.id);
-    let head = subscription.head;
+    let hub_head = subscription.head;
     let last_event_id = headers
         .get("last-event-id")
-        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()));
+        .map(|v| v.to_str().ok().and_then(Cursor::parse));
 
-    let mut opening = Vec::new();
-    // Live notices must have a cursor above `floor`; older ones were replayed.
-    let mut floor = head;
-    match last_event_id {
-        None => opening.push(cursor_event("ready", head)),
-        Some(Some(last)) if (0..=head).contains(&last) => {
-            opening.push(cursor_event("ready", head));
-            let missed = notice_log::for_user_between(&state.db, user.id, last, head).await?;
-            opening.extend(missed.iter().map(notice_event));
-            metrics::counter!("sightline_notices_sent_total").increment(missed.len() as u64);
+    // `from`: the client has every notice of its stream up to here. Live
+    // notices must be past it; the replay brings those in between.
+    let (opening, from, replay) = match last_event_id {
+        // A new client: it starts at its head and fetches its list.
+        None => {
+            let head = notice_log::stream_head(&state.db, user.id).await?;
+            (cursor_event("ready", &head, None), head, false)
         }
-        // Ahead of this instance's hub but known to the log: another instance
-        // served it. Continue from there.
-        Some(Some(last)) if last > head && last <= notice_log::head(&state.db).await? => {
-            opening.push(cursor_event("ready", last));
-            floor = last;
+        Some(Some(cursor)) => {
+            let check = notice_log::check_cursor(
+                &state.db,
+                user.id,
+                &cursor,
+                state.settings.notice_retention(),
+            )
+            .await?;
+            if check == CursorCheck::Resumable {
+                // `ready` repeats the client's own cursor: the replayed
+                // notices advance it, one by one.
+                (cursor_event("ready", &cursor, None), cursor, true)
+            } else {
+                reset(&state, user.id, check.as_str()).await?
+            }
         }
-        // Malformed or unknown: the client must refetch its list.
-        Some(_) => opening.push(cursor_event("reset", head)),
-    }
+        // Malformed (or a plain number from an older server).
+        Some(None) => reset(&state, user.id, "malformed").await?,
+    };
 
+    let replayed = if replay {
+        replay_pages(state.db.clone(), user.id, from.position, hub_head).boxed()
+    } else {
+        stream::empty().boxed()
+    };
     let user_id = user.id;
+    let floor = from.position;
     let live = BroadcastStream::new(subscription.receiver)
         // A lagging client is cut off; it resumes from the log on reconnect.
         .inspect(|item| {
@@ -93,7 +146,10 @@ pub async fn events(
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(move |item| {
             std::future::ready(match item {
-                Ok(n) if n.seq > floor && n.user_id == user_id => {
+                // A user's positions grow with `seq`, so everything live is
+                // past what was replayed; `floor` drops what the client had
+                // before (its cursor may be ahead of this instance's hub).
+                Ok(n) if n.user_id == user_id && n.user_seq > floor => {
                     count_live(&n);
                     Some(notice_event(&n))
                 }
@@ -102,22 +158,95 @@ pub async fn events(
         });
     let mut shutdown = state.shutdown.subscribe();
     let stopped = async move { shutdown.recv().await };
+    // A hint and a comment, no blank line: nothing for a client to dispatch.
     let farewell = stream::once(async {
-        Event::default()
-            .retry(RETRY)
-            .comment("stream closed; reconnect with Last-Event-ID")
+        Bytes::from(format!(
+            "retry: {}\n: stream closed; reconnect with Last-Event-ID\n",
+            RETRY.as_millis()
+        ))
     });
 
     metrics::gauge!("sightline_sse_streams").increment(1.0);
     let guard = StreamGauge;
-    let stream = stream::iter(opening)
-        .chain(live.take_until(stopped))
+    let events = stream::once(async move { opening })
+        .chain(replayed.chain(live).take_until(stopped))
         .chain(farewell)
         .map(move |event| {
             let _ = &guard;
-            Ok(event)
+            event
         });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat())))
+    let body = with_heartbeats(events, state.settings.sse_heartbeat());
+    let mut response = Body::from_stream(body.map(Ok::<_, Infallible>)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `reset`: the client must refetch what it shows; it continues from its head.
+async fn reset(state: &AppState, user_id: Uuid, reason: &str) -> AppResult<(Bytes, Cursor, bool)> {
+    let head = notice_log::stream_head(&state.db, user_id).await?;
+    metrics::counter!("sightline_sse_resets_total", "reason" => reason.to_owned()).increment(1);
+    Ok((cursor_event("reset", &head, Some(reason)), head, false))
+}
+
+/// The user's notices after position `after` up to the hub's head at
+/// subscription, a page at a time, so a stream never holds more than one
+/// page however much it replays. A failing read ends the stream: the client
+/// reconnects from the last notice it got and loses nothing.
+fn replay_pages(
+    db: sqlx::PgPool,
+    user_id: Uuid,
+    after: i64,
+    up_to: i64,
+) -> impl Stream<Item = Bytes> {
+    stream::unfold(Some(after), move |after| {
+        let db = db.clone();
+        async move {
+            let after = after?;
+            let page =
+                match notice_log::page_for_user(&db, user_id, after, up_to, REPLAY_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replay read failed; ending the stream");
+                        return None;
+                    }
+                };
+            let last = page.last()?.user_seq;
+            let next = (page.len() as i64 == REPLAY_PAGE).then_some(last);
+            metrics::counter!("sightline_notices_sent_total").increment(page.len() as u64);
+            let events: Vec<Bytes> = page.iter().map(notice_event).collect();
+            Some((stream::iter(events), next))
+        }
+    })
+    .flatten()
+}
+
+/// Passes `events` through and sends [`HEARTBEAT`] whenever nothing was sent
+/// for `every`. Ends when `events` ends.
+fn with_heartbeats(
+    events: impl Stream<Item = Bytes> + Send + 'static,
+    every: Duration,
+) -> impl Stream<Item = Bytes> {
+    let every = every.max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    stream::unfold(
+        (events.boxed(), ticker),
+        |(mut events, mut ticker)| async move {
+            tokio::select! {
+                next = events.next() => {
+                    let event = next?;
+                    ticker.reset();
+                    Some((event, (events, ticker)))
+                }
+                _ = ticker.tick() => Some((Bytes::from_static(HEARTBEAT), (events, ticker))),
+            }
+        },
+    )
 }
 
 /// Counts a live notice as sent and, for `order-visible`, how long it took

@@ -13,12 +13,15 @@ mod es_faults;
 mod events_api;
 mod instances;
 mod lifecycle;
+mod long_polls;
 mod operations;
 mod orders_api;
 mod outbox_retry;
 mod pages_without_browser;
 mod rebuild;
+mod resume;
 mod smoke;
+mod sse_clients;
 mod stress;
 
 // Tests that prove the promise by driving the real code (issue 9).

@@ -427,7 +427,13 @@ async fn stream_dropped_mid_session_resumes_without_missing_a_notice() {
         );
         let cursors: Vec<i64> = seen
             .iter()
-            .map(|n| n["cursor"].as_str().and_then(|c| c.parse().ok()).unwrap_or(-1))
+            // Cursors are `<position>-<chain>`; the position orders them.
+            .map(|n| {
+                n["cursor"]
+                    .as_str()
+                    .and_then(|c| c.split('-').next()?.parse().ok())
+                    .unwrap_or(-1)
+            })
             .collect();
         ensure!(
             cursors.windows(2).all(|w| w[0] < w[1]) && cursors[0] > 0,

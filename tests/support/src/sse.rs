@@ -32,6 +32,10 @@ impl SseFrame {
             && self.comments.is_empty()
     }
 
+    fn is_empty_but_comments(&self) -> bool {
+        self.event.is_none() && self.id.is_none() && self.data.is_none() && self.retry.is_none()
+    }
+
     /// Only comments (a heartbeat) or only `retry:`: nothing a client dispatches.
     pub fn is_dispatched(&self) -> bool {
         self.event.is_some() || self.data.is_some()
@@ -78,6 +82,11 @@ impl SseStream {
                 }
                 if let Some(comment) = line.strip_prefix(':') {
                     self.frame.comments.push(comment.trim_start().to_owned());
+                    // A comment line on its own (a heartbeat: no blank line
+                    // follows it) is a frame of its own.
+                    if self.frame.comments.len() == 1 && self.frame.is_empty_but_comments() {
+                        return Some(std::mem::take(&mut self.frame));
+                    }
                     continue;
                 }
                 let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
@@ -98,7 +107,12 @@ impl SseStream {
             match self.body.next().await {
                 Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
                 Some(Err(e)) => panic!("SSE stream failed: {e}"),
-                None => return None,
+                // What is left without a blank line (e.g. a closing `retry:`
+                // hint) is still shown, as a frame nothing dispatches.
+                None => {
+                    let rest = std::mem::take(&mut self.frame);
+                    return (!rest.is_empty()).then_some(rest);
+                }
             }
         }
     }

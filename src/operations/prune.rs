@@ -1,0 +1,34 @@
+//! `sightline prune`: retention of the notice log, expired sessions and the
+//! projector's inbox, and what it prints (the rules of what may go live in
+//! [`crate::visibility::retention`]).
+
+use crate::config::Settings;
+use crate::db::connect_and_migrate;
+use crate::visibility::retention;
+
+/// Prunes (or, without `yes`, counts) what the retention bound lets go.
+pub async fn command(yes: bool, batch_size: i64, settings: Settings) -> anyhow::Result<()> {
+    let db = connect_and_migrate(&settings).await?;
+    let cutoff = chrono::Utc::now() - settings.notice_retention();
+    let report = if yes {
+        retention::prune(&db, cutoff, batch_size).await?
+    } else {
+        retention::plan(&db, cutoff).await?
+    };
+    println!(
+        "{} {} notices recorded before {} ({} days), {} expired sessions, {} inbox entries of \
+         events published before then{}",
+        if yes { "deleted" } else { "would delete" },
+        report.notices,
+        cutoff.to_rfc3339(),
+        settings.notice_retention_days,
+        report.sessions,
+        report.inbox,
+        if yes {
+            ""
+        } else {
+            "; pass --yes to delete them"
+        }
+    );
+    Ok(())
+}
