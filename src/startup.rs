@@ -9,7 +9,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::{Role, Settings};
+use crate::auth::password::Hashing;
+use crate::auth::throttle::{Policy, Throttle};
+use crate::config::{Role, Settings, redact_in, redact_url};
 use crate::projector::Projector;
 use crate::read_side::index::ReadStore;
 use crate::relay::Relay;
@@ -43,8 +45,9 @@ impl Application {
         // keeps the backlog and catches up once it is back.
         if let Err(e) = read_store.ensure_exists().await {
             tracing::warn!(
-                "Elasticsearch is not usable at {} ({e}) — start it with `scripts/services start elasticsearch`; orders are kept and indexed once it is up",
-                settings.elasticsearch_url
+                "Elasticsearch is not usable at {} ({}) — start it with `scripts/services start elasticsearch`; orders are kept and indexed once it is up",
+                redact_url(&settings.elasticsearch_url),
+                redact_in(&format!("{e:#}"), &settings.elasticsearch_url)
             );
         }
 
@@ -61,11 +64,12 @@ impl Application {
 
         let state = AppState(Arc::new(App {
             hub: NoticeHub::new(head, settings.sse_buffer),
+            login_throttle: Throttle::new(Policy::from_settings(&settings)),
+            hashing: Hashing::new(settings.hash_permits()),
             db,
             read_store,
             settings,
             shutdown: ShutdownSignal::new(),
-            login_throttle: Default::default(),
             metrics: telemetry::metrics_handle(),
             monitor: Default::default(),
             pipeline: Default::default(),
@@ -192,10 +196,11 @@ pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> 
 /// Opens the pool, failing in one line that names the service and the
 /// command that starts it.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    // The parse error is not passed on: it may quote the URL, password and all.
     let options: PgConnectOptions = settings
         .database_url
         .parse()
-        .context("Failed to parse DATABASE_URL")?;
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid postgres:// URL"))?;
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
@@ -203,6 +208,7 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
         .connect_with(options)
         .await
         .map_err(|e| {
+            let e = redact_in(&e.to_string(), &settings.database_url);
             anyhow::anyhow!(
                 "PostgreSQL is not reachable at {host}:{port} ({e}) — start it with `scripts/services start postgres`"
             )
