@@ -128,9 +128,14 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Parses one `TRUSTED_PROXIES` entry: an address or a CIDR range.
+/// Parses one `TRUSTED_PROXIES` entry: an address or a CIDR range. An empty
+/// entry (`TRUSTED_PROXIES=`) stands for nothing: it becomes `::/128`, the
+/// unspecified address, which is never a connection's peer.
 pub fn parse_trusted_proxy(raw: &str) -> Result<IpNet, String> {
     let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(IpNet::from(IpAddr::from(Ipv6Addr::UNSPECIFIED)));
+    }
     raw.parse::<IpNet>()
         .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| format!("{raw:?} is not an address or a CIDR range like 10.0.0.0/8"))
@@ -215,5 +220,11 @@ mod tests {
         assert!(parse_trusted_proxy(" 127.0.0.1 ").is_ok());
         assert!(parse_trusted_proxy("::1").is_ok());
         assert!(parse_trusted_proxy("proxy.local").is_err());
+        // Empty trusts no real peer.
+        let nothing = parse_trusted_proxy("").unwrap();
+        let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
+        for peer in ["127.0.0.1", "0.0.0.0", "::1"] {
+            assert_eq!(resolve(ip(peer), &h, &[nothing]), ip(peer));
+        }
     }
 }
