@@ -39,6 +39,10 @@ COPY --from=builder /build/target/release/sightline /usr/local/bin/sightline
 
 USER sightline
 ENV BIND_ADDR=0.0.0.0:3000
+# Served over HTTPS in production: the session cookie is `__Host-`, Secure.
+# (Browsers accept Secure cookies on http://localhost too; set
+# COOKIE_SECURE=false to serve plain HTTP on another host.)
+ENV COOKIE_SECURE=true
 EXPOSE 3000
 # `serve` migrates the database and creates the indices before it listens.
 CMD ["sightline", "serve"]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone)]
 pub struct Settings {
     /// Address the HTTP server listens on (port 0 picks a free port).
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
@@ -115,6 +115,67 @@ pub struct Settings {
     /// Most PostgreSQL connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed,
+    /// comma-separated addresses or CIDR ranges (`10.0.0.0/8,127.0.0.1`).
+    /// Empty (the default): the socket's peer is the client, whatever the
+    /// headers say.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::web::client_addr::parse_trusted_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Failed logins for one username from one client address that are
+    /// answered at once; after them each attempt waits a delay that doubles
+    /// from 1 s (the first attempts of a burst are counted before the
+    /// password is checked, so parallel guesses get no more).
+    #[arg(long, env = "LOGIN_FREE_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_free_failures: u32,
+
+    /// The longest delay between attempts for one username from one address.
+    #[arg(long, env = "LOGIN_MAX_DELAY_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_max_delay_secs: u64,
+
+    /// Login attempts one client address may make at once, over all
+    /// usernames (against password spraying); successful ones are given back.
+    #[arg(long, env = "LOGIN_ADDRESS_BURST", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_address_burst: u32,
+
+    /// How fast an address's login attempts come back, per hour.
+    #[arg(long, env = "LOGIN_ADDRESS_PER_HOUR", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_address_per_hour: u32,
+
+    /// Failed login attempts one username may take at once from addresses
+    /// that have not logged into it before (guessing spread over many
+    /// addresses); an address the user logged in from is not held by it.
+    #[arg(long, env = "LOGIN_USER_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_user_burst: u32,
+
+    /// How fast a username's attempts from new addresses come back, per hour.
+    #[arg(long, env = "LOGIN_USER_PER_HOUR", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_user_per_hour: u32,
+
+    /// Sign-ups one client address may make at once.
+    #[arg(long, env = "SIGNUP_ADDRESS_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub signup_address_burst: u32,
+
+    /// How fast an address's sign-ups come back, per hour.
+    #[arg(long, env = "SIGNUP_ADDRESS_PER_HOUR", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub signup_address_per_hour: u32,
+
+    /// Most keys each throttle table holds (per username, per address, per
+    /// both, per sign-up address); past it the least recently used go first.
+    #[arg(long, env = "THROTTLE_MAX_KEYS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub throttle_max_keys: u64,
+
+    /// Password hashes (argon2, ~19 MiB and a blocking thread each) computed
+    /// at once; a login or sign-up that finds them all busy is answered 503
+    /// with `Retry-After` at once. 0: twice the number of CPU cores.
+    #[arg(long, env = "HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
+
+    /// Minutes a session may go unused before it ends (beside its absolute
+    /// lifetime, `SESSION_TTL_HOURS`).
+    #[arg(long, env = "SESSION_IDLE_MINUTES", default_value_t = 24 * 60, value_parser = clap::value_parser!(i64).range(1..))]
+    pub session_idle_minutes: i64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +291,20 @@ impl Settings {
         Duration::from_millis(self.lag_slo_ms)
     }
 
+    /// How many password hashes may run at once.
+    pub fn hash_permits(&self) -> usize {
+        if self.hash_concurrency > 0 {
+            return self.hash_concurrency;
+        }
+        2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Whether the session cookie carries `Secure` (and so the `__Host-`
+    /// prefix): asked for, or implied by `SameSite=None`.
+    pub fn cookie_is_secure(&self) -> bool {
+        self.cookie_secure || self.cookie_samesite == SameSite::None
+    }
+
     /// The CORS allowlist without empty entries.
     pub fn cors_origins(&self) -> impl Iterator<Item = &str> {
         self.cors_allowed_origins
@@ -244,9 +319,104 @@ impl Settings {
     }
 }
 
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`: a URL
+/// as it may appear in a log line or an error (a URL that does not parse is
+/// hidden whole: it might still hold a password).
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+/// `text` (an error message, say) with the password of `url` masked, in
+/// case the error quoted the URL it failed on.
+pub fn redact_in(text: &str, url: &str) -> String {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    {
+        Some(password) if !password.is_empty() => text.replace(&password, "***"),
+        _ => text.to_owned(),
+    }
+}
+
+/// Written out by hand so that the connection URLs' passwords never reach a
+/// log line through `{:?}` (e.g. a `tracing::instrument` that records the
+/// settings). Fields added later show up once listed here.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind_addr", &self.bind_addr)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("elasticsearch_url", &redact_url(&self.elasticsearch_url))
+            .field("index_prefix", &self.index_prefix)
+            .field("relay_batch_size", &self.relay_batch_size)
+            .field("relay_concurrency", &self.relay_concurrency)
+            .field("relay_poll_ms", &self.relay_poll_ms)
+            .field("relay_wake", &self.relay_wake)
+            .field("refresh_mode", &self.refresh_mode)
+            .field("index_refresh_interval", &self.index_refresh_interval)
+            .field("sse_buffer", &self.sse_buffer)
+            .field("sse_heartbeat_secs", &self.sse_heartbeat_secs)
+            .field("lag_slo_ms", &self.lag_slo_ms)
+            .field("session_ttl_hours", &self.session_ttl_hours)
+            .field("session_idle_minutes", &self.session_idle_minutes)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("cookie_samesite", &self.cookie_samesite)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("roles", &self.roles)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("login_free_failures", &self.login_free_failures)
+            .field("login_max_delay_secs", &self.login_max_delay_secs)
+            .field("login_address_burst", &self.login_address_burst)
+            .field("login_address_per_hour", &self.login_address_per_hour)
+            .field("login_user_burst", &self.login_user_burst)
+            .field("login_user_per_hour", &self.login_user_per_hour)
+            .field("signup_address_burst", &self.signup_address_burst)
+            .field("signup_address_per_hour", &self.signup_address_per_hour)
+            .field("throttle_max_keys", &self.throttle_max_keys)
+            .field("hash_concurrency", &self.hash_concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_origin;
+    use super::{parse_origin, redact_url};
+
+    #[test]
+    fn passwords_in_urls_never_reach_debug_output() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            redact_url("https://elastic:hunter2@es.example:9200"),
+            "https://elastic:***@es.example:9200/"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9200"),
+            "http://127.0.0.1:9200/"
+        );
+        assert_eq!(redact_url("::not a url s3cret"), "<unparsable URL>");
+
+        let mut settings = super::Settings::from_env().unwrap();
+        settings.database_url = "postgres://app:s3cret@db/x".to_owned();
+        settings.elasticsearch_url = "http://elastic:hunter2@es:9200".to_owned();
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        assert!(debug.contains("app:***@db"), "{debug}");
+    }
 
     #[test]
     fn origins_are_normalised_as_browsers_send_them() {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::config::Settings;
+use crate::config::{Settings, redact_in};
 
 /// Opens the pool and applies pending migrations (every command that touches
 /// the database runs this first; sqlx serialises concurrent migrators).
@@ -31,10 +31,11 @@ pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
 /// Opens the pool, failing in one line that names the service and the
 /// command that starts it.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    // The parse error is not passed on: it may quote the URL, password and all.
     let options: PgConnectOptions = settings
         .database_url
         .parse()
-        .context("Failed to parse DATABASE_URL")?;
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid postgres:// URL"))?;
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
@@ -42,6 +43,7 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
         .connect_with(options)
         .await
         .map_err(|e| {
+            let e = redact_in(&e.to_string(), &settings.database_url);
             anyhow::anyhow!(
                 "PostgreSQL is not reachable at {host}:{port} ({e}) — start it with `scripts/services start postgres`"
             )

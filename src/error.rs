@@ -39,6 +39,9 @@ pub enum AppError {
     Throttled { retry_after: u64 },
     #[error("{0} is unavailable, try again shortly")]
     Unavailable(&'static str),
+    /// A bounded resource (e.g. password hashing) is full: 503 at once.
+    #[error("the server is busy, try again in a moment")]
+    Busy,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -93,6 +96,7 @@ impl AppError {
             Self::Invalid { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Self::Database(e) if is_connection_error(e) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
@@ -127,6 +131,8 @@ impl AppError {
                 tracing::error!(error = ?self, "request failed");
                 "internal server error".to_owned()
             }
+            // Counted in /metrics; a log line each would let a flood flood the log.
+            _ if matches!(self, Self::Busy) => self.to_string(),
             StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::warn!(error = %self, "dependency unavailable");
                 match self {
@@ -159,6 +165,7 @@ impl IntoResponse for AppError {
             .into_response();
         let retry_after = match &self {
             Self::Throttled { retry_after } => Some(HeaderValue::from(*retry_after)),
+            Self::Busy => Some(HeaderValue::from_static("1")),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(HeaderValue::from_static("2")),
             _ => None,
         };

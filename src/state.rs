@@ -6,7 +6,8 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-use crate::auth::throttle::LoginThrottle;
+use crate::auth::password::Hashing;
+use crate::auth::throttle::Throttle;
 use crate::config::Settings;
 use crate::monitoring::{Monitor, PipelineStats};
 use crate::read_side::index::ReadStore;
@@ -34,8 +35,10 @@ pub struct App {
     pub settings: Settings,
     /// Tells SSE streams, long polls and background tasks to finish.
     pub shutdown: ShutdownSignal,
-    /// Failed logins per username, for throttling.
-    pub login_throttle: LoginThrottle,
+    /// Login and sign-up attempts per username and client address.
+    pub login_throttle: Throttle,
+    /// The bound on password hashes computed at once.
+    pub hashing: Hashing,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// The lag monitor's latest samples, for `/metrics` and `/status`.

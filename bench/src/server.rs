@@ -124,7 +124,8 @@ impl Bench {
             .connect(admin_url.as_str())
             .await
             .with_context(|| {
-                format!("PostgreSQL is not reachable at {database_url} — start it with `scripts/services start postgres`")
+                let shown = sightline::config::redact_url(database_url.as_str());
+                format!("PostgreSQL is not reachable at {shown} — start it with `scripts/services start postgres`")
             })?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(usize::MAX)
@@ -149,10 +150,12 @@ impl Bench {
             .send()
             .await
             .and_then(|r| r.error_for_status())
+            // The error would quote the URL, credentials and all.
+            .map_err(reqwest::Error::without_url)
             .with_context(|| {
                 format!(
                     "Elasticsearch is not reachable at {} — start it with `scripts/services start elasticsearch`",
-                    bench.es_url
+                    sightline::config::redact_url(&bench.es_url)
                 )
             })?;
         Ok(bench)

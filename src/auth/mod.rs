@@ -1,10 +1,15 @@
-//! Users and sessions: sign-up, login, logout.
+//! Users and sessions: sign-up, login, logout (of one session or all).
+//!
+//! Login and sign-up are guarded by `throttle` (counted before the password
+//! is checked) and by `password::Hashing` (a small bound on hashes at once).
 
 pub mod password;
 pub mod session;
 pub mod throttle;
 
 use anyhow::Context;
+use std::net::IpAddr;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -16,9 +21,11 @@ use uuid::Uuid;
 
 pub use session::{CurrentUser, PageUser};
 
+use self::throttle::Refused;
 use crate::error::{AppError, AppResult};
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ApiQuery};
 use crate::state::AppState;
+use crate::web::client_addr::{ClientAddr, limit_key};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,14 +39,25 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// Whether `name` follows the username rules (and so may become a key of
+/// the throttle's tables: at most 32 bytes).
+fn valid_username(name: &str) -> bool {
+    (3..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn throttled(refused: Refused) -> AppError {
+    refused.limit.count();
+    AppError::Throttled {
+        retry_after: refused.retry_after,
+    }
+}
+
 impl Credentials {
     fn validate(&self) -> AppResult<()> {
-        let name = &self.username;
-        if !(3..=32).contains(&name.len())
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !valid_username(&self.username) {
             return Err(AppError::invalid(
                 "username",
                 "username must be 3 to 32 characters of A-Z, a-z, 0-9, _ and -",
@@ -55,11 +73,20 @@ impl Credentials {
     }
 }
 
-/// Creates a user; 409 when the name is taken.
+/// Creates a user; 409 when the name is taken. Counted per client address.
 #[tracing::instrument(skip_all, fields(username = %credentials.username))]
-pub async fn register(state: &AppState, credentials: Credentials) -> AppResult<Uuid> {
+pub async fn register(
+    state: &AppState,
+    credentials: Credentials,
+    client: IpAddr,
+) -> AppResult<Uuid> {
     credentials.validate()?;
-    let hash = password::hash(credentials.password).await?;
+    let permit = state.hashing.try_permit().ok_or(AppError::Busy)?;
+    state
+        .login_throttle
+        .begin_signup(limit_key(client))
+        .map_err(throttled)?;
+    let hash = password::hash(permit, credentials.password).await?;
     let id = Uuid::new_v4();
     let inserted = sqlx::query(
         "INSERT INTO users (id, username, password_hash) VALUES ($1, $2, $3)
@@ -79,40 +106,54 @@ pub async fn register(state: &AppState, credentials: Credentials) -> AppResult<U
     Ok(id)
 }
 
-/// Checks credentials and opens a session.
+/// Checks credentials and opens a session. The attempt is counted before the
+/// password is checked (and given back if it is right or was never checked).
 #[tracing::instrument(skip_all, fields(username = %credentials.username))]
 pub async fn authenticate(
     state: &AppState,
     credentials: Credentials,
+    client: IpAddr,
 ) -> AppResult<session::NewSession> {
-    state
-        .login_throttle
-        .check(&credentials.username)
-        .map_err(|retry_after| AppError::Throttled { retry_after })?;
-    let row: Option<(Uuid, String)> =
-        sqlx::query_as("SELECT id, password_hash FROM users WHERE username = $1")
-            .bind(&credentials.username)
-            .fetch_optional(&state.db)
-            .await?;
-    let (user_id, stored) = row.map_or((None, None), |(id, h)| (Some(id), Some(h)));
-    let matches = password::verify(credentials.password, stored).await?;
-    let username = credentials.username;
-    match user_id {
-        Some(user_id) if matches => {
-            state.login_throttle.record_success(&username);
-            Ok(session::create(
-                &state.db,
-                user_id,
-                chrono::Duration::hours(state.settings.session_ttl_hours),
-            )
-            .await
-            .context("Failed to open a session")?)
-        }
-        _ => {
-            state.login_throttle.record_failure(&username);
-            Err(AppError::BadCredentials)
-        }
+    // A name that breaks the rules has no account, and must not become a
+    // key of the throttle: refused without a hash.
+    if !valid_username(&credentials.username) {
+        return Err(AppError::BadCredentials);
     }
+    let attempt = state
+        .login_throttle
+        .begin_login(&credentials.username, limit_key(client))
+        .map_err(throttled)?;
+    let Some(permit) = state.hashing.try_permit() else {
+        state.login_throttle.not_checked(attempt);
+        return Err(AppError::Busy);
+    };
+    let checked = async {
+        let row: Option<(Uuid, String)> =
+            sqlx::query_as("SELECT id, password_hash FROM users WHERE username = $1")
+                .bind(&credentials.username)
+                .fetch_optional(&state.db)
+                .await?;
+        let (user_id, stored) = row.map_or((None, None), |(id, h)| (Some(id), Some(h)));
+        let matches = password::verify(permit, credentials.password, stored).await?;
+        AppResult::Ok(user_id.filter(|_| matches))
+    };
+    let user_id = match checked.await {
+        Ok(Some(user_id)) => {
+            state.login_throttle.succeeded(attempt);
+            user_id
+        }
+        Ok(None) => {
+            state.login_throttle.failed(attempt);
+            return Err(AppError::BadCredentials);
+        }
+        Err(e) => {
+            state.login_throttle.not_checked(attempt);
+            return Err(e);
+        }
+    };
+    Ok(session::create(&state.db, user_id, &state.settings)
+        .await
+        .context("Failed to open a session")?)
 }
 
 pub fn cookie_header(state: &AppState, token: &str) -> (header::HeaderName, String) {
@@ -121,18 +162,18 @@ pub fn cookie_header(state: &AppState, token: &str) -> (header::HeaderName, Stri
         session::session_cookie(
             token,
             state.settings.session_ttl_hours * 3600,
-            state.settings.cookie_secure,
-            state.settings.cookie_samesite,
+            &state.settings,
         ),
     )
 }
 
 async fn sign_up(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> AppResult<impl IntoResponse> {
     let username = credentials.username.clone();
-    let id = register(&state, credentials).await?;
+    let id = register(&state, credentials, client).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "username": username })),
@@ -141,30 +182,35 @@ async fn sign_up(
 
 async fn log_in(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> AppResult<impl IntoResponse> {
-    let session = authenticate(&state, credentials).await?;
+    let session = authenticate(&state, credentials, client).await?;
     Ok((
         [cookie_header(&state, &session.token)],
         Json(json!({ "token": session.token, "expires_at": session.expires_at })),
     ))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LogOutParams {
+    /// `true`: end every session of this user ("sign out everywhere").
+    all: bool,
+}
+
 async fn log_out(
     State(state): State<AppState>,
     user: CurrentUser,
+    ApiQuery(params): ApiQuery<LogOutParams>,
     headers: HeaderMap,
 ) -> AppResult<impl IntoResponse> {
     // The extractor has proven the token valid (and the request same-origin).
-    let _ = user;
-    if let Some((token, _)) = session::presented_token(&headers) {
+    if params.all {
+        session::delete_all(&state.db, user.id).await?;
+    } else if let Some((token, _)) = session::presented_token(&headers, &state.settings) {
         session::delete(&state.db, &token).await?;
     }
-    let expired = session::session_cookie(
-        "",
-        0,
-        state.settings.cookie_secure,
-        state.settings.cookie_samesite,
-    );
+    let expired = session::session_cookie("", 0, &state.settings);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]))
 }

@@ -1,14 +1,55 @@
-//! Password hashing. Argon2 is deliberately slow, so it runs on the blocking
-//! pool and never stalls the async workers that serve other requests.
+//! Password hashing. Argon2 is deliberately slow and big (~19 MiB and a
+//! blocking thread per hash, default parameters), so it runs on the blocking
+//! pool — never stalling the async workers — and under a small concurrency
+//! limit (`HASH_CONCURRENCY`): a request that finds every permit taken is
+//! refused at once (503 with `Retry-After`) instead of queueing, so a flood
+//! of logins can neither exhaust memory nor take every core.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use argon2::Argon2;
 use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub async fn hash(password: String) -> anyhow::Result<String> {
+use crate::auth::throttle::Limit;
+
+/// The permits for hashing work.
+#[derive(Clone)]
+pub struct Hashing {
+    permits: Arc<Semaphore>,
+}
+
+/// A right to run one hash; held by the blocking task until it ends, so a
+/// client that hangs up does not free a permit its hash still uses.
+pub struct Permit {
+    _held: OwnedSemaphorePermit,
+}
+
+impl Hashing {
+    pub fn new(concurrency: usize) -> Self {
+        Hashing {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    /// A permit, or `None` (counted as `hashing_busy`) when all are taken.
+    pub fn try_permit(&self) -> Option<Permit> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(Permit { _held: permit }),
+            Err(_) => {
+                Limit::HashingBusy.count();
+                None
+            }
+        }
+    }
+}
+
+pub async fn hash(permit: Permit, password: String) -> anyhow::Result<String> {
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -21,8 +62,13 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 
 /// Checks `password` against a stored hash. When the user does not exist we
 /// still verify against a dummy hash so both paths take the same time.
-pub async fn verify(password: String, stored: Option<String>) -> anyhow::Result<bool> {
+pub async fn verify(
+    permit: Permit,
+    password: String,
+    stored: Option<String>,
+) -> anyhow::Result<bool> {
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let parsed = PasswordHash::new(&stored)
             .map_err(|e| anyhow::anyhow!("Failed to parse stored hash: {e}"))?;

@@ -1,6 +1,12 @@
 //! Sessions: an opaque random token, stored only as a SHA-256 hash, presented
 //! either as the HttpOnly cookie (browsers) or as `Authorization: Bearer`
 //! (API and SSE clients).
+//!
+//! A session ends at its absolute lifetime (`SESSION_TTL_HOURS`) or after
+//! `SESSION_IDLE_MINUTES` unused, whichever comes first. `expires_at` is that
+//! effective end: use moves it forward (at most once a minute, never past
+//! `absolute_expires_at`), so an idle session is simply an expired row and
+//! anything that deletes `expires_at < now()` deletes it too.
 
 use anyhow::Context;
 use axum::extract::FromRequestParts;
@@ -16,11 +22,28 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::config::{SameSite, Settings};
+use crate::config::Settings;
 use crate::error::AppError;
 use crate::state::AppState;
 
 pub const COOKIE_NAME: &str = "sightline_session";
+/// The name over HTTPS: browsers accept a `__Host-` cookie only when it is
+/// `Secure`, `Path=/` and has no `Domain`, so no sibling subdomain and no
+/// plain-HTTP page can plant or shadow it.
+pub const SECURE_COOKIE_NAME: &str = "__Host-sightline_session";
+
+/// The session cookie's name under these settings.
+pub fn cookie_name(settings: &Settings) -> &'static str {
+    if settings.cookie_is_secure() {
+        SECURE_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
+
+/// Use moves a session's idle end forward only when it would move by more
+/// than this: not a write per request.
+const IDLE_BUMP_SECS: i64 = 60;
 
 /// The authenticated user of a request.
 #[derive(Clone, Debug)]
@@ -45,20 +68,30 @@ fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-#[tracing::instrument(skip(db))]
-pub async fn create(db: &PgPool, user_id: Uuid, ttl: Duration) -> anyhow::Result<NewSession> {
+#[tracing::instrument(skip(db, settings))]
+pub async fn create(db: &PgPool, user_id: Uuid, settings: &Settings) -> anyhow::Result<NewSession> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = URL_SAFE_NO_PAD.encode(bytes);
-    let expires_at = Utc::now() + ttl;
-    sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(token_hash(&token))
-        .bind(user_id)
-        .bind(expires_at)
-        .execute(db)
-        .await
-        .context("Failed to store the session")?;
-    Ok(NewSession { token, expires_at })
+    let now = Utc::now();
+    let absolute = now + Duration::hours(settings.session_ttl_hours);
+    let idle_end = now + Duration::minutes(settings.session_idle_minutes);
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, expires_at, absolute_expires_at)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(token_hash(&token))
+    .bind(user_id)
+    .bind(absolute.min(idle_end))
+    .bind(absolute)
+    .execute(db)
+    .await
+    .context("Failed to store the session")?;
+    // The client is told the absolute end: the idle end moves with use.
+    Ok(NewSession {
+        token,
+        expires_at: absolute,
+    })
 }
 
 /// Keeps `consistency_token` in the session (the no-JS read-your-writes flow).
@@ -83,28 +116,67 @@ pub async fn delete(db: &PgPool, token: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Ends every session of `user_id` ("sign out everywhere").
+pub async fn delete_all(db: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(deleted.rows_affected())
+}
+
+type SessionRow = (Uuid, String, Option<String>, bool);
+
+/// The session's user, if it is neither past its end nor idle too long;
+/// moves its idle end forward when that is due.
 async fn lookup(
     db: &PgPool,
     token: &str,
+    idle_minutes: i64,
 ) -> Result<Option<(Uuid, String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT u.id, u.username, s.consistency_token FROM sessions s JOIN users u ON u.id = s.user_id
+    let hash = token_hash(token);
+    // `due`: the idle end now wanted differs from the stored one by more than
+    // a minute (it is short of it, or the setting was lowered).
+    let row: Option<SessionRow> = sqlx::query_as(
+        "SELECT u.id, u.username, s.consistency_token,
+                abs(extract(epoch FROM
+                    LEAST(s.absolute_expires_at, now() + make_interval(mins => $2::int))
+                    - s.expires_at))::float8 > $3 AS due
+         FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = $1 AND s.expires_at > now()",
     )
-    .bind(token_hash(token))
+    .bind(&hash)
+    .bind(i32::try_from(idle_minutes).unwrap_or(i32::MAX))
+    .bind(IDLE_BUMP_SECS as f64)
     .fetch_optional(db)
-    .await
+    .await?;
+    let Some((id, username, consistency_token, due)) = row else {
+        return Ok(None);
+    };
+    if due {
+        sqlx::query(
+            "UPDATE sessions
+             SET expires_at = LEAST(absolute_expires_at, now() + make_interval(mins => $2::int))
+             WHERE token_hash = $1 AND expires_at > now()",
+        )
+        .bind(&hash)
+        .bind(i32::try_from(idle_minutes).unwrap_or(i32::MAX))
+        .execute(db)
+        .await?;
+    }
+    Ok(Some((id, username, consistency_token)))
 }
 
-/// The token a request presents: the bearer header wins over the cookie.
-pub fn presented_token(headers: &HeaderMap) -> Option<(String, bool)> {
+/// The token a request presents: the bearer header wins over the cookie
+/// (read under the name these settings give it).
+pub fn presented_token(headers: &HeaderMap, settings: &Settings) -> Option<(String, bool)> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let token = value.strip_prefix("Bearer ")?.trim();
         return (!token.is_empty()).then(|| (token.to_owned(), false));
     }
     let jar = CookieJar::from_headers(headers);
-    jar.get(COOKIE_NAME)
+    jar.get(cookie_name(settings))
         .map(|c| (c.value().to_owned(), true))
         .filter(|(t, _)| !t.is_empty())
 }
@@ -141,10 +213,12 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let (token, via_cookie) = presented_token(&parts.headers).ok_or(AppError::Unauthorized)?;
-        let (id, username, session_consistency_token) = lookup(&state.db, &token)
-            .await?
-            .ok_or(AppError::Unauthorized)?;
+        let (token, via_cookie) =
+            presented_token(&parts.headers, &state.settings).ok_or(AppError::Unauthorized)?;
+        let (id, username, session_consistency_token) =
+            lookup(&state.db, &token, state.settings.session_idle_minutes)
+                .await?
+                .ok_or(AppError::Unauthorized)?;
         if via_cookie {
             check_same_origin(parts, &state.settings)?;
         }
@@ -174,15 +248,17 @@ impl FromRequestParts<AppState> for PageUser {
 }
 
 /// The `Set-Cookie` value that stores a session in the browser.
-/// `SameSite=None` is always `Secure`: browsers drop it otherwise.
-pub fn session_cookie(token: &str, max_age_secs: i64, secure: bool, same_site: SameSite) -> String {
-    let secure = if secure || same_site == SameSite::None {
+/// `SameSite=None` is always `Secure` (browsers drop it otherwise), and a
+/// `Secure` cookie is named `__Host-…`.
+pub fn session_cookie(token: &str, max_age_secs: i64, settings: &Settings) -> String {
+    let name = cookie_name(settings);
+    let secure = if settings.cookie_is_secure() {
         "; Secure"
     } else {
         ""
     };
-    let same_site = same_site.as_str();
+    let same_site = settings.cookie_samesite.as_str();
     format!(
-        "{COOKIE_NAME}={token}; HttpOnly; SameSite={same_site}; Path=/; Max-Age={max_age_secs}{secure}"
+        "{name}={token}; HttpOnly; SameSite={same_site}; Path=/; Max-Age={max_age_secs}{secure}"
     )
 }

@@ -144,10 +144,24 @@ pub struct SortKey {
 
 impl ReadStore {
     pub fn new(url: &str, prefix: &str, refresh_interval: &str) -> anyhow::Result<Self> {
-        let url = url::Url::parse(url).context("Failed to parse ELASTICSEARCH_URL")?;
-        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+        let mut url = url::Url::parse(url).context("Failed to parse ELASTICSEARCH_URL")?;
+        // Credentials in the URL become basic auth, and leave the URL: the
+        // client's errors quote request URLs, and those reach the logs.
+        let credentials = (!url.username().is_empty()).then(|| {
+            elasticsearch::auth::Credentials::Basic(
+                url.username().to_owned(),
+                url.password().unwrap_or_default().to_owned(),
+            )
+        });
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
             .timeout(Duration::from_secs(15))
-            .disable_proxy()
+            .disable_proxy();
+        if let Some(credentials) = credentials {
+            transport = transport.auth(credentials);
+        }
+        let transport = transport
             .build()
             .context("Failed to build the Elasticsearch client")?;
         Ok(Self {

@@ -10,7 +10,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::{Role, Settings};
+use crate::auth::password::Hashing;
+use crate::auth::throttle::{Policy, Throttle};
+use crate::config::{Role, Settings, redact_in, redact_url};
 use crate::db::connect_and_migrate;
 use crate::projector::Projector;
 use crate::read_side::index::ReadStore;
@@ -45,8 +47,9 @@ impl Application {
         // keeps the backlog and catches up once it is back.
         if let Err(e) = read_store.ensure_exists().await {
             tracing::warn!(
-                "Elasticsearch is not usable at {} ({e}) — start it with `scripts/services start elasticsearch`; orders are kept and indexed once it is up",
-                settings.elasticsearch_url
+                "Elasticsearch is not usable at {} ({}) — start it with `scripts/services start elasticsearch`; orders are kept and indexed once it is up",
+                redact_url(&settings.elasticsearch_url),
+                redact_in(&format!("{e:#}"), &settings.elasticsearch_url)
             );
         }
 
@@ -63,11 +66,12 @@ impl Application {
 
         let state = AppState(Arc::new(App {
             hub: NoticeHub::new(head, settings.sse_buffer),
+            login_throttle: Throttle::new(Policy::from_settings(&settings)),
+            hashing: Hashing::new(settings.hash_permits()),
             db,
             read_store,
             settings,
             shutdown: ShutdownSignal::new(),
-            login_throttle: Default::default(),
             metrics: telemetry::metrics_handle(),
             monitor: Default::default(),
             pipeline: Default::default(),

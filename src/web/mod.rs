@@ -1,6 +1,7 @@
 //! The HTTP surface: every resource's router, the pages, and the layers that
 //! apply to all of them.
 
+pub mod client_addr;
 pub mod cors;
 pub mod health;
 pub mod pages;
@@ -75,5 +76,30 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .layer(cors::layer(&state.settings))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outermost: a client's id is vetted before anything logs it.
+        .layer(axum::middleware::map_request(vet_request_id))
         .with_state(state)
+}
+
+/// The longest client-supplied `X-Request-Id` kept.
+pub const REQUEST_ID_MAX: usize = 64;
+
+/// A client's `X-Request-Id` goes into every log line of its request and back
+/// in the response, so only a short one of a safe alphabet (`A-Z a-z 0-9 - _
+/// . :`) is kept; any other is dropped, and `SetRequestIdLayer` makes a new one.
+async fn vet_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let acceptable = |value: &axum::http::HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= REQUEST_ID_MAX
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    };
+    let headers = request.headers_mut();
+    let values: Vec<_> = headers.get_all("x-request-id").iter().collect();
+    if values.len() > 1 || values.first().is_some_and(|v| !acceptable(v)) {
+        headers.remove("x-request-id");
+    }
+    request
 }

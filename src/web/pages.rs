@@ -28,6 +28,7 @@ use crate::order::OrderView;
 use crate::read_side::document::SummaryDocument;
 use crate::read_side::{self, ListParams, OrderList};
 use crate::state::AppState;
+use crate::web::client_addr::ClientAddr;
 use crate::write_side::cancel_order;
 use crate::write_side::place_order::{self, Placed};
 use crate::write_side::validation::{self, ItemRequest, PlaceOrderRequest};
@@ -172,6 +173,7 @@ async fn login_form() -> Response {
 
 async fn signup(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(form): Form<CredentialsForm>,
 ) -> Response {
@@ -183,8 +185,8 @@ async fn signup(
         username: username.clone(),
         password: form.password.clone(),
     };
-    let result = match auth::register(&state, credentials()).await {
-        Ok(_) => auth::authenticate(&state, credentials()).await,
+    let result = match auth::register(&state, credentials(), client).await {
+        Ok(_) => auth::authenticate(&state, credentials(), client).await,
         Err(e) => Err(e),
     };
     match result {
@@ -198,6 +200,7 @@ async fn signup(
 
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(form): Form<CredentialsForm>,
 ) -> Response {
@@ -209,7 +212,7 @@ async fn login(
         username: username.clone(),
         password: form.password,
     };
-    match auth::authenticate(&state, credentials).await {
+    match auth::authenticate(&state, credentials, client).await {
         Ok(session) => signed_in(&state, &session.token),
         Err(e) => {
             let (status, message) = describe(e);
@@ -222,22 +225,32 @@ fn signed_in(state: &AppState, token: &str) -> Response {
     ([auth::cookie_header(state, token)], Redirect::to("/orders")).into_response()
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LogoutQuery {
+    /// `true` ("sign out everywhere"): end every session of this user.
+    all: bool,
+}
+
 async fn logout(
     State(state): State<AppState>,
-    PageUser(_user): PageUser,
+    PageUser(user): PageUser,
     headers: HeaderMap,
+    query: Result<Query<LogoutQuery>, QueryRejection>,
 ) -> Response {
-    if let Some((token, _)) = session::presented_token(&headers)
-        && let Err(e) = session::delete(&state.db, &token).await
-    {
+    let all = query.is_ok_and(|Query(q)| q.all);
+    let ended = if all {
+        session::delete_all(&state.db, user.id).await.map(|_| ())
+    } else {
+        match session::presented_token(&headers, &state.settings) {
+            Some((token, _)) => session::delete(&state.db, &token).await,
+            None => Ok(()),
+        }
+    };
+    if let Err(e) = ended {
         return AppError::from(e).into_response();
     }
-    let expired = session::session_cookie(
-        "",
-        0,
-        state.settings.cookie_secure,
-        state.settings.cookie_samesite,
-    );
+    let expired = session::session_cookie("", 0, &state.settings);
     ([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response()
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -32,9 +33,9 @@ pub async fn serve(
     let connections = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, say: accepting again at once
                     // would spin; the open connections go on meanwhile.
@@ -48,9 +49,15 @@ pub async fn serve(
         // Notices are small writes that should leave at once.
         let _ = stream.set_nodelay(true);
         // A `Router` clone is a reference count, not a copy of the routes.
+        // The peer's address rides along in every request's extensions, as
+        // axum's `ConnectInfo` (see `client_addr`).
         let service = router
             .clone()
-            .map_request(|request: hyper::Request<Incoming>| request.map(Body::new));
+            .map_request(move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
         let connection = http1::Builder::new()
             // Enables the default 30 s limit on reading a request head.
             .timer(TokioTimer::new())

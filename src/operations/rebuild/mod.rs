@@ -98,7 +98,7 @@ pub async fn run(
     store.ensure_exists().await.with_context(|| {
         format!(
             "Elasticsearch is not usable at {} — start it with `scripts/services start elasticsearch`",
-            settings.elasticsearch_url
+            crate::config::redact_url(&settings.elasticsearch_url)
         )
     })?;
     let guard = maintenance_guard(&db).await?;
