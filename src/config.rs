@@ -105,9 +105,18 @@ pub struct Settings {
     )]
     pub roles: Vec<Role>,
 
-    /// Most PostgreSQL connections in the pool.
+    /// Most PostgreSQL connections in the web's pool (HTTP handlers). The
+    /// pipeline has a pool of its own: see `PIPELINE_DATABASE_MAX_CONNECTIONS`.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+
+    /// Most PostgreSQL connections in the pipeline's pool (relay, projector,
+    /// notice hub, lag monitor), apart from the web's, so a burst of requests
+    /// cannot hold up notices. 0 sizes it to what the pipeline can use at
+    /// once (see `Settings::pipeline_pool_needs`); fewer is refused, as the
+    /// relay's batches could then starve each other.
+    #[arg(long, env = "PIPELINE_DATABASE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub pipeline_database_max_connections: u32,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +227,40 @@ impl Settings {
         Duration::from_millis(self.lag_slo_ms)
     }
 
+    /// The most connections the pipeline's pool is ever asked for at once:
+    /// two per relay batch in flight (its claim transaction, held to the
+    /// end, and the projector's statement of the moment) and the relay's
+    /// LISTEN; the notice hub's LISTEN and catch-up read (on web instances);
+    /// the lag monitor's query.
+    pub fn pipeline_pool_needs(&self) -> u32 {
+        let relay = if self.runs(Role::Relay) {
+            2 * u32::from(self.relay_concurrency) + 1
+        } else {
+            0
+        };
+        let hub = if self.runs(Role::Web) { 2 } else { 0 };
+        relay + hub + 1
+    }
+
+    /// The pipeline pool's size: `PIPELINE_DATABASE_MAX_CONNECTIONS`, or
+    /// what the pipeline needs when that is 0.
+    pub fn pipeline_pool_size(&self) -> anyhow::Result<u32> {
+        let needs = self.pipeline_pool_needs();
+        match self.pipeline_database_max_connections {
+            0 => Ok(needs),
+            n if n < needs => anyhow::bail!(
+                "PIPELINE_DATABASE_MAX_CONNECTIONS={n} is too few: with RELAY_CONCURRENCY={} and ROLES={} the pipeline uses up to {needs} connections at once (leave it at 0 to size it so)",
+                self.relay_concurrency,
+                self.roles
+                    .iter()
+                    .map(|r| format!("{r:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            n => Ok(n),
+        }
+    }
+
     /// The CORS allowlist without empty entries.
     pub fn cors_origins(&self) -> impl Iterator<Item = &str> {
         self.cors_allowed_origins
@@ -234,7 +277,29 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_origin;
+    use super::{Role, Settings, parse_origin};
+
+    #[test]
+    fn the_pipeline_pool_grows_with_the_relay_and_refuses_too_few() {
+        let mut settings = Settings::from_env().unwrap();
+        settings.pipeline_database_max_connections = 0;
+        settings.roles = vec![Role::Web, Role::Relay, Role::Projector];
+        settings.relay_concurrency = 1;
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 2 + 1 + 2 + 1);
+        settings.relay_concurrency = 16;
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 32 + 1 + 2 + 1);
+        settings.roles = vec![Role::Web];
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 3);
+        settings.roles = vec![Role::Relay, Role::Projector];
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 32 + 1 + 1);
+
+        settings.pipeline_database_max_connections = 50;
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 50);
+        settings.pipeline_database_max_connections = 20;
+        let refused = settings.pipeline_pool_size().unwrap_err().to_string();
+        assert!(refused.contains("RELAY_CONCURRENCY=16"), "{refused}");
+        assert!(refused.contains("up to 34"), "{refused}");
+    }
 
     #[test]
     fn origins_are_normalised_as_browsers_send_them() {

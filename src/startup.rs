@@ -37,7 +37,9 @@ impl Application {
     /// Elasticsearch is up, and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.check_roles()?;
+        let pipeline_pool_size = settings.pipeline_pool_size()?;
         let db = connect_and_migrate(&settings).await?;
+        let pipeline_db = connect_pool(&settings, pipeline_pool_size).await?;
         let read_store = ReadStore::from_settings(&settings)?;
         // Elasticsearch being down must not stop the write side: the relay
         // keeps the backlog and catches up once it is back.
@@ -69,6 +71,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             monitor: Default::default(),
             pipeline: Default::default(),
+            pipeline_db,
         }));
         Ok(Self {
             listener,
@@ -141,12 +144,12 @@ impl Application {
 fn spawn_pipeline(state: &AppState) -> JoinHandle<()> {
     let settings = &state.settings;
     let projector = Projector::new(
-        state.db.clone(),
+        state.pipeline_db.clone(),
         state.read_store.clone(),
         settings.refresh_mode,
     );
     let relay = Relay::new(
-        state.db.clone(),
+        state.pipeline_db.clone(),
         Arc::new(InProcessBus::new(projector)),
         settings.relay_batch_size,
         settings.relay_poll(),
@@ -192,13 +195,20 @@ pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> 
 /// Opens the pool, failing in one line that names the service and the
 /// command that starts it.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    connect_pool(settings, settings.database_max_connections).await
+}
+
+/// Opens a pool of at most `max_connections` to the write database: the
+/// web and the pipeline each have one, so neither can take all connections
+/// from the other.
+async fn connect_pool(settings: &Settings, max_connections: u32) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = settings
         .database_url
         .parse()
         .context("Failed to parse DATABASE_URL")?;
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     PgPoolOptions::new()
-        .max_connections(settings.database_max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(options)
         .await

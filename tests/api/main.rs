@@ -14,6 +14,7 @@ mod lifecycle;
 mod many_pending;
 mod operations;
 mod orders_api;
+mod pools;
 mod rebuild;
 mod smoke;
 mod stress;
