@@ -1,7 +1,9 @@
 //! The web and the pipeline draw on separate connection pools: requests that
 //! hold every connection of the web's pool do not stop the relay, the
-//! projector or the notice hub.
+//! projector or the notice hub, and many relay batches in flight starve
+//! neither each other nor the web.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -9,7 +11,9 @@ use serde_json::json;
 use sightline::config::Role;
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{WAIT, order_ids, spawn_app_with, spawn_instance, test_settings, visible_id};
+use crate::helpers::{
+    TestApp, WAIT, order_ids, spawn_app_with, spawn_instance, test_settings, visible_id,
+};
 
 /// The web's pool of the flooded instance.
 const WEB_POOL: u32 = 4;
@@ -94,4 +98,50 @@ async fn a_flood_of_web_requests_does_not_stop_notices() {
     assert!(placed >= 1, "no flooded request got through after the lock");
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
+}
+
+/// Relay batches waiting to record their notices, each holding its claim
+/// transaction and a second connection (the test holds the lock they wait for).
+async fn batches_waiting(app: &TestApp) -> i64 {
+    app.count(
+        "SELECT count(*) FROM pg_locks
+         WHERE locktype = 'advisory' AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .await
+}
+
+/// Many batches in flight at once, each holding two connections: more than
+/// one shared 20-connection pool could give them and the web together.
+/// Every batch still gets its connections, and the web keeps taking orders.
+#[tokio::test]
+async fn a_high_relay_concurrency_starves_neither_itself_nor_the_web() {
+    const BATCHES: usize = 16;
+    let mut settings = test_settings().await;
+    settings.relay_concurrency = BATCHES as u16;
+    let app = spawn_app_with(settings).await;
+    let user = app.new_user().await;
+    let (mut events, _) = app.open_events_ready(&user).await;
+
+    let hold = app.hold_notices().await;
+    let mut placed = HashSet::new();
+    for n in 0..BATCHES {
+        // Through the web, while the batches before it hold their connections.
+        let order = app.place_simple_order(&user, &format!("BATCH-{n}")).await;
+        placed.insert(order["id"].as_str().unwrap().to_owned());
+        tokio::time::timeout(WAIT, async {
+            while batches_waiting(&app).await < n as i64 + 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("batch {} never got as far as its notices", n + 1));
+    }
+    hold.release().await;
+
+    let mut announced = HashSet::new();
+    while announced.len() < BATCHES {
+        announced.insert(visible_id(&events.next_order_visible().await));
+    }
+    assert_eq!(announced, placed);
 }
