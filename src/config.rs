@@ -112,7 +112,8 @@ pub struct Settings {
     )]
     pub roles: Vec<Role>,
 
-    /// Most PostgreSQL connections in the pool.
+    /// Most PostgreSQL connections in the web's pool (HTTP handlers). The
+    /// pipeline has a pool of its own: see `PIPELINE_DATABASE_MAX_CONNECTIONS`.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
 
@@ -176,6 +177,14 @@ pub struct Settings {
     /// lifetime, `SESSION_TTL_HOURS`).
     #[arg(long, env = "SESSION_IDLE_MINUTES", default_value_t = 24 * 60, value_parser = clap::value_parser!(i64).range(1..))]
     pub session_idle_minutes: i64,
+
+    /// Most PostgreSQL connections in the pipeline's pool (relay, projector,
+    /// notice hub, lag monitor), apart from the web's, so a burst of requests
+    /// cannot hold up notices. 0 sizes it to what the pipeline can use at
+    /// once (see `Settings::pipeline_pool_needs`); fewer is refused, as the
+    /// relay's batches could then starve each other.
+    #[arg(long, env = "PIPELINE_DATABASE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub pipeline_database_max_connections: u32,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -305,6 +314,40 @@ impl Settings {
         self.cookie_secure || self.cookie_samesite == SameSite::None
     }
 
+    /// The most connections the pipeline's pool is ever asked for at once:
+    /// two per relay batch in flight (its claim transaction, held to the
+    /// end, and the projector's statement of the moment) and the relay's
+    /// LISTEN; the notice hub's LISTEN and catch-up read (on web instances);
+    /// the lag monitor's query.
+    pub fn pipeline_pool_needs(&self) -> u32 {
+        let relay = if self.runs(Role::Relay) {
+            2 * u32::from(self.relay_concurrency) + 1
+        } else {
+            0
+        };
+        let hub = if self.runs(Role::Web) { 2 } else { 0 };
+        relay + hub + 1
+    }
+
+    /// The pipeline pool's size: `PIPELINE_DATABASE_MAX_CONNECTIONS`, or
+    /// what the pipeline needs when that is 0.
+    pub fn pipeline_pool_size(&self) -> anyhow::Result<u32> {
+        let needs = self.pipeline_pool_needs();
+        match self.pipeline_database_max_connections {
+            0 => Ok(needs),
+            n if n < needs => anyhow::bail!(
+                "PIPELINE_DATABASE_MAX_CONNECTIONS={n} is too few: with RELAY_CONCURRENCY={} and ROLES={} the pipeline uses up to {needs} connections at once (leave it at 0 to size it so)",
+                self.relay_concurrency,
+                self.roles
+                    .iter()
+                    .map(|r| format!("{r:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            n => Ok(n),
+        }
+    }
+
     /// The CORS allowlist without empty entries.
     pub fn cors_origins(&self) -> impl Iterator<Item = &str> {
         self.cors_allowed_origins
@@ -372,6 +415,10 @@ impl std::fmt::Debug for Settings {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("roles", &self.roles)
             .field("database_max_connections", &self.database_max_connections)
+            .field(
+                "pipeline_database_max_connections",
+                &self.pipeline_database_max_connections,
+            )
             .field("trusted_proxies", &self.trusted_proxies)
             .field("login_free_failures", &self.login_free_failures)
             .field("login_max_delay_secs", &self.login_max_delay_secs)
@@ -389,7 +436,7 @@ impl std::fmt::Debug for Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_origin, redact_url};
+    use super::{Role, Settings, parse_origin, redact_url};
 
     #[test]
     fn passwords_in_urls_never_reach_debug_output() {
@@ -416,6 +463,28 @@ mod tests {
             "{debug}"
         );
         assert!(debug.contains("app:***@db"), "{debug}");
+    }
+
+    #[test]
+    fn the_pipeline_pool_grows_with_the_relay_and_refuses_too_few() {
+        let mut settings = Settings::from_env().unwrap();
+        settings.pipeline_database_max_connections = 0;
+        settings.roles = vec![Role::Web, Role::Relay, Role::Projector];
+        settings.relay_concurrency = 1;
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 2 + 1 + 2 + 1);
+        settings.relay_concurrency = 16;
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 32 + 1 + 2 + 1);
+        settings.roles = vec![Role::Web];
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 3);
+        settings.roles = vec![Role::Relay, Role::Projector];
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 32 + 1 + 1);
+
+        settings.pipeline_database_max_connections = 50;
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 50);
+        settings.pipeline_database_max_connections = 20;
+        let refused = settings.pipeline_pool_size().unwrap_err().to_string();
+        assert!(refused.contains("RELAY_CONCURRENCY=16"), "{refused}");
+        assert!(refused.contains("up to 34"), "{refused}");
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
 /// Opens the pool, failing in one line that names the service and the
 /// command that starts it.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    connect_pool(settings, settings.database_max_connections).await
+}
+
+/// Opens a pool of at most `max_connections` to the write database: the
+/// web and the pipeline each have one, so neither can take all connections
+/// from the other.
+pub async fn connect_pool(settings: &Settings, max_connections: u32) -> anyhow::Result<PgPool> {
     // The parse error is not passed on: it may quote the URL, password and all.
     let options: PgConnectOptions = settings
         .database_url
@@ -38,7 +45,7 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
         .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid postgres:// URL"))?;
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     PgPoolOptions::new()
-        .max_connections(settings.database_max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(options)
         .await

@@ -206,9 +206,15 @@ async fn outbox_figures(db: &PgPool) -> sqlx::Result<(i64, f64, i64)> {
     .await
 }
 
-/// Takes a fresh sample: the outbox and Elasticsearch, concurrently.
+/// Takes a fresh sample: the outbox and Elasticsearch, concurrently. Through
+/// the web's pool (for a request such as `/status`).
 pub async fn sample(state: &AppState) -> Sample {
-    let figures = tokio::time::timeout(Duration::from_secs(2), outbox_figures(&state.db));
+    sample_through(state, &state.db).await
+}
+
+/// A sample whose outbox figures are read through `db`.
+async fn sample_through(state: &AppState, db: &PgPool) -> Sample {
+    let figures = tokio::time::timeout(Duration::from_secs(2), outbox_figures(db));
     let (figures, elasticsearch) = tokio::join!(figures, state.read_store.ping());
     let figures = figures.ok().and_then(Result::ok);
     let slo_seconds = state.settings.lag_slo().as_secs_f64();
@@ -274,7 +280,8 @@ pub async fn run(state: AppState, mut shutdown: Shutdown) {
             _ = shutdown.recv() => break,
             _ = ticker.tick() => {}
         }
-        let mut sample = sample(&state).await;
+        // The pipeline's pool: a burst of requests does not blind the monitor.
+        let mut sample = sample_through(&state, &state.pipeline_db).await;
         if sample.postgres != postgres_was_up {
             postgres_was_up = sample.postgres;
             if sample.postgres {

@@ -27,6 +27,7 @@ impl Deref for AppState {
 
 pub struct App {
     /// The write database: users, sessions, orders, the outbox and the notice log.
+    /// The web's pool: HTTP handlers use this one.
     pub db: PgPool,
     /// The read model. Query handlers read it; only the projector writes it.
     pub read_store: ReadStore,
@@ -45,4 +46,8 @@ pub struct App {
     pub monitor: Monitor,
     /// The relay's last batch (empty on an instance without the pipeline).
     pub pipeline: Arc<PipelineStats>,
+    /// The same database through the pipeline's own pool: relay, projector,
+    /// notice hub and lag monitor, never a request, so no burst of requests
+    /// holds up notices (`PIPELINE_DATABASE_MAX_CONNECTIONS`).
+    pub pipeline_db: PgPool,
 }

@@ -30,6 +30,7 @@ pub const KNOBS: &[&str] = &[
     "SSE_BUFFER",
     "SSE_HEARTBEAT_SECS",
     "DATABASE_MAX_CONNECTIONS",
+    "PIPELINE_DATABASE_MAX_CONNECTIONS",
     "ROLES",
     "LOG_FORMAT",
 ];

@@ -5,6 +5,13 @@
 //! batch whose write has returned waits for the first refresh that *starts*
 //! after that moment; batches finishing while a refresh runs share the next
 //! one (group commit) instead of queueing a refresh each.
+//!
+//! Rounds are numbered, and a caller that waits names the round it waits for
+//! (the one it saw running) and checks the finished round against it, so a
+//! round that ends between its look and its wait is not missed: it goes back
+//! and starts the round it needs itself. (Relying on the watch channel's
+//! "seen" flag instead stranded such a caller, waiting for a round nobody
+//! started, with its batch's claim transaction open.)
 
 use std::sync::Mutex;
 
@@ -14,12 +21,19 @@ use tokio::sync::watch;
 use crate::read_side::index::{IndexError, ReadStore};
 
 type RefreshFn = Box<dyn Fn() -> BoxFuture<'static, Result<(), IndexError>> + Send + Sync>;
+#[cfg(test)]
+type Hook = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 pub struct Refresher {
     refresh: RefreshFn,
     rounds: Mutex<Rounds>,
-    /// The last round to finish, and whether it succeeded.
+    /// What has finished; only ever moves forward, and is updated under the
+    /// `rounds` lock, before the round stops counting as running.
     finished: watch::Sender<Finished>,
+    /// Test-only pause point: where a caller has decided to wait for a
+    /// round, before it waits.
+    #[cfg(test)]
+    before_wait: Option<Hook>,
 }
 
 #[derive(Default)]
@@ -31,8 +45,18 @@ struct Rounds {
 
 #[derive(Clone, Copy, Default)]
 struct Finished {
+    /// The last round to finish, however it ended.
     round: u64,
-    ok: bool,
+    /// The last round that succeeded.
+    ok: u64,
+}
+
+/// What a caller does next, decided under the lock.
+enum Step {
+    /// Run this round.
+    Lead(u64),
+    /// Wait until this round has finished, then look again.
+    Await(u64),
 }
 
 impl Refresher {
@@ -49,43 +73,59 @@ impl Refresher {
             refresh,
             rounds: Mutex::default(),
             finished: watch::Sender::new(Finished::default()),
+            #[cfg(test)]
+            before_wait: None,
         }
     }
 
     /// Returns once every order written before the call is searchable.
     pub async fn make_searchable(&self) -> Result<(), IndexError> {
+        let mut finished = self.finished.subscribe();
         // Only a round started after this point surely sees our writes.
         let needed = self.lock().started + 1;
         loop {
-            let mut finished = self.finished.subscribe();
-            let lead = {
+            let step = {
                 let mut rounds = self.lock();
-                if !rounds.running && rounds.started < needed {
+                if rounds.running {
+                    Step::Await(rounds.started)
+                } else if rounds.started < needed {
                     rounds.running = true;
                     rounds.started += 1;
-                    Some(rounds.started)
+                    Step::Lead(rounds.started)
                 } else {
-                    None
+                    // Round `needed` started and, as none runs, has finished.
+                    Step::Await(needed)
                 }
             };
-            if let Some(round) = lead {
-                let guard = RoundGuard {
-                    refresher: self,
-                    round,
-                    ok: false,
-                };
-                return guard.run().await;
+            let awaited = match step {
+                Step::Lead(round) => {
+                    let guard = RoundGuard {
+                        refresher: self,
+                        round,
+                        ok: false,
+                    };
+                    return guard.run().await;
+                }
+                Step::Await(round) => round,
+            };
+            #[cfg(test)]
+            if let Some(hook) = &self.before_wait {
+                hook().await;
             }
-            let last = *finished.borrow_and_update();
+            // `wait_for` looks at the current value before it waits, so a
+            // round that finished since the decision above counts.
+            let last = *finished
+                .wait_for(|f| f.round >= awaited)
+                .await
+                .expect("the sender lives as long as the refresher");
+            if last.ok >= needed {
+                return Ok(());
+            }
             if last.round >= needed {
-                return if last.ok {
-                    Ok(())
-                } else {
-                    Err(anyhow::anyhow!("the refresh this batch waited for failed").into())
-                };
+                return Err(anyhow::anyhow!("the refresh this batch waited for failed").into());
             }
-            // The sender lives as long as `self`.
-            let _ = finished.changed().await;
+            // The round we saw running started too early for our writes:
+            // look again, and lead the next one if nobody has.
         }
     }
 
@@ -112,11 +152,17 @@ impl RoundGuard<'_> {
 
 impl Drop for RoundGuard<'_> {
     fn drop(&mut self) {
-        self.refresher.lock().running = false;
-        self.refresher.finished.send_replace(Finished {
-            round: self.round,
-            ok: self.ok,
+        // Published under the lock: whoever sees no round running finds
+        // this one among the finished.
+        let mut rounds = self.refresher.lock();
+        let (round, ok) = (self.round, self.ok);
+        self.refresher.finished.send_modify(|f| {
+            f.round = f.round.max(round);
+            if ok {
+                f.ok = f.ok.max(round);
+            }
         });
+        rounds.running = false;
     }
 }
 
@@ -158,6 +204,32 @@ mod tests {
             })
         }));
         (Arc::new(refresher), fake)
+    }
+
+    /// A refresher whose callers stop where they decided to wait, until the
+    /// test lets them go: each pause reports itself on `reached` and takes
+    /// a permit of `go`.
+    fn pausing_refresher() -> (Arc<Refresher>, Arc<Fake>, Arc<Pause>) {
+        let (refresher, fake) = refresher();
+        let mut refresher = Arc::into_inner(refresher).unwrap();
+        let pause = Arc::new(Pause {
+            reached: AtomicUsize::new(0),
+            go: Semaphore::new(0),
+        });
+        let p = pause.clone();
+        refresher.before_wait = Some(Box::new(move || {
+            let p = p.clone();
+            Box::pin(async move {
+                p.reached.fetch_add(1, Ordering::SeqCst);
+                p.go.acquire().await.unwrap().forget();
+            })
+        }));
+        (Arc::new(refresher), fake, pause)
+    }
+
+    struct Pause {
+        reached: AtomicUsize,
+        go: Semaphore,
     }
 
     async fn until(what: &str, check: impl Fn() -> bool) {
@@ -217,6 +289,104 @@ mod tests {
             2,
             "five callers, one round"
         );
+    }
+
+    /// The interleaving of issue 9: a caller finds a round running and
+    /// decides to wait; that round finishes before the caller looks at what
+    /// has finished. No other caller is around to start the round it needs,
+    /// so it must start that round itself rather than wait for one nobody
+    /// starts (which held its batch, its claim transaction and the rebuild
+    /// lock until unrelated traffic came by).
+    #[tokio::test]
+    async fn a_round_finishing_while_a_caller_decides_to_wait_does_not_strand_it() {
+        let (refresher, fake, pause) = pausing_refresher();
+        let first = tokio::spawn({
+            let r = refresher.clone();
+            async move { r.make_searchable().await }
+        });
+        until("the first round", || {
+            fake.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+
+        // Written while round 1 runs: it needs round 2.
+        let stranded = tokio::spawn({
+            let r = refresher.clone();
+            async move { r.make_searchable().await }
+        });
+        until("the second caller to decide to wait", || {
+            pause.reached.load(Ordering::SeqCst) == 1
+        })
+        .await;
+
+        // Round 1 ends between that decision and the wait.
+        fake.release.add_permits(1);
+        first.await.unwrap().unwrap();
+        // Round 2 may run to its end whenever somebody starts it.
+        fake.release.add_permits(1);
+        pause.go.add_permits(1);
+
+        tokio::time::timeout(Duration::from_secs(10), stranded)
+            .await
+            .expect("the caller waits for a round nobody starts")
+            .unwrap()
+            .unwrap();
+        assert_eq!(fake.started.load(Ordering::SeqCst), 2);
+    }
+
+    /// Many callers on several threads, each pausing a random while where it
+    /// decided to wait, against a refresh that takes a random while: every
+    /// call returns (no caller is stranded, whatever the interleaving), and
+    /// only after a round that saw its write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_caller_is_stranded_and_each_sees_its_write() {
+        use rand::Rng;
+        use std::sync::atomic::AtomicU64;
+
+        fn jitter() -> BoxFuture<'static, ()> {
+            let yields = rand::rng().random_range(0..4);
+            Box::pin(async move {
+                for _ in 0..yields {
+                    tokio::task::yield_now().await;
+                }
+            })
+        }
+        // Writes so far, and the most of them a finished round has seen.
+        let written = Arc::new(AtomicU64::new(0));
+        let searchable = Arc::new(AtomicU64::new(0));
+        let (w, s) = (written.clone(), searchable.clone());
+        let mut refresher = Refresher::with(Box::new(move || {
+            let (w, s) = (w.clone(), s.clone());
+            Box::pin(async move {
+                let seen = w.load(Ordering::SeqCst);
+                jitter().await;
+                s.fetch_max(seen, Ordering::SeqCst);
+                Ok(())
+            })
+        }));
+        refresher.before_wait = Some(Box::new(jitter));
+        let refresher = Arc::new(refresher);
+
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let (r, w, s) = (refresher.clone(), written.clone(), searchable.clone());
+                tokio::spawn(async move {
+                    for _ in 0..500 {
+                        let mine = w.fetch_add(1, Ordering::SeqCst) + 1;
+                        r.make_searchable().await.unwrap();
+                        assert!(
+                            s.load(Ordering::SeqCst) >= mine,
+                            "returned before a round that saw write {mine}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(callers))
+            .await
+            .expect("a caller was stranded")
+            .into_iter()
+            .for_each(|r| r.unwrap());
     }
 
     #[tokio::test]

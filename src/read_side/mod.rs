@@ -113,29 +113,34 @@ pub async fn list_page(
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let q = params.q.as_deref();
 
-    // Pending first, then the read model: see `pending_orders`.
+    // Pending first, then the read model: see `pending_orders`. The page
+    // needs at most `limit + 1` of them (the extra one tells whether more follow).
     let pending = match token {
-        Some(token) => read_your_writes::pending_orders(&state.db, user.id, token).await?,
+        Some(token) => {
+            read_your_writes::pending_orders(
+                &state.db,
+                user.id,
+                token,
+                after.as_ref(),
+                q,
+                limit + 1,
+            )
+            .await?
+        }
         None => vec![],
     };
     let page = state
         .read_store
         .search(user.id, q, limit, after.as_ref())
         .await?;
-    let mut orders: Vec<OrderView> = page.orders.into_iter().map(|d| d.into_view()).collect();
-    let source = read_your_writes::merge_into_page(
-        &mut orders,
-        pending,
-        after.as_ref(),
-        page.next.as_ref(),
-        q,
-    );
+    let found: Vec<OrderView> = page.orders.into_iter().map(|d| d.into_view()).collect();
+    let merged = read_your_writes::merge_into_page(found, page.next.is_some(), pending, limit);
     Ok((
         OrderList {
-            orders,
-            next_cursor: page.next.as_ref().map(encode_cursor),
+            orders: merged.orders,
+            next_cursor: merged.next.as_ref().map(encode_cursor),
         },
-        source,
+        merged.source,
     ))
 }
 

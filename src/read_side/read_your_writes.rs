@@ -3,8 +3,13 @@
 //! A read that presents a consistency token must include every order of the
 //! user up to that token. Orders the read model cannot show yet are taken from
 //! the write database and merged in; the response says so in `X-Read-Source`.
+//! A page is the first `limit` orders of both stores together after the
+//! cursor, so any number of pending orders spreads over pages like the rest.
+
+use std::collections::HashSet;
 
 use axum::http::HeaderValue;
+use chrono::DateTime;
 use uuid::Uuid;
 
 use super::index::SortKey;
@@ -32,23 +37,68 @@ impl ReadSource {
     }
 }
 
-/// The user's orders up to `token` whose notices are not recorded yet.
+/// How many write-side orders one query reads while paging through them.
+const PENDING_CHUNK: i64 = 500;
+
+/// The first `want` of the user's orders up to `token` whose notices are
+/// not recorded yet, in the list's order, after `after` (a page's start) and
+/// matching `q` — however many are pending: the write database is paged
+/// through until they are found (or it runs out).
 /// Must be asked BEFORE the read model: an order that turns visible in
 /// between is then in the search result (and deduplicated), never in neither.
 pub async fn pending_orders(
     db: &sqlx::PgPool,
     user_id: Uuid,
     token: ConsistencyToken,
+    after: Option<&SortKey>,
+    q: Option<&str>,
+    want: usize,
 ) -> sqlx::Result<Vec<OrderView>> {
-    let orders = store::not_yet_visible(db, user_id, token.write_seq).await?;
-    Ok(orders
-        .into_iter()
-        .map(|o| OrderView {
-            visible: false,
-            ..o.view()
-        })
-        .collect())
+    // The list sorts by the millisecond (as Elasticsearch stores the time)
+    // and then the id; the database by the exact time. Start with everything
+    // up to the cursor's millisecond and compare exact keys here.
+    let mut before = after.map(|start| {
+        let millis = start.placed_at_millis.clamp(FIRST_MILLI, LAST_MILLI) + 1;
+        let at = DateTime::from_timestamp_millis(millis).expect("clamped into chrono's range");
+        (at, Uuid::nil())
+    });
+    let mut found: Vec<OrderView> = Vec::new();
+    loop {
+        let chunk =
+            store::not_yet_visible(db, user_id, token.write_seq, before, PENDING_CHUNK).await?;
+        let Some(last) = chunk.last() else { break };
+        before = Some((last.placed_at, last.id));
+        let exhausted = (chunk.len() as i64) < PENDING_CHUNK;
+        let last_millis = last.placed_at.timestamp_millis();
+        found.extend(
+            chunk
+                .into_iter()
+                .map(|o| OrderView {
+                    visible: false,
+                    ..o.view()
+                })
+                .filter(|o| after.is_none_or(|start| sort_key(o) < *start))
+                .filter(|o| matches_query(o, q)),
+        );
+        // Enough once `want` are found and the chunk has left the
+        // millisecond of the last one needed (within a millisecond the
+        // database's order and the list's may differ).
+        let enough = want
+            .checked_sub(1)
+            .and_then(|i| found.get(i))
+            .is_some_and(|o| o.placed_at.timestamp_millis() > last_millis);
+        if exhausted || enough {
+            break;
+        }
+    }
+    found.sort_by_key(|o| std::cmp::Reverse(sort_key(o)));
+    found.truncate(want);
+    Ok(found)
 }
+
+/// Bounds of a cursor's time that PostgreSQL can compare: years 1 to 9999.
+const FIRST_MILLI: i64 = -62_135_596_800_000;
+const LAST_MILLI: i64 = 253_402_300_799_998;
 
 /// One of the user's own orders, from the write database, for when search
 /// cannot see it (yet): it is reported as not visible.
@@ -97,44 +147,60 @@ pub fn sort_key(order: &OrderView) -> SortKey {
     }
 }
 
-/// Merges pending orders into one page of read-model results. A pending order
-/// belongs to this page when it sorts after the page's start (`after`) and,
-/// if more pages follow, no later than the page's last order — so across all
-/// pages each pending order shows up exactly once.
+/// One page of the merged list: the first `limit` orders after the page's
+/// start of the read model's and the write side's together.
+pub struct MergedPage {
+    pub orders: Vec<OrderView>,
+    /// Sort key of the last order when more follow.
+    pub next: Option<SortKey>,
+    pub source: ReadSource,
+}
+
+/// Merges pending orders into one page of read-model results. `found` is
+/// the read model's first `limit` orders after the page's start (`more`:
+/// whether it has further ones), `pending` the write side's first `limit + 1`
+/// after the same start (see [`pending_orders`]). The page is the first
+/// `limit` of both together — an order in both counts once, in its newer
+/// version — so the next page starts after its last order and across all
+/// pages each order shows up exactly once, whatever the number pending.
 pub fn merge_into_page(
-    page: &mut Vec<OrderView>,
+    found: Vec<OrderView>,
+    more: bool,
     pending: Vec<OrderView>,
-    after: Option<&SortKey>,
-    next: Option<&SortKey>,
-    q: Option<&str>,
-) -> ReadSource {
-    let mut merged = false;
+    limit: usize,
+) -> MergedPage {
+    let mut orders = found;
+    let mut from_pending: HashSet<Uuid> = HashSet::new();
     for order in pending {
-        let key = sort_key(&order);
-        // Descending order: "after the start" means a smaller key.
-        let after_start = after.is_none_or(|start| key < *start);
-        let before_end = next.is_none_or(|end| key >= *end);
-        if !(after_start && before_end && matches_query(&order, q)) {
-            continue;
-        }
-        match page.iter_mut().find(|o| o.id == order.id) {
+        match orders.iter_mut().find(|o| o.id == order.id) {
             // The write side is ahead (e.g. a cancellation not yet projected).
             Some(shown) if shown.version < order.version => {
+                from_pending.insert(order.id);
                 *shown = order;
-                merged = true;
             }
             Some(_) => {}
             None => {
-                page.push(order);
-                merged = true;
+                from_pending.insert(order.id);
+                orders.push(order);
             }
         }
     }
-    if merged {
-        page.sort_by_key(|o| std::cmp::Reverse(sort_key(o)));
+    orders.sort_by_key(|o| std::cmp::Reverse(sort_key(o)));
+    let more = more || orders.len() > limit;
+    orders.truncate(limit);
+    let source = if orders.iter().any(|o| from_pending.contains(&o.id)) {
         ReadSource::Merged
     } else {
         ReadSource::ReadModel
+    };
+    MergedPage {
+        next: if more {
+            orders.last().map(sort_key)
+        } else {
+            None
+        },
+        orders,
+        source,
     }
 }
 
@@ -182,27 +248,79 @@ mod tests {
         }
     }
 
+    fn ids(page: &MergedPage) -> Vec<u128> {
+        page.orders.iter().map(|o| o.id.as_u128()).collect()
+    }
+
+    /// Pages through a read model and a write side as `list_page` does.
+    fn all_pages(
+        read_model: &[OrderView],
+        write_side: &[OrderView],
+        limit: usize,
+    ) -> Vec<MergedPage> {
+        let after_start = |start: &Option<SortKey>, o: &&OrderView| {
+            start.as_ref().is_none_or(|s| sort_key(o) < *s)
+        };
+        let first = |orders: &[OrderView], start: &Option<SortKey>, n: usize| {
+            let mut orders: Vec<OrderView> = orders
+                .iter()
+                .filter(|o| after_start(start, o))
+                .cloned()
+                .collect();
+            orders.sort_by_key(|o| std::cmp::Reverse(sort_key(o)));
+            let more = orders.len() > n;
+            orders.truncate(n);
+            (orders, more)
+        };
+        let mut pages = vec![];
+        let mut start = None;
+        loop {
+            let (found, more) = first(read_model, &start, limit);
+            let (pending, _) = first(write_side, &start, limit + 1);
+            let page = merge_into_page(found, more, pending, limit);
+            start = page.next.clone();
+            pages.push(page);
+            if start.is_none() {
+                return pages;
+            }
+        }
+    }
+
     #[test]
-    fn each_pending_order_lands_on_exactly_one_page() {
-        let pending = vec![order(1, 500, "a"), order(2, 150, "b"), order(3, 50, "c")];
-        // Page 1 covers [newest .. key 200], page 2 covers (200 .. end].
-        let end_of_page_1 = sort_key(&order(9, 200, "x"));
-        let mut page1 = vec![order(9, 200, "x")];
-        let mut page2 = vec![order(8, 100, "y")];
-        assert_eq!(
-            merge_into_page(
-                &mut page1,
-                pending.clone(),
-                None,
-                Some(&end_of_page_1),
-                None
-            ),
-            ReadSource::Merged
-        );
-        merge_into_page(&mut page2, pending, Some(&end_of_page_1), None, None);
-        let ids = |p: &[OrderView]| p.iter().map(|o| o.id.as_u128()).collect::<Vec<_>>();
-        assert_eq!(ids(&page1), vec![1, 9]);
-        assert_eq!(ids(&page2), vec![2, 8, 3]);
+    fn each_order_lands_on_exactly_one_page_in_order() {
+        // The read model has 9 and 8; the write side 1..=3 (pending) and a
+        // newer version of 8.
+        let read_model = vec![order(9, 200, "x"), order(8, 100, "y")];
+        let mut cancelled = order(8, 100, "y");
+        cancelled.version = 2;
+        let write_side = vec![
+            order(1, 500, "a"),
+            order(2, 150, "b"),
+            order(3, 50, "c"),
+            cancelled,
+        ];
+        let pages = all_pages(&read_model, &write_side, 2);
+        let pages: Vec<Vec<u128>> = pages.iter().map(ids).collect();
+        assert_eq!(pages, vec![vec![1, 9], vec![2, 8], vec![3]]);
+        let pages = all_pages(&read_model, &write_side, 2);
+        assert_eq!(pages[1].orders[1].version, 2, "the newer version wins");
+        assert_eq!(pages[1].source, ReadSource::Merged);
+    }
+
+    #[test]
+    fn more_pending_orders_than_fit_on_a_page_spread_over_pages() {
+        let read_model: Vec<OrderView> = (0..5).map(|n| order(n, n as i64 * 10, "r")).collect();
+        let write_side: Vec<OrderView> = (100..1337)
+            .map(|n| order(n, n as i64 * 10 + 5, "w"))
+            .chain([order(3, 30, "r")]) // also in the read model
+            .collect();
+        let pages = all_pages(&read_model, &write_side, 100);
+        assert!(pages.iter().all(|p| p.orders.len() <= 100));
+        let listed: Vec<u128> = pages.iter().flat_map(ids).collect();
+        let mut expected: Vec<u128> = (0..5).chain(100..1337).collect();
+        expected.sort_by_key(|n| std::cmp::Reverse(*n));
+        assert_eq!(listed, expected);
+        assert_eq!(pages[0].source, ReadSource::Merged);
     }
 
     #[test]

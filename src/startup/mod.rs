@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::auth::password::Hashing;
 use crate::auth::throttle::{Policy, Throttle};
 use crate::config::{Role, Settings, redact_in, redact_url};
-use crate::db::connect_and_migrate;
+use crate::db::{connect_and_migrate, connect_pool};
 use crate::projector::Projector;
 use crate::read_side::index::ReadStore;
 use crate::relay::Relay;
@@ -41,7 +41,9 @@ impl Application {
     /// Elasticsearch is up, and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.check_roles()?;
+        let pipeline_pool_size = settings.pipeline_pool_size()?;
         let db = connect_and_migrate(&settings).await?;
+        let pipeline_db = connect_pool(&settings, pipeline_pool_size).await?;
         let read_store = ReadStore::from_settings(&settings)?;
         // Elasticsearch being down must not stop the write side: the relay
         // keeps the backlog and catches up once it is back.
@@ -75,6 +77,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             monitor: Default::default(),
             pipeline: Default::default(),
+            pipeline_db,
         }));
         Ok(Self {
             listener,
@@ -147,12 +150,12 @@ impl Application {
 fn spawn_pipeline(state: &AppState) -> JoinHandle<()> {
     let settings = &state.settings;
     let projector = Projector::new(
-        state.db.clone(),
+        state.pipeline_db.clone(),
         state.read_store.clone(),
         settings.refresh_mode,
     );
     let relay = Relay::new(
-        state.db.clone(),
+        state.pipeline_db.clone(),
         Arc::new(InProcessBus::new(projector)),
         settings.relay_batch_size,
         settings.relay_poll(),

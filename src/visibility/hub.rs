@@ -159,7 +159,9 @@ impl NoticeHub {
 
 /// Keeps the hub in step with the notice log until shutdown.
 pub async fn run(state: AppState, mut shutdown: Shutdown) {
-    let db = &state.db;
+    // The pipeline's pool, not the web's: a burst of requests must not
+    // hold up notices.
+    let db = &state.pipeline_db;
     let hub = &state.hub;
     let mut listener: Option<PgListener> = None;
     let mut failures = 0u32;

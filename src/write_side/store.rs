@@ -112,20 +112,28 @@ pub async fn load(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Stor
 
 /// This user's orders up to `write_seq` whose notice is not recorded yet:
 /// what a read-your-writes read must add to what the read model shows.
+/// Newest first (`placed_at`, then `id`, descending), strictly before
+/// `before` when given, at most `limit` of them: the caller pages through.
 pub async fn not_yet_visible(
     db: &PgPool,
     user_id: Uuid,
     up_to_write_seq: i64,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
 ) -> sqlx::Result<Vec<StoredOrder>> {
     let sql = format!(
         "{SELECT_ORDERS} WHERE o.user_id = $1 AND o.user_write_seq <= $2
+           AND ($3::timestamptz IS NULL OR (o.placed_at, o.id) < ($3, $4))
            AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.order_id = o.id
                              AND n.order_version = o.version AND n.kind = 'order-visible')
-         ORDER BY o.placed_at DESC, o.id DESC LIMIT 1000"
+         ORDER BY o.placed_at DESC, o.id DESC LIMIT $5"
     );
     let rows: Vec<OrderRow> = sqlx::query_as(&sql)
         .bind(user_id)
         .bind(up_to_write_seq)
+        .bind(before.map(|b| b.0))
+        .bind(before.map_or(Uuid::nil(), |b| b.1))
+        .bind(limit)
         .fetch_all(db)
         .await?;
     Ok(rows.into_iter().map(Into::into).collect())
