@@ -61,6 +61,7 @@ impl Application {
 
         let state = AppState(Arc::new(App {
             hub: NoticeHub::new(head, settings.sse_buffer),
+            limits: web::limits::Limits::new(&settings),
             db,
             read_store,
             settings,
@@ -122,7 +123,16 @@ impl Application {
             signal.trigger();
         };
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
-        web::serve::serve(self.listener, router, graceful, CONNECTION_DRAIN).await;
+        let max_connections = state.settings.connection_limit();
+        tracing::info!(max_connections, "connection limit");
+        web::serve::serve(
+            self.listener,
+            router,
+            graceful,
+            CONNECTION_DRAIN,
+            max_connections,
+        )
+        .await;
 
         state.shutdown.trigger();
         // One deadline for all of them, so a stop takes at most TASK_GRACE.

@@ -42,4 +42,6 @@ pub struct App {
     pub monitor: Monitor,
     /// The relay's last batch (empty on an instance without the pipeline).
     pub pipeline: Arc<PipelineStats>,
+    /// Caps on streams, polls and writes (see `web::limits`).
+    pub limits: crate::web::limits::Limits,
 }

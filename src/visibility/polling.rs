@@ -14,6 +14,7 @@ use crate::auth::CurrentUser;
 use crate::error::{AppError, AppResult};
 use crate::http::{ApiPath, ApiQuery};
 use crate::state::AppState;
+use crate::web::limits::PeerAddr;
 
 pub const MAX_WAIT_SECS: u64 = 30;
 
@@ -40,10 +41,11 @@ pub struct Visibility {
     pub error: Option<String>,
 }
 
-#[tracing::instrument(skip(state, user, params), fields(user = %user.username))]
+#[tracing::instrument(skip(state, user, peer, params), fields(user = %user.username))]
 pub async fn visibility(
     State(state): State<AppState>,
     user: CurrentUser,
+    peer: PeerAddr,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<VisibilityParams>,
 ) -> AppResult<Json<Visibility>> {
@@ -85,6 +87,8 @@ pub async fn visibility(
     if latest.is_some() || wait == 0 {
         return Ok(answer(latest, visible));
     }
+    // Only a poll that waits holds anything: capped per user and per address.
+    let _held = state.limits.polls.acquire(user.id, peer.0)?;
     let mut shutdown = state.shutdown.subscribe();
     let waited = tokio::time::timeout(Duration::from_secs(wait), async {
         loop {

@@ -10,13 +10,13 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::notice_log::{self, Notice};
 use crate::auth::CurrentUser;
 use crate::error::AppResult;
 use crate::state::AppState;
+use crate::web::limits::PeerAddr;
 
 /// How long a client waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(1000);
@@ -52,8 +52,11 @@ fn cursor_event(kind: &'static str, head: i64) -> Event {
 pub async fn events(
     State(state): State<AppState>,
     user: CurrentUser,
+    peer: PeerAddr,
     headers: HeaderMap,
 ) -> AppResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Capped per user and per address (429 past it); held until the stream ends.
+    let held = state.limits.streams.acquire(user.id, peer.0)?;
     // Subscribe before reading the log, so nothing falls between the two.
     let subscription = state.hub.subscribe(user.id);
     let head = subscription.head;
@@ -83,7 +86,9 @@ pub async fn events(
     }
 
     let user_id = user.id;
-    let live = BroadcastStream::new(subscription.receiver)
+    let live = subscription
+        .receiver
+        .into_stream()
         // A lagging client is cut off; it resumes from the log on reconnect.
         .inspect(|item| {
             if let Err(BroadcastStreamRecvError::Lagged(missed)) = item {
@@ -109,7 +114,7 @@ pub async fn events(
     });
 
     metrics::gauge!("sightline_sse_streams").increment(1.0);
-    let guard = StreamGauge;
+    let guard = (StreamGauge, held);
     let stream = stream::iter(opening)
         .chain(live.take_until(stopped))
         .chain(farewell)

@@ -578,7 +578,10 @@ async fn place_order_form(
     PageUser(user): PageUser,
     Form(form): Form<OrderForm>,
 ) -> Response {
-    let placed = match order_request(&form).and_then(validation::validate) {
+    let placed = match order_request(&form)
+        .and_then(validation::validate)
+        .and_then(|order| state.limits.writes.check(user.id).map(|()| order))
+    {
         Ok(order) => place_order::place_order(&state.db, &user, order).await,
         Err(e) => Err(e),
     };
@@ -632,7 +635,11 @@ async fn cancel_order_form(
     PageUser(user): PageUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Response {
-    match cancel_order::cancel_order(&state.db, &user, id).await {
+    let cancelled = match state.limits.writes.check(user.id) {
+        Ok(()) => cancel_order::cancel_order(&state.db, &user, id).await,
+        Err(e) => Err(e),
+    };
+    match cancelled {
         Ok(cancellation) => {
             let token = ConsistencyToken {
                 write_seq: cancellation.write_seq,

@@ -11,6 +11,7 @@ mod errors_api;
 mod events_api;
 mod instances;
 mod lifecycle;
+mod limits;
 mod operations;
 mod orders_api;
 mod rebuild;
