@@ -110,12 +110,12 @@ impl NoticeSender {
 
     /// Buffers `notice` for every subscriber; the oldest notice goes when the
     /// buffer is full (its laggards will hear `Lagged`). Fails when nobody
-    /// subscribes.
-    pub fn send(&self, notice: Notice) -> Result<usize, SendError<Notice>> {
+    /// subscribes (the notice is dropped: nobody would read it).
+    pub fn send(&self, notice: Notice) -> Result<usize, SendError<()>> {
         let receivers = {
             let mut state = self.shared.lock();
             if state.receivers == 0 {
-                return Err(SendError(notice));
+                return Err(SendError(()));
             }
             let unread = state.receivers;
             state.slots.push_back(Slot { notice, unread });
