@@ -409,6 +409,27 @@ mod tests {
     }
 
     #[test]
+    fn the_default_connection_limit_leaves_room_under_the_file_limit() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let mut settings = Cli::parse_from(["sightline"]).settings;
+        settings.max_connections = None;
+        let files = open_file_limit();
+        let reserve = settings.database_max_connections as usize + 128;
+        assert_eq!(
+            settings.connection_limit(),
+            files.saturating_sub(reserve).max(16)
+        );
+        assert!(settings.connection_limit() < files.max(17));
+        settings.max_connections = Some(8);
+        assert_eq!(settings.connection_limit(), 8);
+    }
+
+    #[test]
     fn held_caps_count_per_user_and_per_address_and_give_places_back() {
         let caps = HeldCaps::new("stream", 2, 3);
         let a = Some(IpAddr::from([10, 0, 0, 1]));

@@ -6,6 +6,9 @@
 //! an idle SSE stream keeps it for as long as it lives. Serving HTTP/1.1
 //! straight through hyper keeps it at 8 KiB (nothing here speaks cleartext
 //! HTTP/2: browsers only use it over TLS, which a proxy in front terminates).
+//!
+//! The loop also caps open connections (`MAX_CONNECTIONS`) and records each
+//! connection's peer address for the per-address limits.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -2,7 +2,9 @@
 //! the SLO, the last batch, PostgreSQL and Elasticsearch — with a live chart
 //! of lag fed by `/status/stream` (one `event: sample` per monitor sample).
 //!
-//! Public like `/healthz`: it shows counts and timings, never user data.
+//! Public like `/healthz` unless `OPS_TOKEN` is set: it shows counts and
+//! timings, never user data. It reads the monitor's samples (one a second)
+//! and never takes its own, so readers cost the databases nothing.
 
 use std::convert::Infallible;
 use std::time::Duration;
