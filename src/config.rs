@@ -121,7 +121,7 @@ pub struct Settings {
     /// comma-separated addresses or CIDR ranges (`10.0.0.0/8,127.0.0.1`).
     /// Empty (the default): the socket's peer is the client, whatever the
     /// headers say.
-    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::web::client_addr::parse_trusted_proxy)]
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::http::client_addr::parse_trusted_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Failed logins for one username from one client address that are
@@ -185,6 +185,54 @@ pub struct Settings {
     /// relay's batches could then starve each other.
     #[arg(long, env = "PIPELINE_DATABASE_MAX_CONNECTIONS", default_value_t = 0)]
     pub pipeline_database_max_connections: u32,
+    /// Most open HTTP connections on this instance; past it a new connection
+    /// gets a bare 503 and is closed, while open ones (streams too) go on.
+    /// Unset: sized from the process's open-file limit, leaving room for the
+    /// database pool and Elasticsearch (see [`Settings::connection_limit`]).
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds a client gets to send a whole request body once its head has
+    /// arrived; a slower one is answered 408 and disconnected.
+    #[arg(long, env = "BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_secs: u64,
+
+    /// Open `/api/events` streams one user may hold on this instance (the
+    /// browser shares one stream among its tabs); past it → 429.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 32)]
+    pub max_streams_per_user: usize,
+
+    /// Open `/api/events` streams from one client address (the peer's: a
+    /// forwarded-for header is not trusted); past it → 429.
+    #[arg(long, env = "MAX_STREAMS_PER_ADDRESS", default_value_t = 256)]
+    pub max_streams_per_address: usize,
+
+    /// Waiting long polls (`visibility?wait=N`, N > 0) one user may hold at once.
+    #[arg(long, env = "MAX_POLLS_PER_USER", default_value_t = 32)]
+    pub max_polls_per_user: usize,
+
+    /// Waiting long polls from one client address at once.
+    #[arg(long, env = "MAX_POLLS_PER_ADDRESS", default_value_t = 256)]
+    pub max_polls_per_address: usize,
+
+    /// Open `/status/stream` streams on this instance, everyone together.
+    #[arg(long, env = "MAX_STATUS_STREAMS", default_value_t = 32)]
+    pub max_status_streams: usize,
+
+    /// When set, `/status`, `/status/stream` and `/metrics` require it, as
+    /// `Authorization: Bearer <token>` or `?token=<token>`. `/healthz` and
+    /// `/readyz` stay open for load balancers.
+    #[arg(long, env = "OPS_TOKEN", hide_env_values = true)]
+    pub ops_token: Option<String>,
+
+    /// Writes (`POST /api/orders`, cancels) one user may make in a burst;
+    /// the bucket refills at `WRITE_RATE_PER_MIN`. 0 turns the limit off.
+    #[arg(long, env = "WRITE_BURST", default_value_t = 60)]
+    pub write_burst: u32,
+
+    /// Writes per minute one user may sustain once the burst is spent.
+    #[arg(long, env = "WRITE_RATE_PER_MIN", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    pub write_rate_per_min: u32,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,6 +394,24 @@ impl Settings {
             ),
             n => Ok(n),
         }
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
+    /// `MAX_CONNECTIONS`, or, unset, the open-file limit less what the rest
+    /// of the process needs: both database pools, Elasticsearch's connections,
+    /// the listener, logs and files (a fixed 128) — never below 16.
+    pub fn connection_limit(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let files = crate::http::limits::open_file_limit();
+            let pipeline = self
+                .pipeline_pool_size()
+                .unwrap_or_else(|_| self.pipeline_pool_needs());
+            let reserve = (self.database_max_connections + pipeline) as usize + 128;
+            files.saturating_sub(reserve).max(16)
+        })
     }
 
     /// The CORS allowlist without empty entries.

@@ -37,6 +37,13 @@ pub enum AppError {
     },
     #[error("too many attempts, try again in {retry_after} s")]
     Throttled { retry_after: u64 },
+    /// A limit met (too many streams, polls or writes): 429 with `Retry-After`.
+    #[error("{message}")]
+    TooMany {
+        code: &'static str,
+        message: String,
+        retry_after: u64,
+    },
     #[error("{0} is unavailable, try again shortly")]
     Unavailable(&'static str),
     /// A bounded resource (e.g. password hashing) is full: 503 at once.
@@ -95,6 +102,7 @@ impl AppError {
             }
             Self::Invalid { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            Self::TooMany { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Self::Database(e) if is_connection_error(e) => {
@@ -164,7 +172,9 @@ impl IntoResponse for AppError {
         )
             .into_response();
         let retry_after = match &self {
-            Self::Throttled { retry_after } => Some(HeaderValue::from(*retry_after)),
+            Self::Throttled { retry_after } | Self::TooMany { retry_after, .. } => {
+                Some(HeaderValue::from(*retry_after))
+            }
             Self::Busy => Some(HeaderValue::from_static("1")),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(HeaderValue::from_static("2")),
             _ => None,

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -150,6 +150,9 @@ impl PipelineStats {
 pub struct Monitor {
     latest: watch::Sender<Option<Sample>>,
     history: Mutex<VecDeque<Sample>>,
+    /// Samples taken (queries of the outbox and pings of Elasticsearch):
+    /// one per interval, however many read `/status` and `/status/stream`.
+    taken: AtomicU64,
 }
 
 impl Default for Monitor {
@@ -157,11 +160,23 @@ impl Default for Monitor {
         Self {
             latest: watch::channel(None).0,
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            taken: AtomicU64::new(0),
         }
     }
 }
 
 impl Monitor {
+    /// The latest sample, waiting up to `within` for the first one (an
+    /// instance that just started has none yet).
+    pub async fn latest_within(&self, within: Duration) -> Option<Sample> {
+        let mut receiver = self.subscribe();
+        tokio::time::timeout(within, receiver.wait_for(Option::is_some))
+            .await
+            .ok()?
+            .ok()?
+            .clone()
+    }
+
     pub fn latest(&self) -> Option<Sample> {
         self.latest.borrow().clone()
     }
@@ -214,6 +229,7 @@ pub async fn sample(state: &AppState) -> Sample {
 
 /// A sample whose outbox figures are read through `db`.
 async fn sample_through(state: &AppState, db: &PgPool) -> Sample {
+    state.monitor.taken.fetch_add(1, Ordering::Relaxed);
     let figures = tokio::time::timeout(Duration::from_secs(2), outbox_figures(db));
     let (figures, elasticsearch) = tokio::join!(figures, state.read_store.ping());
     let figures = figures.ok().and_then(Result::ok);
@@ -376,6 +392,8 @@ pub fn render_metrics(state: &AppState) -> String {
     if let Some(sample) = state.monitor.latest() {
         set_gauges(&sample);
     }
+    metrics::counter!("sightline_status_samples_total")
+        .absolute(state.monitor.taken.load(Ordering::Relaxed));
     state.metrics.render()
 }
 
@@ -441,6 +459,21 @@ pub fn describe_metrics() {
             Unit::Count,
             "The last global notice sequence this instance's hub dispatched (internal; clients see per-user cursors).",
         ),
+        (
+            "sightline_http_connections",
+            Unit::Count,
+            "Open HTTP connections on this instance.",
+        ),
+        (
+            "sightline_http_connections_max",
+            Unit::Count,
+            "The connection limit in force (MAX_CONNECTIONS, or sized from the open-file limit).",
+        ),
+        (
+            "sightline_status_streams",
+            Unit::Count,
+            "Open /status/stream streams on this instance.",
+        ),
     ];
     // Gauges appear with the first measurement: a zero before it would claim one.
     for (name, unit, help) in gauges {
@@ -481,6 +514,14 @@ pub fn describe_metrics() {
             "sightline_sse_resets_total",
             "Streams opened with a Last-Event-ID the log could not vouch for, answered with event: reset (reason: malformed, too_old, unknown).",
         ),
+        (
+            "sightline_status_samples_total",
+            "Pipeline samples taken (outbox query + Elasticsearch ping): one a second, shared by every /status reader.",
+        ),
+        (
+            "sightline_connections_refused_total",
+            "Connections refused at the connection limit (MAX_CONNECTIONS).",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(*name, Unit::Count, *help);
@@ -490,6 +531,11 @@ pub fn describe_metrics() {
         crate::relay::BATCH_FAILURES,
         Unit::Count,
         "Relay batches that failed, by kind of failure; their events are retried with backoff."
+    );
+    describe_counter!(
+        "sightline_limit_rejections_total",
+        Unit::Count,
+        "Requests refused by a limit, by kind (stream, poll, status_stream, write, body, ops_token) and scope (user, address, instance, ...)."
     );
     describe_counter!(
         "sightline_http_requests_total",

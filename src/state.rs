@@ -50,4 +50,13 @@ pub struct App {
     /// notice hub and lag monitor, never a request, so no burst of requests
     /// holds up notices (`PIPELINE_DATABASE_MAX_CONNECTIONS`).
     pub pipeline_db: PgPool,
+    /// Caps on streams, polls and writes (see `http::limits`).
+    pub limits: crate::http::limits::Limits,
+}
+
+/// Per-address limits count the client a trusted proxy names, not the proxy.
+impl axum::extract::FromRef<AppState> for crate::http::client_addr::TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        Self(state.settings.trusted_proxies.clone())
+    }
 }

@@ -1,6 +1,7 @@
 //! SSE capacity: how many idle `/api/events` streams one instance holds,
-//! its resident memory per stream, and how fast a notice still reaches one
-//! stream while all are connected.
+//! its resident memory per stream — with one user per stream (each user
+//! costs the hub a notice buffer) and with a few users sharing them all —
+//! and how fast a notice still reaches one stream while all are connected.
 //!
 //! A process here may hold at most 20,000 open files, so the client side is
 //! split over several child processes (`bench sse-clients`), each binding its
@@ -25,8 +26,16 @@ use super::stats::Summary;
 
 /// Streams per client process (well below the 20,000 open files allowed).
 const PER_PROCESS: usize = 4_500;
-/// Users that own the idle streams (sessions are per stream).
-const IDLE_USERS: usize = 20;
+/// Users that own the idle streams of the shared shape (sessions are per stream).
+pub const IDLE_USERS: usize = 20;
+
+/// The shared shape holds hundreds of streams per user, and each client
+/// process thousands from one address: far past the default caps, which
+/// are not what this measures.
+const STREAM_CAPS_OFF: &[(&str, &str)] = &[
+    ("MAX_STREAMS_PER_USER", "1000000"),
+    ("MAX_STREAMS_PER_ADDRESS", "1000000"),
+];
 
 #[derive(clap::Args, Debug)]
 pub struct ClientArgs {
@@ -55,8 +64,11 @@ pub struct Capacity {
     pub rss_after: u64,
     pub streams_before: usize,
     pub streams_after: usize,
-    /// Growth per stream between the two.
+    /// Growth per stream between the two (the shared shape: `IDLE_USERS`
+    /// users own all the idle streams).
     pub rss_per_connection: f64,
+    /// The same with one user per stream, on a server of its own.
+    pub per_user: PerUser,
     /// The same for a bare axum SSE server.
     pub floor_rss_per_connection: f64,
     /// 201 → `order-visible` on the probe stream, ms.
@@ -67,19 +79,60 @@ pub struct Capacity {
     pub fanout_ms: f64,
 }
 
+/// Memory per stream when every idle stream is its own user's (so each
+/// costs the hub a notice buffer as well), on a server of its own.
+pub struct PerUser {
+    pub connected: usize,
+    pub failed: usize,
+    pub rss_before: u64,
+    pub rss_after: u64,
+    pub streams_before: usize,
+    pub rss_per_connection: f64,
+}
+
 pub async fn measure(
     bench: &Bench,
     streams: usize,
     probe_duration: Duration,
 ) -> anyhow::Result<Capacity> {
     let floor = floor_memory(bench, streams).await?;
-    let server = bench.start_server("sse-capacity", &[]).await?;
+    let per_user = one_user_per_stream(bench, streams).await?;
+    let server = bench.start_server("sse-capacity", STREAM_CAPS_OFF).await?;
     let result = run(bench, &server, streams, probe_duration).await;
     server.stop(bench).await?;
     Ok(Capacity {
         floor_rss_per_connection: floor,
+        per_user,
         ..result?
     })
+}
+
+async fn one_user_per_stream(bench: &Bench, streams: usize) -> anyhow::Result<PerUser> {
+    let server = bench.start_server("sse-per-user", STREAM_CAPS_OFF).await?;
+    let result = async {
+        let users = bench.seed_users(&server, streams).await?;
+        let tokens = bench.seed_sessions(&server, &users).await?;
+        let held = hold(bench, server.addr, server.pid, &tokens).await?;
+        eprintln!(
+            "  one user per stream: {} streams open ({} failed)",
+            held.connected, held.failed
+        );
+        let per_user = PerUser {
+            connected: held.connected,
+            failed: held.failed,
+            rss_before: held.rss_before,
+            rss_after: held.rss_after,
+            streams_before: held.streams_before,
+            rss_per_connection: held.per_stream(),
+        };
+        for client in held.clients {
+            client.stop().await;
+        }
+        anyhow::Ok(per_user)
+    }
+    .await;
+    server.stop(bench).await?;
+    result
 }
 
 /// The same streams held by a bare axum SSE server (`bench
@@ -317,6 +370,14 @@ async fn run(
         rss_per_connection: rss_after.saturating_sub(rss_before) as f64
             / connected.saturating_sub(streams_before).max(1) as f64,
         floor_rss_per_connection: f64::NAN,
+        per_user: PerUser {
+            connected: 0,
+            failed: 0,
+            rss_before: 0,
+            rss_after: 0,
+            streams_before: 0,
+            rss_per_connection: f64::NAN,
+        },
         notice: Summary::of(samples),
         notice_lost,
         fanout_received,

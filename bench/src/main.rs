@@ -26,6 +26,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use capacity::IDLE_USERS as IDLE;
 use load::LoadResult;
 use server::Bench;
 use sightline::monitoring::BATCH_STAGES;
@@ -249,7 +250,8 @@ fn report(r: &Results, machine: Value) -> Option<Value> {
         "tuned_p50_ms": round2(tuned.latency.p50),
         "max_sustained_rate": r.max_sustained?,
         "sse_connections": sse.connections,
-        "sse_rss_bytes_per_connection": sse.rss_per_connection.round() as u64,
+        "sse_rss_bytes_per_connection": sse.per_user.rss_per_connection.round() as u64,
+        "sse_rss_bytes_per_connection_shared": sse.rss_per_connection.round() as u64,
         "sse_notice_p99_ms": round2(sse.notice.p99),
         "machine": machine,
     }))
@@ -459,9 +461,20 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
             "  streams held          {} ({} idle + 1 probe asked for, {} failed to open)",
             s.connections, s.target, s.failed
         );
+        let u = &s.per_user;
         let _ = writeln!(
             o,
-            "  server RSS            {:.1} MiB with {} streams -> {:.1} MiB with {}: {:.0} B per stream",
+            "  one user per stream   {:.1} MiB with {} streams -> {:.1} MiB with {}: {:.0} B per stream ({} failed to open)",
+            u.rss_before as f64 / 1048576.0,
+            u.streams_before,
+            u.rss_after as f64 / 1048576.0,
+            u.connected,
+            u.rss_per_connection,
+            u.failed
+        );
+        let _ = writeln!(
+            o,
+            "  {IDLE} users share them  {:.1} MiB with {} streams -> {:.1} MiB with {}: {:.0} B per stream",
             s.rss_before as f64 / 1048576.0,
             s.streams_before,
             s.rss_after as f64 / 1048576.0,
@@ -534,7 +547,13 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
         );
         let _ = writeln!(
             o,
-            "  SSE <= 16384 B per stream   {:.0} B   {}",
+            "  SSE <= 16384 B per stream   {:.0} B (one user each)   {}",
+            s.per_user.rss_per_connection,
+            mark(s.per_user.rss_per_connection <= 16384.0)
+        );
+        let _ = writeln!(
+            o,
+            "  SSE <= 16384 B, shared      {:.0} B ({IDLE} users)   {}",
             s.rss_per_connection,
             mark(s.rss_per_connection <= 16384.0)
         );

@@ -33,7 +33,22 @@ pub const KNOBS: &[&str] = &[
     "PIPELINE_DATABASE_MAX_CONNECTIONS",
     "ROLES",
     "LOG_FORMAT",
+    "MAX_CONNECTIONS",
+    "BODY_TIMEOUT_SECS",
+    "MAX_STREAMS_PER_USER",
+    "MAX_STREAMS_PER_ADDRESS",
+    "MAX_POLLS_PER_USER",
+    "MAX_POLLS_PER_ADDRESS",
+    "MAX_STATUS_STREAMS",
+    "OPS_TOKEN",
+    "WRITE_BURST",
+    "WRITE_RATE_PER_MIN",
 ];
+
+/// Every server of the benchmark runs without the per-user write limit: its
+/// users write far faster than a person (up to 80 orders/s each), and the
+/// benchmark measures the pipeline, not the limiter.
+const WRITE_LIMIT_OFF: (&str, &str) = ("WRITE_BURST", "0");
 
 pub struct Bench {
     /// Connected to the `postgres` maintenance database.
@@ -253,6 +268,7 @@ impl Bench {
         for knob in KNOBS {
             command.env_remove(knob);
         }
+        command.env(WRITE_LIMIT_OFF.0, WRITE_LIMIT_OFF.1);
         for (key, value) in knobs {
             command.env(key, value);
         }

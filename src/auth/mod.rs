@@ -23,9 +23,9 @@ pub use session::{CurrentUser, PageUser};
 
 use self::throttle::Refused;
 use crate::error::{AppError, AppResult};
+use crate::http::client_addr::{ClientAddr, limit_key};
 use crate::http::{ApiJson, ApiQuery};
 use crate::state::AppState;
-use crate::web::client_addr::{ClientAddr, limit_key};
 
 pub fn router() -> Router<AppState> {
     Router::new()

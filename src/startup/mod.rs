@@ -70,6 +70,7 @@ impl Application {
             hub: NoticeHub::new(head, settings.sse_buffer),
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),
+            limits: crate::http::limits::Limits::new(&settings),
             db,
             read_store,
             settings,
@@ -131,7 +132,16 @@ impl Application {
             signal.trigger();
         };
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
-        web::serve::serve(self.listener, router, graceful, CONNECTION_DRAIN).await;
+        let max_connections = state.settings.connection_limit();
+        tracing::info!(max_connections, "connection limit");
+        web::serve::serve(
+            self.listener,
+            router,
+            graceful,
+            CONNECTION_DRAIN,
+            max_connections,
+        )
+        .await;
 
         state.shutdown.trigger();
         // One deadline for all of them, so a stop takes at most TASK_GRACE.

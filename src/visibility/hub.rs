@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use super::notice_buffer::{NoticeReceiver, NoticeSender};
 use super::notice_log::{self, Notice};
 use crate::shutdown::Shutdown;
 use crate::state::AppState;
@@ -28,7 +28,8 @@ pub struct NoticeHub {
 struct Inner {
     /// The last cursor dispatched: every notice up to here has been sent.
     head: i64,
-    users: HashMap<Uuid, broadcast::Sender<Notice>>,
+    /// Grows only while a subscriber is behind (see `notice_buffer`).
+    users: HashMap<Uuid, NoticeSender>,
     /// What the hub has seen of recent orders, so polls about them are
     /// answered from memory instead of the database.
     recent: RecentNotices,
@@ -85,7 +86,7 @@ impl RecentNotices {
 /// global `seq`: internal, never shown to clients).
 pub struct Subscription {
     pub head: i64,
-    pub receiver: broadcast::Receiver<Notice>,
+    pub receiver: NoticeReceiver,
 }
 
 impl NoticeHub {
@@ -108,7 +109,7 @@ impl NoticeHub {
         let receiver = inner
             .users
             .entry(user_id)
-            .or_insert_with(|| broadcast::channel(self.buffer).0)
+            .or_insert_with(|| NoticeSender::new(self.buffer))
             .subscribe();
         Subscription { head, receiver }
     }

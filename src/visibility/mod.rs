@@ -2,11 +2,13 @@
 //!
 //! - `notice_log` — the durable log the projector records notices in
 //! - `hub` — fans new notices out to this instance's clients
+//! - `notice_buffer` — one user's notices not yet read by all its subscribers
 //! - `sse` — `GET /api/events`, where the notice leaves
 //! - `polling` — `GET /api/orders/{id}/visibility`, the fallback
 //! - `retention` — `sightline prune`: old notices, expired sessions, the inbox
 
 pub mod hub;
+pub mod notice_buffer;
 pub mod notice_log;
 pub mod polling;
 pub mod retention;

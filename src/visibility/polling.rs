@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::notice_log::{self, Notice};
 use crate::auth::CurrentUser;
 use crate::error::{AppError, AppResult};
+use crate::http::client_addr::{ClientAddr, limit_key};
 use crate::http::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
@@ -46,10 +47,11 @@ pub struct Visibility {
     pub error: Option<String>,
 }
 
-#[tracing::instrument(skip(state, user, params), fields(user = %user.username))]
+#[tracing::instrument(skip(state, user, client, params), fields(user = %user.username))]
 pub async fn visibility(
     State(state): State<AppState>,
     user: CurrentUser,
+    ClientAddr(client): ClientAddr,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<VisibilityParams>,
 ) -> AppResult<Json<Visibility>> {
@@ -78,6 +80,11 @@ pub async fn visibility(
     if enough(now.latest.as_ref()) || wait == 0 {
         return Ok(answer(id, now));
     }
+    // Only a poll that waits holds anything: capped per user and per address.
+    let _held = state
+        .limits
+        .polls
+        .acquire(user.id, Some(limit_key(client)))?;
     let mut shutdown = state.shutdown.subscribe();
     let waited = tokio::time::timeout(Duration::from_secs(wait), async {
         loop {

@@ -17,13 +17,13 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
 use super::notice_log::{self, Cursor, CursorCheck, Notice};
 use crate::auth::CurrentUser;
 use crate::error::AppResult;
+use crate::http::client_addr::{ClientAddr, limit_key};
 use crate::state::AppState;
 
 /// How long a client waits before reconnecting.
@@ -90,8 +90,14 @@ fn cursor_event(kind: &str, cursor: &Cursor, reason: Option<&str>) -> Bytes {
 pub async fn events(
     State(state): State<AppState>,
     user: CurrentUser,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> AppResult<Response> {
+    // Capped per user and per address (429 past it); held until the stream ends.
+    let held = state
+        .limits
+        .streams
+        .acquire(user.id, Some(limit_key(client)))?;
     // Subscribe before reading the log, so nothing falls between the two:
     // the subscription carries every notice with a `seq` above `hub_head`,
     // the replay reads the log up to it.
@@ -136,7 +142,9 @@ pub async fn events(
     };
     let user_id = user.id;
     let floor = from.position;
-    let live = BroadcastStream::new(subscription.receiver)
+    let live = subscription
+        .receiver
+        .into_stream()
         // A lagging client is cut off; it resumes from the log on reconnect.
         .inspect(|item| {
             if let Err(BroadcastStreamRecvError::Lagged(missed)) = item {
@@ -167,7 +175,7 @@ pub async fn events(
     });
 
     metrics::gauge!("sightline_sse_streams").increment(1.0);
-    let guard = StreamGauge;
+    let guard = (StreamGauge, held);
     let events = stream::once(async move { opening })
         .chain(replayed.chain(live).take_until(stopped))
         .chain(farewell)

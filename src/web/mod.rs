@@ -1,7 +1,6 @@
 //! The HTTP surface: every resource's router, the pages, and the layers that
 //! apply to all of them.
 
-pub mod client_addr;
 pub mod cors;
 pub mod health;
 pub mod pages;
@@ -10,7 +9,9 @@ pub mod status;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request};
+use axum::extract::Request;
+use axum::http::HeaderName;
+use axum::middleware::Next;
 use axum::routing::get;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -19,8 +20,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::{auth, read_side, visibility, write_side};
 
-/// Requests larger than this are refused with 413.
-pub const BODY_LIMIT: usize = 64 * 1024;
+pub use crate::http::limits::BODY_LIMIT;
 
 /// Everything a `web` instance serves.
 pub fn app(state: AppState) -> Router {
@@ -31,7 +31,7 @@ pub fn app(state: AppState) -> Router {
             .merge(read_side::router())
             .merge(visibility::router())
             .merge(pages::router())
-            .merge(operations()),
+            .merge(operations(&state)),
         state,
     )
 }
@@ -40,18 +40,25 @@ pub fn app(state: AppState) -> Router {
 /// (with the stylesheet it links, which `pages` serves on web instances).
 pub fn operations_app(state: AppState) -> Router {
     with_layers(
-        operations().route("/static/sightline.css", get(status::stylesheet)),
+        operations(&state).route("/static/sightline.css", get(status::stylesheet)),
         state,
     )
 }
 
-fn operations() -> Router<AppState> {
+fn operations(state: &AppState) -> Router<AppState> {
+    // `OPS_TOKEN` guards what shows the pipeline; load balancers' probes stay open.
+    let token: Option<std::sync::Arc<str>> = state.settings.ops_token.as_deref().map(Into::into);
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/status", get(status::page))
         .route("/status/stream", get(status::stream))
+        .route_layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                crate::http::limits::ops_token(token.clone(), request, next)
+            },
+        ))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
 }
 
 fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
@@ -60,6 +67,11 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound })
         // After every route: applies to the method routers registered so far.
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        // Inside the request count, so a 408 is counted like any answer.
+        .layer(axum::middleware::from_fn({
+            let timeout = state.settings.body_timeout();
+            move |request: Request, next: Next| crate::http::limits::body_timeout(timeout, request, next)
+        }))
         .layer(axum::middleware::from_fn(health::track_requests))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(

@@ -23,12 +23,12 @@ use crate::auth::{self, Credentials, PageUser, session};
 use crate::consistency::ConsistencyToken;
 use crate::error::AppError;
 use crate::http::ApiPath;
+use crate::http::client_addr::ClientAddr;
 use crate::order::OrderStatus;
 use crate::order::OrderView;
 use crate::read_side::document::SummaryDocument;
 use crate::read_side::{self, ListParams, OrderList};
 use crate::state::AppState;
-use crate::web::client_addr::ClientAddr;
 use crate::write_side::cancel_order;
 use crate::write_side::place_order::{self, Placed};
 use crate::write_side::validation::{self, ItemRequest, PlaceOrderRequest};
@@ -583,7 +583,10 @@ async fn place_order_form(
     PageUser(user): PageUser,
     Form(form): Form<OrderForm>,
 ) -> Response {
-    let placed = match order_request(&form).and_then(validation::validate) {
+    let placed = match order_request(&form)
+        .and_then(validation::validate)
+        .and_then(|order| state.limits.writes.check(user.id).map(|()| order))
+    {
         Ok(order) => place_order::place_order(&state.db, &user, order).await,
         Err(e) => Err(e),
     };
@@ -637,7 +640,11 @@ async fn cancel_order_form(
     PageUser(user): PageUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Response {
-    match cancel_order::cancel_order(&state.db, &user, id).await {
+    let cancelled = match state.limits.writes.check(user.id) {
+        Ok(()) => cancel_order::cancel_order(&state.db, &user, id).await,
+        Err(e) => Err(e),
+    };
+    match cancelled {
         Ok(cancellation) => {
             let token = ConsistencyToken {
                 write_seq: cancellation.write_seq,

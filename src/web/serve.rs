@@ -6,8 +6,12 @@
 //! an idle SSE stream keeps it for as long as it lives. Serving HTTP/1.1
 //! straight through hyper keeps it at 8 KiB (nothing here speaks cleartext
 //! HTTP/2: browsers only use it over TLS, which a proxy in front terminates).
+//!
+//! The loop also caps open connections (`MAX_CONNECTIONS`) and records each
+//! connection's peer address for the per-address limits.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,19 +22,31 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 /// Serves `router` until `stop` resolves, then gives the open connections up
 /// to `drain` to finish (SSE streams end at once on the application's
 /// shutdown; a client that stopped reading would otherwise hold the exit).
+///
+/// At most `max_connections` are open at once: past that a new connection
+/// gets a bare 503 `too_many_connections` and is closed, and the open ones
+/// (streams included) go on. Each request carries its peer's address as
+/// `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: impl Future<Output = ()>,
     drain: Duration,
+    max_connections: usize,
 ) {
     let connections = GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
+    metrics::gauge!("sightline_http_connections_max").set(max_connections as f64);
+    let mut full = false;
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -46,6 +62,23 @@ pub async fn serve(
             },
             _ = &mut stop => break,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!("sightline_connections_refused_total").increment(1);
+            if !full {
+                full = true;
+                tracing::warn!(
+                    max_connections,
+                    "at the connection limit; refusing new connections"
+                );
+            }
+            // Past a few refusals in flight, close without a word.
+            if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(refuse(stream, refusal));
+            }
+            continue;
+        };
+        full = false;
+        metrics::gauge!("sightline_http_connections").increment(1.0);
         // Notices are small writes that should leave at once.
         let _ = stream.set_nodelay(true);
         // A `Router` clone is a reference count, not a copy of the routes.
@@ -67,6 +100,8 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(permit);
+            metrics::gauge!("sightline_http_connections").decrement(1.0);
         });
     }
     drop(listener);
@@ -79,4 +114,28 @@ pub async fn serve(
             "connections still open after the drain; closing them"
         );
     }
+}
+
+/// Refusals answered at once; more are closed without an answer, so a flood
+/// of connections cannot make refusing them cost more than a few sockets.
+const REFUSING_AT_ONCE: usize = 64;
+
+/// A connection past the limit: a 503 in plain HTTP/1.1, then close. The
+/// request is read and thrown away until the client closes (at most 1 s), so
+/// that closing does not reset the connection before the answer is read.
+async fn refuse(mut stream: TcpStream, _refusal: OwnedSemaphorePermit) {
+    const BODY: &str = r#"{"error":"the server is at its connection limit, try again shortly","code":"too_many_connections"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
 }

@@ -3,7 +3,9 @@
 //! keeps the relay failing since when — with a live chart of lag fed by
 //! `/status/stream` (one `event: sample` per monitor sample).
 //!
-//! Public like `/healthz`: it shows counts and timings, never user data.
+//! Public like `/healthz` unless `OPS_TOKEN` is set: it shows counts and
+//! timings, never user data. It reads the monitor's samples (one a second)
+//! and never takes its own, so readers cost the databases nothing.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -124,9 +126,16 @@ fn relay(sample: &Sample) -> (&'static str, String) {
     }
 }
 
-/// `GET /status`: a fresh sample, rendered.
+/// `GET /status`: the monitor's latest sample, rendered. Never a sample of
+/// its own: a crowd of readers costs the databases nothing more.
 pub async fn page(State(state): State<AppState>) -> Response {
-    let sample = monitoring::sample(&state).await;
+    let Some(sample) = state
+        .monitor
+        .latest_within(monitoring::SAMPLE_EVERY * 3)
+        .await
+    else {
+        return AppError::Unavailable("the pipeline monitor").into_response();
+    };
     let (overall, overall_text) = overall(&sample);
     let (relay_state, relay) = relay(&sample);
     let unknown = || "unknown".to_owned();
@@ -188,7 +197,11 @@ const RETRY: Duration = Duration::from_secs(2);
 /// `event: sample` with the sample's JSON. Ends on shutdown.
 pub async fn stream(
     State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    // Capped: each stream costs a connection and a task, not a sample.
+    let permit = state.limits.status_stream()?;
+    metrics::gauge!("sightline_status_streams").increment(1.0);
+    let permit = (permit, StatusStreamGauge);
     // Subscribe before reading the history so nothing falls between; a
     // sample in both is sent twice, and the page skips a repeated `t`.
     let mut receiver = state.monitor.subscribe();
@@ -206,8 +219,20 @@ pub async fn stream(
     let events = stream::once(async { hello })
         .chain(samples)
         .take_until(stopped)
-        .map(Ok);
-    Sse::new(events).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat()))
+        .map(move |event| {
+            let _ = &permit;
+            Ok(event)
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.settings.sse_heartbeat())))
+}
+
+/// Decrements the open status streams gauge when the stream is dropped.
+struct StatusStreamGauge;
+
+impl Drop for StatusStreamGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("sightline_status_streams").decrement(1.0);
+    }
 }
 
 fn sample_event(sample: &Sample) -> Event {

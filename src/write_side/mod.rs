@@ -63,6 +63,8 @@ async fn create_order(
     user: CurrentUser,
     ApiJson(request): ApiJson<validation::PlaceOrderRequest>,
 ) -> AppResult<impl IntoResponse> {
+    // Per user: one account cannot crowd out everyone else's writes.
+    state.limits.writes.check(user.id)?;
     let order = validation::validate(request)?;
     let (status, stored) = match place_order::place_order(&state.db, &user, order).await? {
         Placed::Created(o) => (StatusCode::CREATED, o),
@@ -81,6 +83,7 @@ async fn cancel(
     user: CurrentUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> AppResult<Json<WriteReceipt>> {
+    state.limits.writes.check(user.id)?;
     let cancellation = cancel_order::cancel_order(&state.db, &user, id).await?;
     Ok(Json(WriteReceipt::new(
         &cancellation.order,

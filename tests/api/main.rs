@@ -13,6 +13,7 @@ mod es_faults;
 mod events_api;
 mod instances;
 mod lifecycle;
+mod limits;
 mod login_limits;
 mod long_polls;
 mod many_pending;

@@ -107,19 +107,28 @@ async fn status_page_shows_backlog_lag_and_health() {
     app.wait_until_projector_blocked().await;
     let second = app.place_simple_order(&user, "STATUS-2").await;
 
-    let response = app.http.get(app.url("/status")).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response.headers()["content-type"].to_str().unwrap();
-    assert!(content_type.starts_with("text/html"), "{content_type}");
-    let csp = response.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let page = response.text().await.unwrap();
-    assert!(
-        page.contains(r#"<dd data-field="backlog">2</dd>"#),
-        "the backlog of two is not shown:\n{page}"
-    );
+    // The page shows the monitor's latest sample (one a second): wait for
+    // the one taken after the second order.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (csp, page) = loop {
+        let response = app.http.get(app.url("/status")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        let csp = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let page = response.text().await.unwrap();
+        if page.contains(r#"<dd data-field="backlog">2</dd>"#) {
+            break (csp, page);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog of two is not shown:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(page.contains(r#"data-field="lag""#), "no lag shown");
     let slo = format!("SLO {:.1} s", app.settings.lag_slo_ms as f64 / 1000.0);
     assert!(page.contains(&slo), "no {slo} shown");

@@ -143,6 +143,8 @@ async fn concurrent_slow_and_rolled_back_writers_skip_nothing_and_stall_nothing(
     // Several relay batches in flight at once, so they race each other too.
     let mut settings = test_settings().await;
     settings.relay_concurrency = 4;
+    // The fast writers write like scripts (~15 orders/s each): no write limit.
+    settings.write_burst = 0;
     let app = Arc::new(spawn_app_with(settings).await);
     // Direct writers hold connections for seconds: a pool of their own.
     let direct = PgPoolOptions::new()

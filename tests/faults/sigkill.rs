@@ -73,6 +73,9 @@ impl Server {
             // Small batches: many of them, so the relay is busy throughout.
             .env("RELAY_BATCH_SIZE", "20")
             .env("RELAY_POLL_MS", "500")
+            // 50 orders per user as fast as they go, retries included:
+            // a script's pace, not what this test is about.
+            .env("WRITE_BURST", "0")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

@@ -1,4 +1,9 @@
-//! Extractors that turn axum's rejections into the contract's JSON errors.
+//! The HTTP layer every stage's handlers share: extractors that turn axum's
+//! rejections into the contract's JSON errors (here), who is asking
+//! ([`client_addr`]) and the per-user and per-address limits ([`limits`]).
+
+pub mod client_addr;
+pub mod limits;
 
 use axum::extract::FromRequest;
 use axum::extract::FromRequestParts;

@@ -9,28 +9,29 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
-
-use crate::state::AppState;
 
 /// The client's address, as `client_addr` decides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
-impl FromRequestParts<AppState> for ClientAddr {
+/// The proxies whose forwarding headers are believed (`TRUSTED_PROXIES`), as
+/// the application state hands them to [`ClientAddr`].
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr
+where
+    TrustedProxies: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client_addr(
-            parts,
-            &state.settings.trusted_proxies,
-        )))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let TrustedProxies(trusted) = TrustedProxies::from_ref(state);
+        Ok(ClientAddr(client_addr(parts, &trusted)))
     }
 }
 
