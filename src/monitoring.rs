@@ -14,19 +14,20 @@
 //! none): how long the oldest committed order has waited to become searchable.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use metrics::Unit;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::read_side::index::ReadStore;
 use crate::shutdown::Shutdown;
-use crate::state::AppState;
 
 /// How often the monitor samples.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -221,32 +222,43 @@ async fn outbox_figures(db: &PgPool) -> sqlx::Result<(i64, f64, i64)> {
     .await
 }
 
-/// Takes a fresh sample: the outbox and Elasticsearch, concurrently. Through
-/// the web's pool (for a request such as `/status`).
-pub async fn sample(state: &AppState) -> Sample {
-    sample_through(state, &state.db).await
+/// What the lag monitor needs, and no more: the handles it reads and the
+/// place it keeps its samples (the web reads them from there).
+pub struct Sampler {
+    /// The pipeline's pool: a burst of requests does not blind the monitor.
+    pub db: PgPool,
+    pub read_store: ReadStore,
+    /// Where the samples go; `/status` and `/metrics` read them.
+    pub monitor: Arc<Monitor>,
+    /// The relay's last batch and current failure.
+    pub pipeline: Arc<PipelineStats>,
+    pub lag_slo: Duration,
+    /// For the exporter's periodic upkeep.
+    pub metrics: PrometheusHandle,
 }
 
-/// A sample whose outbox figures are read through `db`.
-async fn sample_through(state: &AppState, db: &PgPool) -> Sample {
-    state.monitor.taken.fetch_add(1, Ordering::Relaxed);
-    let figures = tokio::time::timeout(Duration::from_secs(2), outbox_figures(db));
-    let (figures, elasticsearch) = tokio::join!(figures, state.read_store.ping());
-    let figures = figures.ok().and_then(Result::ok);
-    let slo_seconds = state.settings.lag_slo().as_secs_f64();
-    let last_batch = state.pipeline.last_batch();
-    Sample {
-        t: Utc::now().timestamp_millis(),
-        postgres: figures.is_some(),
-        elasticsearch,
-        backlog: figures.map(|f| f.0),
-        lag_seconds: figures.map(|f| f.1.max(0.0)),
-        dead_letters: figures.map(|f| f.2),
-        slo_seconds,
-        slo_breached: figures.is_some_and(|f| f.1 > slo_seconds),
-        last_batch_at: last_batch.map(|b| b.0),
-        last_batch_size: last_batch.map(|b| b.1),
-        failure: state.pipeline.failure(),
+impl Sampler {
+    /// Takes a fresh sample: the outbox and Elasticsearch, concurrently.
+    async fn sample(&self) -> Sample {
+        self.monitor.taken.fetch_add(1, Ordering::Relaxed);
+        let figures = tokio::time::timeout(Duration::from_secs(2), outbox_figures(&self.db));
+        let (figures, elasticsearch) = tokio::join!(figures, self.read_store.ping());
+        let figures = figures.ok().and_then(Result::ok);
+        let slo_seconds = self.lag_slo.as_secs_f64();
+        let last_batch = self.pipeline.last_batch();
+        Sample {
+            t: Utc::now().timestamp_millis(),
+            postgres: figures.is_some(),
+            elasticsearch,
+            backlog: figures.map(|f| f.0),
+            lag_seconds: figures.map(|f| f.1.max(0.0)),
+            dead_letters: figures.map(|f| f.2),
+            slo_seconds,
+            slo_breached: figures.is_some_and(|f| f.1 > slo_seconds),
+            last_batch_at: last_batch.map(|b| b.0),
+            last_batch_size: last_batch.map(|b| b.1),
+            failure: self.pipeline.failure(),
+        }
     }
 }
 
@@ -285,7 +297,7 @@ impl SloWatch {
 }
 
 /// Samples every second until shutdown.
-pub async fn run(state: AppState, mut shutdown: Shutdown) {
+pub async fn run(sampler: Sampler, mut shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(SAMPLE_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut slo = SloWatch::default();
@@ -296,8 +308,7 @@ pub async fn run(state: AppState, mut shutdown: Shutdown) {
             _ = shutdown.recv() => break,
             _ = ticker.tick() => {}
         }
-        // The pipeline's pool: a burst of requests does not blind the monitor.
-        let mut sample = sample_through(&state, &state.pipeline_db).await;
+        let mut sample = sampler.sample().await;
         if sample.postgres != postgres_was_up {
             postgres_was_up = sample.postgres;
             if sample.postgres {
@@ -310,13 +321,13 @@ pub async fn run(state: AppState, mut shutdown: Shutdown) {
             match slo.observe(sample.slo_breached, Instant::now()) {
                 Some(Transition::Breached) => tracing::warn!(
                     lag_ms = (sample.lag_seconds.unwrap_or_default() * 1000.0) as u64,
-                    slo_ms = state.settings.lag_slo_ms,
+                    slo_ms = sampler.lag_slo.as_millis() as u64,
                     backlog = sample.backlog.unwrap_or_default(),
                     "projection lag is above the SLO"
                 ),
                 Some(Transition::Recovered { after }) => tracing::info!(
                     breach_ms = after.as_millis() as u64,
-                    slo_ms = state.settings.lag_slo_ms,
+                    slo_ms = sampler.lag_slo.as_millis() as u64,
                     "projection lag is back within the SLO"
                 ),
                 None => {}
@@ -326,10 +337,10 @@ pub async fn run(state: AppState, mut shutdown: Shutdown) {
             sample.slo_breached = slo.breached();
         }
         publish(&sample);
-        state.monitor.push(sample);
+        sampler.monitor.push(sample);
         ticks += 1;
         if ticks.is_multiple_of(UPKEEP_EVERY_TICKS) {
-            state.metrics.run_upkeep();
+            sampler.metrics.run_upkeep();
         }
     }
     tracing::info!("lag monitor stopped");
@@ -387,14 +398,14 @@ pub const PIPELINE_FAILING_SINCE: &str = "sightline_pipeline_failing_since_times
 /// many: so each scrape first sets the gauges from its own application's
 /// latest sample (no database query: the monitor took it), under the same
 /// lock the monitors publish under, and renders before anyone else can.
-pub fn render_metrics(state: &AppState) -> String {
+pub fn render_metrics(monitor: &Monitor, metrics: &PrometheusHandle) -> String {
     let _guard = PUBLISH.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(sample) = state.monitor.latest() {
+    if let Some(sample) = monitor.latest() {
         set_gauges(&sample);
     }
     metrics::counter!("sightline_status_samples_total")
-        .absolute(state.monitor.taken.load(Ordering::Relaxed));
-    state.metrics.render()
+        .absolute(monitor.taken.load(Ordering::Relaxed));
+    metrics.render()
 }
 
 /// Help text and units for every metric Sightline exports. Unlabelled

@@ -32,7 +32,7 @@ pub struct App {
     /// The read model. Query handlers read it; only the projector writes it.
     pub read_store: ReadStore,
     /// Fans recorded notices out to this instance's SSE streams and long polls.
-    pub hub: NoticeHub,
+    pub hub: Arc<NoticeHub>,
     pub settings: Settings,
     /// Tells SSE streams, long polls and background tasks to finish.
     pub shutdown: ShutdownSignal,
@@ -43,7 +43,7 @@ pub struct App {
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// The lag monitor's latest samples, for `/metrics` and `/status`.
-    pub monitor: Monitor,
+    pub monitor: Arc<Monitor>,
     /// The relay's last batch (empty on an instance without the pipeline).
     pub pipeline: Arc<PipelineStats>,
     /// The same database through the pipeline's own pool: relay, projector,

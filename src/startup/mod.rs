@@ -67,7 +67,7 @@ impl Application {
             .port();
 
         let state = AppState(Arc::new(App {
-            hub: NoticeHub::new(head, settings.sse_buffer),
+            hub: Arc::new(NoticeHub::new(head, settings.sse_buffer)),
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),
             limits: crate::http::limits::Limits::new(&settings),
@@ -105,13 +105,23 @@ impl Application {
         if state.settings.runs(Role::Relay) {
             tasks.push(spawn_pipeline(&state));
         }
+        // Each long-lived task gets the handles it uses, not the whole state.
+        let sampler = monitoring::Sampler {
+            db: state.pipeline_db.clone(),
+            read_store: state.read_store.clone(),
+            monitor: state.monitor.clone(),
+            pipeline: state.pipeline.clone(),
+            lag_slo: state.settings.lag_slo(),
+            metrics: state.metrics.clone(),
+        };
         tasks.push(tokio::spawn(monitoring::run(
-            state.clone(),
+            sampler,
             state.shutdown.subscribe(),
         )));
         if state.settings.runs(Role::Web) {
             tasks.push(tokio::spawn(hub::run(
-                state.clone(),
+                state.hub.clone(),
+                state.pipeline_db.clone(),
                 state.shutdown.subscribe(),
             )));
         }

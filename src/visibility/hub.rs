@@ -7,7 +7,7 @@
 //! notices but never loses them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -17,7 +17,6 @@ use uuid::Uuid;
 use super::notice_buffer::{NoticeReceiver, NoticeSender};
 use super::notice_log::{self, Notice};
 use crate::shutdown::Shutdown;
-use crate::state::AppState;
 
 pub struct NoticeHub {
     inner: Mutex<Inner>,
@@ -159,11 +158,10 @@ impl NoticeHub {
 }
 
 /// Keeps the hub in step with the notice log until shutdown.
-pub async fn run(state: AppState, mut shutdown: Shutdown) {
-    // The pipeline's pool, not the web's: a burst of requests must not
-    // hold up notices.
-    let db = &state.pipeline_db;
-    let hub = &state.hub;
+/// `db` is the pipeline's pool, not the web's: a burst of requests must not
+/// hold up notices.
+pub async fn run(hub: Arc<NoticeHub>, db: PgPool, mut shutdown: Shutdown) {
+    let db = &db;
     let mut listener: Option<PgListener> = None;
     let mut failures = 0u32;
     loop {

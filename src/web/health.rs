@@ -54,7 +54,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::monitoring::render_metrics(&state),
+        crate::monitoring::render_metrics(&state.monitor, &state.metrics),
     )
 }
 
