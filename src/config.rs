@@ -405,7 +405,7 @@ impl Settings {
     /// the listener, logs and files (a fixed 128) — never below 16.
     pub fn connection_limit(&self) -> usize {
         self.max_connections.unwrap_or_else(|| {
-            let files = crate::http::limits::open_file_limit();
+            let files = open_file_limit();
             let pipeline = self
                 .pipeline_pool_size()
                 .unwrap_or_else(|_| self.pipeline_pool_needs());
@@ -498,6 +498,21 @@ impl std::fmt::Debug for Settings {
             .field("hash_concurrency", &self.hash_concurrency)
             .finish_non_exhaustive()
     }
+}
+
+/// The process's soft limit on open files (`/proc/self/limits`), or 1024
+/// where that cannot be read.
+pub fn open_file_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse().ok())
+        })
+        .unwrap_or(1024)
 }
 
 #[cfg(test)]

@@ -386,6 +386,9 @@ fn set_failure_gauges(failure: Option<&PipelineFailure>) {
     metrics::gauge!(PIPELINE_FAILING_SINCE).set(failure.map_or(0.0, |f| f.since as f64 / 1000.0));
 }
 
+/// Failed relay batches by kind of failure.
+pub const BATCH_FAILURES: &str = "sightline_relay_batch_failures_total";
+
 /// 1 for the kind of failure that keeps the relay failing right now.
 pub const PIPELINE_FAILING: &str = "sightline_pipeline_failing";
 /// Unix time the current run of failed batches began, 0 when none.
@@ -539,7 +542,7 @@ pub fn describe_metrics() {
         metrics::counter!(*name).increment(0);
     }
     describe_counter!(
-        crate::relay::BATCH_FAILURES,
+        BATCH_FAILURES,
         Unit::Count,
         "Relay batches that failed, by kind of failure; their events are retried with backoff."
     );

@@ -24,21 +24,6 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::error::AppError;
 
-/// The process's soft limit on open files (`/proc/self/limits`), or 1024
-/// where that cannot be read.
-pub fn open_file_limit() -> usize {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|limits| {
-            limits
-                .lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|soft| soft.parse().ok())
-        })
-        .unwrap_or(1024)
-}
-
 /// Requests larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
@@ -402,8 +387,11 @@ mod tests {
         }
         let mut settings = Cli::parse_from(["sightline"]).settings;
         settings.max_connections = None;
-        let files = open_file_limit();
-        let reserve = settings.database_max_connections as usize + 128;
+        let files = crate::config::open_file_limit();
+        // Both pools, Elasticsearch, the listener, logs and files.
+        let reserve = (settings.database_max_connections + settings.pipeline_pool_size().unwrap())
+            as usize
+            + 128;
         assert_eq!(
             settings.connection_limit(),
             files.saturating_sub(reserve).max(16)

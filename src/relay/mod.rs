@@ -24,7 +24,7 @@ use sqlx::postgres::PgListener;
 use crate::bus::{Bus, RetryLater, failure_kind};
 use crate::config::RelayWake;
 use crate::locks;
-use crate::monitoring::{PipelineStats, record_stage, stage_histogram};
+use crate::monitoring::{BATCH_FAILURES, PipelineStats, record_stage, stage_histogram};
 use crate::outbox;
 use crate::shutdown::Shutdown;
 
@@ -220,9 +220,6 @@ impl Relay {
         Ok(events.len())
     }
 }
-
-/// Failed relay batches by kind of failure.
-pub const BATCH_FAILURES: &str = "sightline_relay_batch_failures_total";
 
 /// Exponential backoff with full jitter (anywhere from 0 up to a ceiling
 /// that doubles per failure, capped), so many relays do not retry in step.
