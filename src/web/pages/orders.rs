@@ -1,29 +1,20 @@
-//! Server-rendered pages: sign-up, login, logout and the orders page.
-//!
-//! Every page works without JavaScript: the forms post here and the server
-//! answers with a redirect (303) or the same page re-rendered with the error.
-//! `static/app.js` only enhances `/orders` (optimistic rows, live updates over
-//! SSE, long polling as the fallback).
-
-use std::sync::OnceLock;
+//! The orders page: the list (from the read model, merged with the write side
+//! for a consistency token), the summary, and the place and cancel forms.
 
 use askama::Template;
+use axum::Form;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::auth::{self, Credentials, PageUser, session};
+use crate::auth::{self, PageUser};
 use crate::consistency::ConsistencyToken;
 use crate::error::AppError;
 use crate::http::ApiPath;
-use crate::http::client_addr::ClientAddr;
 use crate::order::OrderStatus;
 use crate::order::OrderView;
 use crate::read_side::document::SummaryDocument;
@@ -33,233 +24,11 @@ use crate::write_side::cancel_order;
 use crate::write_side::place_order::{self, Placed};
 use crate::write_side::validation::{self, ItemRequest, PlaceOrderRequest};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/orders") }))
-        .route("/signup", get(signup_form).post(signup))
-        .route("/login", get(login_form).post(login))
-        .route("/logout", post(logout))
-        .route("/orders", get(orders_page).post(place_order_form))
-        .route("/orders/{id}/cancel", post(cancel_order_form))
-        .route(
-            "/static/app.js",
-            get(|h: HeaderMap| async move { APP_JS.respond(&h) }),
-        )
-        .route(
-            "/static/sightline.js",
-            get(|h: HeaderMap| async move { SIGHTLINE_JS.respond(&h) }),
-        )
-        .route(
-            "/static/sightline.css",
-            get(|h: HeaderMap| async move { STYLESHEET.respond(&h) }),
-        )
-}
-
-// ---------------------------------------------------------------------------
-// Responses
-
-/// Headers every HTML page carries: no third-party anything, no framing, and
-/// no caching of pages that show a user's data.
-fn html_page(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; object-src 'none'; \
-                 base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-            ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "same-origin"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        Html(body),
-    )
-        .into_response()
-}
-
-fn render(template: &impl Template, status: StatusCode) -> Response {
-    match template.render() {
-        Ok(body) => html_page(status, body),
-        Err(e) => AppError::Internal(anyhow::Error::new(e).context("Failed to render a page"))
-            .into_response(),
-    }
-}
-
-/// The status an error answers with and the message a person may read.
-/// Internal details never reach the page (the JSON error logs them).
-fn describe(err: AppError) -> (StatusCode, String) {
-    let (status, message) = err.public();
-    let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        "something went wrong on our side, please try again".to_owned()
-    } else {
-        message
-    };
-    (status, sentence(&message))
-}
-
-/// "wrong password" → "Wrong password": messages read as sentences on a page.
-fn sentence(message: &str) -> String {
-    let mut chars = message.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-/// Login and sign-up have no session to protect yet, but a cross-site form
-/// must not log a browser into someone else's account either.
-fn refuse_cross_site(headers: &HeaderMap) -> Result<(), AppError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let cross_site =
-        matches!(header("sec-fetch-site"), Some(site) if site != "same-origin" && site != "none");
-    let foreign_origin = header("origin").is_some_and(|origin| {
-        let host = header("host").unwrap_or_default();
-        origin == "null" || origin.split_once("://").map(|(_, h)| h) != Some(host)
-    });
-    if cross_site || foreign_origin {
-        return Err(AppError::Forbidden("cross-site request refused"));
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// Sign-up, login, logout
-
-#[derive(Template)]
-#[template(path = "auth.html")]
-struct AuthPage {
-    /// "signup" or "login".
-    mode: &'static str,
-    title: &'static str,
-    username: String,
-    error: Option<String>,
-}
-
-impl AuthPage {
-    fn signup(username: String, error: Option<String>) -> Self {
-        AuthPage {
-            mode: "signup",
-            title: "Create an account",
-            username,
-            error,
-        }
-    }
-
-    fn login(username: String, error: Option<String>) -> Self {
-        AuthPage {
-            mode: "login",
-            title: "Sign in",
-            username,
-            error,
-        }
-    }
-}
+use super::*;
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct CredentialsForm {
-    username: String,
-    password: String,
-}
-
-async fn signup_form() -> Response {
-    render(&AuthPage::signup(String::new(), None), StatusCode::OK)
-}
-
-async fn login_form() -> Response {
-    render(&AuthPage::login(String::new(), None), StatusCode::OK)
-}
-
-async fn signup(
-    State(state): State<AppState>,
-    ClientAddr(client): ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<CredentialsForm>,
-) -> Response {
-    if let Err(refused) = refuse_cross_site(&headers) {
-        return refused.into_response();
-    }
-    let username = form.username.trim().to_owned();
-    let credentials = || Credentials {
-        username: username.clone(),
-        password: form.password.clone(),
-    };
-    let result = match auth::register(&state, credentials(), client).await {
-        Ok(_) => auth::authenticate(&state, credentials(), client).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(session) => signed_in(&state, &session.token),
-        Err(e) => {
-            let (status, message) = describe(e);
-            render(&AuthPage::signup(username, Some(message)), status)
-        }
-    }
-}
-
-async fn login(
-    State(state): State<AppState>,
-    ClientAddr(client): ClientAddr,
-    headers: HeaderMap,
-    Form(form): Form<CredentialsForm>,
-) -> Response {
-    if let Err(refused) = refuse_cross_site(&headers) {
-        return refused.into_response();
-    }
-    let username = form.username.trim().to_owned();
-    let credentials = Credentials {
-        username: username.clone(),
-        password: form.password,
-    };
-    match auth::authenticate(&state, credentials, client).await {
-        Ok(session) => signed_in(&state, &session.token),
-        Err(e) => {
-            let (status, message) = describe(e);
-            render(&AuthPage::login(username, Some(message)), status)
-        }
-    }
-}
-
-fn signed_in(state: &AppState, token: &str) -> Response {
-    ([auth::cookie_header(state, token)], Redirect::to("/orders")).into_response()
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct LogoutQuery {
-    /// `true` ("sign out everywhere"): end every session of this user.
-    all: bool,
-}
-
-async fn logout(
-    State(state): State<AppState>,
-    PageUser(user): PageUser,
-    headers: HeaderMap,
-    query: Result<Query<LogoutQuery>, QueryRejection>,
-) -> Response {
-    let all = query.is_ok_and(|Query(q)| q.all);
-    let ended = if all {
-        session::delete_all(&state.db, user.id).await.map(|_| ())
-    } else {
-        match session::presented_token(&headers, &state.settings) {
-            Some((token, _)) => session::delete(&state.db, &token).await,
-            None => Ok(()),
-        }
-    };
-    if let Err(e) = ended {
-        return AppError::from(e).into_response();
-    }
-    let expired = session::session_cookie("", 0, &state.settings);
-    ([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response()
-}
-
-// ---------------------------------------------------------------------------
-// The orders page
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct OrdersQuery {
+pub(super) struct OrdersQuery {
     q: Option<String>,
     cursor: Option<String>,
     consistency_token: Option<String>,
@@ -269,7 +38,7 @@ struct OrdersQuery {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct OrderForm {
+pub(super) struct OrderForm {
     id: String,
     sku: String,
     quantity: String,
@@ -278,7 +47,7 @@ struct OrderForm {
 }
 
 /// What the form shows: the values last submitted (after an error) or defaults.
-struct FormValues {
+pub(super) struct FormValues {
     id: String,
     sku: String,
     quantity: String,
@@ -299,7 +68,7 @@ impl FormValues {
 }
 
 /// One row of the orders table, ready to print.
-struct OrderRow {
+pub(super) struct OrderRow {
     id: String,
     /// `placed` or `cancelled`.
     status: &'static str,
@@ -317,7 +86,7 @@ struct OrderRow {
 
 #[derive(Template)]
 #[template(path = "orders.html")]
-struct OrdersPage {
+pub(super) struct OrdersPage {
     username: String,
     lag_slo_ms: u128,
     server_now_ms: i64,
@@ -338,7 +107,7 @@ struct OrdersPage {
 }
 
 /// The summary read model, ready to print.
-struct SummaryLine {
+pub(super) struct SummaryLine {
     placed: i64,
     cancelled: i64,
     /// "12.34 USD, 3.00 EUR"
@@ -377,7 +146,11 @@ pub fn format_money(cents: i64) -> String {
     format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
-fn row_state(order: &OrderView, now: DateTime<Utc>, lag_slo: chrono::Duration) -> &'static str {
+pub(super) fn row_state(
+    order: &OrderView,
+    now: DateTime<Utc>,
+    lag_slo: chrono::Duration,
+) -> &'static str {
     if order.visible {
         "visible"
     } else if now - order.placed_at > lag_slo {
@@ -387,7 +160,7 @@ fn row_state(order: &OrderView, now: DateTime<Utc>, lag_slo: chrono::Duration) -
     }
 }
 
-fn state_label(state: &str) -> &'static str {
+pub(super) fn state_label(state: &str) -> &'static str {
     match state {
         "visible" => "visible",
         "delayed" => "delayed — still on its way",
@@ -395,7 +168,11 @@ fn state_label(state: &str) -> &'static str {
     }
 }
 
-fn order_row(order: &OrderView, now: DateTime<Utc>, lag_slo: chrono::Duration) -> OrderRow {
+pub(super) fn order_row(
+    order: &OrderView,
+    now: DateTime<Utc>,
+    lag_slo: chrono::Duration,
+) -> OrderRow {
     let state = row_state(order, now, lag_slo);
     OrderRow {
         id: order.id.to_string(),
@@ -419,7 +196,7 @@ fn order_row(order: &OrderView, now: DateTime<Utc>, lag_slo: chrono::Duration) -
     }
 }
 
-fn orders_href(pairs: &[(&str, &str)]) -> String {
+pub(super) fn orders_href(pairs: &[(&str, &str)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     for (name, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
         query.append_pair(name, value);
@@ -435,7 +212,7 @@ fn orders_href(pairs: &[(&str, &str)]) -> String {
 /// Renders `/orders`: the form (with `form` values and `form_error`) above
 /// one page of the user's orders. A list that cannot be read is reported on
 /// the page, and the form still works: writes do not need search.
-async fn orders_response(
+pub(super) async fn orders_response(
     state: &AppState,
     user: &auth::CurrentUser,
     query: OrdersQuery,
@@ -541,7 +318,7 @@ async fn orders_response(
     render(&page, status)
 }
 
-async fn orders_page(
+pub(super) async fn orders_page(
     State(state): State<AppState>,
     PageUser(user): PageUser,
     query: Result<Query<OrdersQuery>, QueryRejection>,
@@ -551,13 +328,13 @@ async fn orders_page(
     orders_response(&state, &user, query, FormValues::fresh(), None).await
 }
 
-fn parse_number(field: &str, raw: &str) -> Result<i64, AppError> {
+pub(super) fn parse_number(field: &str, raw: &str) -> Result<i64, AppError> {
     raw.trim()
         .parse::<i64>()
         .map_err(|_| AppError::invalid(field, format!("{field} must be a whole number")))
 }
 
-fn order_request(form: &OrderForm) -> Result<PlaceOrderRequest, AppError> {
+pub(super) fn order_request(form: &OrderForm) -> Result<PlaceOrderRequest, AppError> {
     let id = match form.id.trim() {
         "" => None,
         raw => Some(
@@ -578,7 +355,7 @@ fn order_request(form: &OrderForm) -> Result<PlaceOrderRequest, AppError> {
     })
 }
 
-async fn place_order_form(
+pub(super) async fn place_order_form(
     State(state): State<AppState>,
     PageUser(user): PageUser,
     Form(form): Form<OrderForm>,
@@ -628,14 +405,14 @@ async fn place_order_form(
 
 /// Keeps the token in the session too, so later pages (not only the one the
 /// redirect names) include the user's own writes.
-async fn remember_token(state: &AppState, user: &auth::CurrentUser, token: &str) {
+pub(super) async fn remember_token(state: &AppState, user: &auth::CurrentUser, token: &str) {
     if let Err(e) = auth::session::remember_consistency_token(&state.db, user, token).await {
         tracing::warn!(error = %e, "could not keep the consistency token in the session");
     }
 }
 
 /// The no-JS cancel button: cancels, then shows the list with read-your-writes.
-async fn cancel_order_form(
+pub(super) async fn cancel_order_form(
     State(state): State<AppState>,
     PageUser(user): PageUser,
     ApiPath(id): ApiPath<Uuid>,
@@ -667,73 +444,6 @@ async fn cancel_order_form(
     }
 }
 
-// ---------------------------------------------------------------------------
-// Static files, embedded so the binary runs from any directory
-
-/// A file of `static/`, embedded so the binary runs from any directory,
-/// served with a content hash as its ETag (unchanged files answer 304).
-pub struct StaticAsset {
-    body: &'static str,
-    content_type: &'static str,
-    etag: OnceLock<String>,
-}
-
-pub static APP_JS: StaticAsset = StaticAsset::new(
-    include_str!("../../static/app.js"),
-    "text/javascript; charset=utf-8",
-);
-pub static SIGHTLINE_JS: StaticAsset = StaticAsset::new(
-    include_str!("../../static/sightline.js"),
-    "text/javascript; charset=utf-8",
-);
-pub static STYLESHEET: StaticAsset = StaticAsset::new(
-    include_str!("../../static/sightline.css"),
-    "text/css; charset=utf-8",
-);
-
-impl StaticAsset {
-    const fn new(body: &'static str, content_type: &'static str) -> Self {
-        Self {
-            body,
-            content_type,
-            etag: OnceLock::new(),
-        }
-    }
-
-    fn etag(&'static self) -> &'static str {
-        self.etag.get_or_init(|| {
-            let digest = Sha256::digest(self.body.as_bytes());
-            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-            format!("\"{hex}\"")
-        })
-    }
-
-    pub fn respond(&'static self, headers: &HeaderMap) -> Response {
-        let etag = self.etag();
-        let headers_out = [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(self.content_type),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (header::ETAG, HeaderValue::from_static(etag)),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ];
-        let matches = headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-        if matches {
-            (StatusCode::NOT_MODIFIED, headers_out).into_response()
-        } else {
-            (headers_out, self.body).into_response()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,15 +454,6 @@ mod tests {
         assert_eq!(format_money(5), "0.05");
         assert_eq!(format_money(1234), "12.34");
         assert_eq!(format_money(-150), "-1.50");
-    }
-
-    #[test]
-    fn messages_read_as_sentences() {
-        assert_eq!(
-            sentence("wrong username or password"),
-            "Wrong username or password"
-        );
-        assert_eq!(sentence(""), "");
     }
 
     #[test]
