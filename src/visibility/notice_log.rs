@@ -203,11 +203,26 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
     .fetch_all(&mut *tx)
     .await?;
 
+    // The newest version of each order this batch has noticed so far: a
+    // batch may carry several versions of one order in any order (a
+    // redelivery), and one that follows a newer version of its order would
+    // send that order's stream back a version.
+    let mut noticed: HashMap<Uuid, i32> = HashMap::new();
     let mut seen = HashSet::new();
     let mut heads: HashMap<Uuid, (i64, String)> = HashMap::new();
     let mut rows: Vec<(&NewNotice, i64, String)> = Vec::with_capacity(fresh.len());
     for (ord, last_seq, last_chain) in fresh {
         let notice = &notices[(ord - 1) as usize];
+        if noticed
+            .get(&notice.order_id)
+            .is_some_and(|&newer| newer > notice.order_version)
+        {
+            continue;
+        }
+        noticed
+            .entry(notice.order_id)
+            .and_modify(|v| *v = (*v).max(notice.order_version))
+            .or_insert(notice.order_version);
         // The same notice twice in one batch counts once.
         if !seen.insert((notice.order_id, notice.order_version, notice.kind)) {
             continue;

@@ -420,6 +420,13 @@ async fn a_notice_older_than_one_already_recorded_is_not_recorded() {
         2,
         "one batch may carry several versions"
     );
+    // A redelivered batch may carry them newest first: the older one would
+    // come after the newer on the stream, so it is not noticed.
+    let newest_first = notice_log::record(&app.db, &[notice(6, "placed"), notice(5, "x")])
+        .await
+        .unwrap();
+    let versions: Vec<i32> = newest_first.iter().map(|n| n.order_version).collect();
+    assert_eq!(versions, [6], "a version noticed after a newer one");
 }
 
 /// Place-then-cancel with four relay batches in flight: whatever order the

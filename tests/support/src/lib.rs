@@ -63,6 +63,9 @@ pub async fn test_settings() -> Settings {
     // Every test client is 127.0.0.1, and many tests sign up several users:
     // the sign-up limit per address has tests of its own (login_limits.rs).
     settings.signup_address_burst = 100_000;
+    // Many tests place orders as fast as a script would: the per-user write
+    // limit has tests of its own (limits.rs), which set it.
+    settings.write_burst = 0;
 
     let mut url = url::Url::parse(&settings.database_url).expect("DATABASE_URL is a URL");
     let db_name = format!("test_{suffix}");
