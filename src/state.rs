@@ -1,4 +1,5 @@
-//! The state every handler and background task shares.
+//! The state every web handler shares. Background tasks (relay, hub,
+//! monitor) take only the handles they need when startup spawns them.
 
 use std::ops::Deref;
 use std::sync::Arc;
