@@ -328,29 +328,16 @@ impl Throttle {
         }
         let known = pair.known;
 
-        let rate = policy.address;
-        let address_bucket = tables.addresses.get_or_insert(
-            address,
-            now,
-            || Bucket::full(rate, now),
-            |b| b.is_full(rate, now),
-        );
-        address_bucket.refill(rate, now);
-        address_bucket
-            .check(rate)
+        tables
+            .addresses
+            .bucket(address, policy.address, now)
+            .check(policy.address)
             .map_err(|wait| refuse(Limit::LoginAddress, wait))?;
 
         if !known {
-            let rate = policy.user;
-            let user_bucket = tables.users.get_or_insert(
-                username.clone(),
-                now,
-                || Bucket::full(rate, now),
-                |b| b.is_full(rate, now),
-            );
-            user_bucket.refill(rate, now);
+            let user_bucket = tables.users.bucket(username.clone(), policy.user, now);
             user_bucket
-                .check(rate)
+                .check(policy.user)
                 .map_err(|wait| refuse(Limit::LoginUser, wait))?;
             user_bucket.tokens -= 1.0;
         }
@@ -436,19 +423,28 @@ impl Throttle {
     fn begin_signup_at(&self, address: IpAddr, now: Instant) -> Result<(), Refused> {
         let rate = self.policy.signup;
         let mut tables = self.lock();
-        let bucket = tables.signups.get_or_insert(
-            address,
-            now,
-            || Bucket::full(rate, now),
-            |b| b.is_full(rate, now),
-        );
-        bucket.refill(rate, now);
+        let bucket = tables.signups.bucket(address, rate, now);
         bucket.check(rate).map_err(|retry_after| Refused {
             limit: Limit::SignupAddress,
             retry_after,
         })?;
         bucket.tokens -= 1.0;
         Ok(())
+    }
+}
+
+impl<K: Hash + Eq + Clone> Table<K, Bucket> {
+    /// `key`'s bucket, refilled to `now` (a new one starts full; full ones
+    /// are the first to go when the table is at its cap).
+    fn bucket(&mut self, key: K, rate: Rate, now: Instant) -> &mut Bucket {
+        let bucket = self.get_or_insert(
+            key,
+            now,
+            || Bucket::full(rate, now),
+            |b| b.is_full(rate, now),
+        );
+        bucket.refill(rate, now);
+        bucket
     }
 }
 
