@@ -298,6 +298,12 @@ async fn a_redelivery_counts_each_event_as_an_acknowledged_duplicate() {
     );
     assert_eq!(metric(&after, "sightline_notices_recorded_total"), 3.0);
     assert_eq!(metric(&after, "sightline_notices_sent_total"), 3.0);
+    // Each event became searchable once: a redelivery is no new observation.
+    assert_eq!(
+        metric(&after, "sightline_commit_to_searchable_seconds_count"),
+        3.0,
+        "{after}"
+    );
     db.close().await;
 }
 

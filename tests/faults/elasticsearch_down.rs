@@ -13,7 +13,7 @@ use crate::helpers::{order_ids, spawn_app_with, test_settings, visible_id};
 use crate::services::{self, Service};
 
 /// Bound on the catch-up after Elasticsearch is back (the relay may be in
-/// its longest backoff, 30 s, when it returns).
+/// its longest backoff, 5 s, when it returns; the rest is a busy machine).
 const CATCH_UP: Duration = Duration::from_secs(180);
 const ORDERS_DURING_OUTAGE: usize = 6;
 
