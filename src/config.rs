@@ -3,10 +3,11 @@
 //! Every default points at what `scripts/services start` runs, so
 //! `cargo run -- serve` works on a machine set up by the scripts.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use ipnet::IpNet;
 
 #[derive(Args, Clone)]
 pub struct Settings {
@@ -121,7 +122,7 @@ pub struct Settings {
     /// comma-separated addresses or CIDR ranges (`10.0.0.0/8,127.0.0.1`).
     /// Empty (the default): the socket's peer is the client, whatever the
     /// headers say.
-    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::http::client_addr::parse_trusted_proxy)]
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Failed logins for one username from one client address that are
@@ -513,6 +514,19 @@ pub fn open_file_limit() -> usize {
                 .and_then(|soft| soft.parse().ok())
         })
         .unwrap_or(1024)
+}
+
+/// Parses one `TRUSTED_PROXIES` entry: an address or a CIDR range. An empty
+/// entry (`TRUSTED_PROXIES=`) stands for nothing: it becomes `::/128`, the
+/// unspecified address, which is never a connection's peer.
+pub fn parse_trusted_proxy(raw: &str) -> Result<IpNet, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(IpNet::from(IpAddr::from(Ipv6Addr::UNSPECIFIED)));
+    }
+    raw.parse::<IpNet>()
+        .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{raw:?} is not an address or a CIDR range like 10.0.0.0/8"))
 }
 
 #[cfg(test)]

@@ -556,7 +556,6 @@ pub fn describe_metrics() {
         Unit::Count,
         "HTTP requests by matched route, method and status."
     );
-    crate::auth::throttle::describe_metrics();
 
     let histograms: &[(&'static str, &'static str)] = &[
         (

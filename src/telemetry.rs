@@ -33,6 +33,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .install_recorder()
                 .expect("Failed to install the Prometheus recorder");
             crate::monitoring::describe_metrics();
+            crate::auth::throttle::describe_metrics();
             handle
         })
         .clone()

@@ -14,6 +14,9 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
+// Parsing `TRUSTED_PROXIES` is configuration's; re-exported for callers here.
+pub use crate::config::parse_trusted_proxy;
+
 /// The client's address, as `client_addr` decides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
@@ -127,19 +130,6 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
         }
         v4 => v4,
     }
-}
-
-/// Parses one `TRUSTED_PROXIES` entry: an address or a CIDR range. An empty
-/// entry (`TRUSTED_PROXIES=`) stands for nothing: it becomes `::/128`, the
-/// unspecified address, which is never a connection's peer.
-pub fn parse_trusted_proxy(raw: &str) -> Result<IpNet, String> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(IpNet::from(IpAddr::from(Ipv6Addr::UNSPECIFIED)));
-    }
-    raw.parse::<IpNet>()
-        .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{raw:?} is not an address or a CIDR range like 10.0.0.0/8"))
 }
 
 #[cfg(test)]
