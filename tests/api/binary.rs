@@ -209,3 +209,22 @@ pub fn metric(metrics: &str, name: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Runs the command `sightline <args>` to its end against the database and
+/// indices of `settings`; returns whether it succeeded, its stdout and its
+/// stderr.
+pub async fn cli(settings: &Settings, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(args)
+        .env("DATABASE_URL", &settings.database_url)
+        .env("ELASTICSEARCH_URL", &settings.elasticsearch_url)
+        .env("INDEX_PREFIX", &settings.index_prefix)
+        .output()
+        .await
+        .expect("failed to run the sightline binary");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

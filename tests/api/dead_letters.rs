@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::binary::cli;
 use crate::direct_writes::{Owner, insert_order, one_item};
 use crate::helpers::{SseFrame, SseStream, TestApp, TestUser, WAIT, order_ids, visible_id};
 
@@ -19,21 +20,8 @@ fn immense_sku() -> String {
 /// Runs `sightline outbox <args>` against the test's database; asserts it
 /// exits successfully and returns its standard output.
 async fn outbox_cli(app: &TestApp, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .arg("outbox")
-        .args(args)
-        .env("DATABASE_URL", &app.settings.database_url)
-        .env("ELASTICSEARCH_URL", &app.settings.elasticsearch_url)
-        .env("INDEX_PREFIX", &app.settings.index_prefix)
-        .output()
-        .await
-        .expect("failed to run the sightline binary");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "sightline outbox {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, stdout, stderr) = cli(&app.settings, &[&["outbox"], args].concat()).await;
+    assert!(ok, "sightline outbox {args:?} failed: {stderr}\n{stdout}");
     stdout
 }
 
@@ -237,16 +225,8 @@ async fn an_event_elasticsearch_rejects_is_parked_the_pipeline_goes_on_and_a_ret
     assert_eq!(summary["orders_placed"], 2, "{summary}");
 
     // A retry of a retried event is refused: it is no longer dead.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .args(["outbox", "retry", &outbox_id.to_string()])
-        .env("DATABASE_URL", &app.settings.database_url)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        !output.status.success(),
-        "retrying a published event succeeded"
-    );
+    let (ok, _, _) = cli(&app.settings, &["outbox", "retry", &outbox_id.to_string()]).await;
+    assert!(!ok, "retrying a published event succeeded");
 }
 
 #[tokio::test]

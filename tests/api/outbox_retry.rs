@@ -5,25 +5,13 @@
 
 use uuid::Uuid;
 
+use crate::binary::cli;
 use crate::direct_writes::{Owner, insert_order, one_item};
 use crate::helpers::{TestApp, order_ids, spawn_app};
 
 /// Runs `sightline outbox <args>`; returns (success, stdout, stderr).
 async fn outbox(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .arg("outbox")
-        .args(args)
-        .env("DATABASE_URL", &app.settings.database_url)
-        .env("ELASTICSEARCH_URL", &app.settings.elasticsearch_url)
-        .env("INDEX_PREFIX", &app.settings.index_prefix)
-        .output()
-        .await
-        .expect("failed to run the sightline binary");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    cli(&app.settings, &[&["outbox"], args].concat()).await
 }
 
 async fn outbox_ok(app: &TestApp, args: &[&str]) -> String {

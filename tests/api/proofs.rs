@@ -72,6 +72,40 @@ async fn assert_noticed_and_listed(
     assert!(listed(app, user, id).await, "{id} noticed but not listed");
 }
 
+/// While `id`'s refresh is held: it is not listed, not noticed, not
+/// `visible`, the stream says nothing and a long poll about it waits. Then
+/// the held refresh is let through: the notice arrives, a list made right
+/// then includes the order, and the long poll answers `visible`.
+async fn assert_hidden_until_released(
+    proxy: &EsProxy,
+    app: &TestApp,
+    user: &TestUser,
+    stream: &mut SseStream,
+    id: &str,
+) {
+    let poll = long_poll(app, user, id);
+    assert!(
+        !listed(app, user, id).await,
+        "searchable before its refresh?"
+    );
+    assert_eq!(
+        notices_of(app, id).await,
+        0,
+        "noticed before search sees it"
+    );
+    assert!(!app.visibility(user, id).await);
+    assert_quiet(stream, "the refresh is held").await;
+    assert!(
+        !poll.is_finished(),
+        "the long poll answered while the refresh is held"
+    );
+
+    proxy.release(1);
+    assert_noticed_and_listed(app, user, stream, id).await;
+    let answer = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
+    assert_eq!(answer["visible"], true, "{answer}");
+}
+
 // ---------------------------------------------------------------------------
 // A notice never lies.
 
@@ -92,28 +126,7 @@ async fn no_notice_leaves_before_search_sees_the_order_one_batch_at_a_time() {
     proxy
         .wait_until("the batch's refresh", |s| s.refreshes_arrived == 1)
         .await;
-    let poll = long_poll(&app, &user, &id);
-
-    assert!(
-        !listed(&app, &user, &id).await,
-        "searchable before its refresh?"
-    );
-    assert_eq!(
-        notices_of(&app, &id).await,
-        0,
-        "noticed before search sees it"
-    );
-    assert!(!app.visibility(&user, &id).await);
-    assert_quiet(&mut stream, "the refresh is held").await;
-    assert!(
-        !poll.is_finished(),
-        "the long poll answered while the refresh is held"
-    );
-
-    proxy.release(1);
-    assert_noticed_and_listed(&app, &user, &mut stream, &id).await;
-    let answer = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
-    assert_eq!(answer["visible"], true, "{answer}");
+    assert_hidden_until_released(&proxy, &app, &user, &mut stream, &id).await;
 }
 
 /// Four batches in flight: a batch whose write returned while a refresh was
@@ -166,27 +179,7 @@ async fn no_notice_leaves_before_search_sees_the_order_with_batches_in_flight() 
     })
     .await
     .expect("the second batch never asked for a refresh");
-    let poll = long_poll(&app, &user, &second);
-    assert!(
-        !listed(&app, &user, &second).await,
-        "searchable before its refresh?"
-    );
-    assert_eq!(
-        notices_of(&app, &second).await,
-        0,
-        "noticed before search sees it"
-    );
-    assert!(!app.visibility(&user, &second).await);
-    assert_quiet(&mut stream, "the second refresh is held").await;
-    assert!(
-        !poll.is_finished(),
-        "the long poll answered while the refresh is held"
-    );
-
-    proxy.release(1);
-    assert_noticed_and_listed(&app, &user, &mut stream, &second).await;
-    let answer = tokio::time::timeout(WAIT, poll).await.unwrap().unwrap();
-    assert_eq!(answer["visible"], true, "{answer}");
+    assert_hidden_until_released(&proxy, &app, &user, &mut stream, &second).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ use sightline::visibility::notice_log::{self, NewNotice, ORDER_VISIBLE};
 use sightline::visibility::retention;
 use uuid::Uuid;
 
+use crate::binary::cli;
 use crate::events_api::position;
 use crate::helpers::{
     SseFrame, SseStream, TestApp, TestUser, spawn_app, spawn_instance, visible_id,
@@ -410,20 +411,7 @@ async fn pruning_never_breaks_a_resume_inside_the_retention_bound() {
 
 /// Runs `sightline prune <args>` against the test's database; returns stdout.
 async fn prune_cli(app: &TestApp, args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sightline"))
-        .arg("prune")
-        .args(args)
-        .env("DATABASE_URL", &app.settings.database_url)
-        .env("ELASTICSEARCH_URL", &app.settings.elasticsearch_url)
-        .env("INDEX_PREFIX", &app.settings.index_prefix)
-        .output()
-        .await
-        .expect("failed to run the sightline binary");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "sightline prune {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, stdout, stderr) = cli(&app.settings, &[&["prune"], args].concat()).await;
+    assert!(ok, "sightline prune {args:?} failed: {stderr}\n{stdout}");
     stdout
 }
