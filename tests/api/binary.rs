@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::helpers::{SseStream, WAIT, remove_test_data};
+use crate::helpers::{SseStream, WAIT, metric_value, remove_test_data};
 
 /// Removes a test's database and indices at the end, however it ends.
 pub struct TestData(pub Settings);
@@ -201,13 +201,7 @@ impl Server {
 /// The value of an unlabelled series (`name value`); 0 when not listed yet
 /// (a counter nothing has moved).
 pub fn metric(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            (series == name).then(|| value.parse().expect("a metric value is a number"))
-        })
-        .unwrap_or(0.0)
+    metric_value(metrics, name).unwrap_or(0.0)
 }
 
 /// Runs the command `sightline <args>` to its end against the database and

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use sightline::config::RefreshMode;
 use tokio::sync::oneshot;
 
-use crate::helpers::{SseStream, TestApp, WAIT, order_ids, spawn_app_with, test_settings};
+use crate::helpers::{
+    SseStream, TestApp, WAIT, metric_value, order_ids, spawn_app_with, test_settings,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
@@ -209,28 +211,6 @@ async fn wait_for_sample(app: &TestApp, condition: impl Fn(&Value) -> bool) -> V
     .expect("/status/stream never showed the expected state")
 }
 
-/// The value of the series `series` (name and labels, as printed) in `/metrics` text.
-fn value(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn burst_through(fault: Fault, refresh: RefreshMode) {
     let mut settings = test_settings().await;
     settings.refresh_mode = refresh;
@@ -316,9 +296,10 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let m = metrics(&app).await;
+        let m = app.metrics_text().await;
         assert!(
-            value(&m, &format!("{BATCH_FAILURES}{{kind=\"{kind}\"}}")).is_some_and(|n| n >= 1.0),
+            metric_value(&m, &format!("{BATCH_FAILURES}{{kind=\"{kind}\"}}"))
+                .is_some_and(|n| n >= 1.0),
             "{m}"
         );
     } else {
@@ -345,9 +326,9 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
             .await
             .unwrap();
         assert!(page.contains(&format!("{kind} since")), "{page}");
-        let m = metrics(&app).await;
-        assert_eq!(value(&m, &failing), Some(1.0), "{m}");
-        let since = value(&m, "sightline_pipeline_failing_since_timestamp_seconds");
+        let m = app.metrics_text().await;
+        assert_eq!(metric_value(&m, &failing), Some(1.0), "{m}");
+        let since = metric_value(&m, "sightline_pipeline_failing_since_timestamp_seconds");
         assert!(since.is_some_and(|s| s > 0.0), "{m}");
         assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
         fix(&app, fault).await;
@@ -387,11 +368,11 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
         s["t"].as_i64().unwrap_or(0) > now && s["failure"].is_null() && s["backlog"] == 0
     })
     .await;
-    let m = metrics(&app).await;
+    let m = app.metrics_text().await;
     // (A failure the monitor never sampled has no series at all.)
-    assert_ne!(value(&m, &failing), Some(1.0), "{m}");
+    assert_ne!(metric_value(&m, &failing), Some(1.0), "{m}");
     assert_eq!(
-        value(&m, "sightline_pipeline_failing_since_timestamp_seconds"),
+        metric_value(&m, "sightline_pipeline_failing_since_timestamp_seconds"),
         Some(0.0),
         "{m}"
     );

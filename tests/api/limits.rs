@@ -11,8 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    SseStream, TestApp, TestUser, WAIT, assert_error, spawn_app, spawn_app_with, test_settings,
-    visible_id,
+    SseStream, TestApp, TestUser, WAIT, assert_error, metric_value as metric, spawn_app,
+    spawn_app_with, test_settings, visible_id,
 };
 
 /// One HTTP/1.1 response read off a raw connection: status, head, body.
@@ -56,14 +56,6 @@ async fn connect(app: &TestApp) -> BufReader<TcpStream> {
             .await
             .expect("connect"),
     )
-}
-
-/// The value of a series in `/metrics` text (first line that matches).
-fn metric(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().unwrap())
-    })
 }
 
 #[tokio::test]

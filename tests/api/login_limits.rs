@@ -8,7 +8,9 @@ use futures::future::join_all;
 use reqwest::{Response, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{SseStream, TestApp, assert_error, spawn_app_with, test_settings, visible_id};
+use crate::helpers::{
+    SseStream, TestApp, assert_error, metric_value, spawn_app_with, test_settings, visible_id,
+};
 
 /// `POST /api/sessions` as if from `client` (an `X-Forwarded-For` hop, which
 /// counts only where the test trusts 127.0.0.1 as a proxy).
@@ -40,17 +42,7 @@ fn retry_after(response: &Response) -> u64 {
 
 /// A counter of `/metrics`, e.g. `sightline_auth_rejections_total{limit="login_user"}`.
 pub async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    metric_value(&app.metrics_text().await, series)
         .unwrap_or_else(|| panic!("{series} is not in /metrics"))
 }
 

@@ -225,6 +225,15 @@ impl TestApp {
     }
 }
 
+/// The value of one series in `/metrics` text, named exactly as Prometheus
+/// prints it (`name` or `name{label="…"}`); `None` while it is not listed.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().expect("a metric value is a number"))
+    })
+}
+
 pub fn order_ids(list: &Value) -> Vec<String> {
     list["orders"]
         .as_array()
@@ -326,6 +335,18 @@ impl TestApp {
     }
 
     /// `count(*)` of a query against the test database.
+    /// The `/metrics` text of this app.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }
