@@ -29,11 +29,14 @@ pub enum AppError {
     PayloadTooLarge,
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// A well-formed request that breaks rules (422): every broken rule is
+    /// listed, the first one is also the answer's `error`/`field`.
     #[error("{message}")]
     Invalid {
         code: &'static str,
         message: String,
         field: Option<String>,
+        errors: Vec<FieldError>,
     },
     #[error("too many attempts, try again in {retry_after} s")]
     Throttled { retry_after: u64 },
@@ -55,12 +58,23 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
+/// One broken rule: which field (a path such as `items[1].quantity`), a
+/// machine code, and a message in words a person uses.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
 }
 
 impl AppError {
@@ -73,10 +87,26 @@ impl AppError {
 
     /// A well-formed request that breaks a rule (422).
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self::Invalid {
+        Self::invalid_all(vec![FieldError {
+            field: field.to_owned(),
             code: "invalid",
             message: message.into(),
-            field: Some(field.to_owned()),
+        }])
+    }
+
+    /// A request that breaks every rule in `errors` (at least one). The
+    /// first is repeated as `error`/`field` for clients that read one.
+    pub fn invalid_all(errors: Vec<FieldError>) -> Self {
+        let first = errors.first().cloned().unwrap_or_else(|| FieldError {
+            field: String::new(),
+            code: "invalid",
+            message: "the request breaks a rule".to_owned(),
+        });
+        Self::Invalid {
+            code: "invalid",
+            message: first.message,
+            field: (!first.field.is_empty()).then_some(first.field),
+            errors,
         }
     }
 
@@ -158,9 +188,9 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (_, code) = self.status_and_code();
         let (status, message) = self.public();
-        let field = match &self {
-            Self::Invalid { field, .. } => field.as_deref(),
-            _ => None,
+        let (field, errors) = match &self {
+            Self::Invalid { field, errors, .. } => (field.as_deref(), Some(errors.as_slice())),
+            _ => (None, None),
         };
         let mut response = (
             status,
@@ -168,6 +198,7 @@ impl IntoResponse for AppError {
                 error: &message,
                 code,
                 field,
+                errors,
             }),
         )
             .into_response();

@@ -50,6 +50,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod locks;
+pub mod money;
 pub mod order;
 pub mod shutdown;
 pub mod telemetry;

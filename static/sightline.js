@@ -65,6 +65,8 @@ export class SightlineError extends Error {
     this.code = (body && body.code) || (status === 0 ? 'unreachable' : 'http_error');
     this.error = error;
     if (body && body.field) this.field = body.field;
+    /** Every broken rule of a 422: `[{ field, code, message }]`. */
+    if (body && Array.isArray(body.errors)) this.errors = body.errors;
   }
 }
 
@@ -181,6 +183,66 @@ export async function placeOrder(body, { signal, baseUrl, token, retries = PLACE
     }
     throw new SightlineError(response.status, json);
   }
+}
+
+async function getJson(o, path, init = {}) {
+  let response;
+  try {
+    response = await request(o, path, init);
+  } catch (e) {
+    if (init.signal && init.signal.aborted) throw abortError(init.signal);
+    throw Object.assign(new SightlineError(0, null, 'the server could not be reached'), { cause: e });
+  }
+  const json = await response.json().catch(() => null);
+  if (!response.ok) throw new SightlineError(response.status, json);
+  return { json, response };
+}
+
+/**
+ * POST /api/orders/{id}/cancel. Resolves with the order as the write side
+ * now holds it (`status: 'cancelled'`, `visible: false` until search has the
+ * cancellation); rejects with a SightlineError (404 unknown, 409 not cancellable).
+ */
+export async function cancelOrder(id, { signal, baseUrl, token, keepalive = false } = {}) {
+  const o = options({ baseUrl, token });
+  const { json } = await getJson(o, `/api/orders/${encodeURIComponent(id)}/cancel`, {
+    method: 'POST',
+    signal,
+    keepalive,
+  });
+  return json;
+}
+
+/** GET /api/orders/{id}: one of the user's orders (from search, or the write side before search has it). */
+export async function getOrder(id, { signal, baseUrl, token } = {}) {
+  const o = options({ baseUrl, token });
+  const { json } = await getJson(o, `/api/orders/${encodeURIComponent(id)}`, { signal });
+  return json;
+}
+
+/**
+ * GET /api/orders: one page of the user's orders, newest first, from search.
+ * `q` matches the beginnings of words of SKUs and note ("wid" finds WIDGET-42).
+ * Resolves `{ orders, next_cursor, readSource }`; a 503 (search unreachable)
+ * rejects with a SightlineError of status 503.
+ */
+export async function listOrders({ q, limit, cursor, consistencyToken, signal, baseUrl, token } = {}) {
+  const o = options({ baseUrl, token });
+  const params = new URLSearchParams();
+  if (q) params.set('q', q);
+  if (limit) params.set('limit', String(limit));
+  if (cursor) params.set('cursor', cursor);
+  if (consistencyToken) params.set('consistency_token', consistencyToken);
+  const query = params.toString();
+  const { json, response } = await getJson(o, `/api/orders${query ? `?${query}` : ''}`, { signal });
+  return { ...json, readSource: response.headers.get('x-read-source') };
+}
+
+/** GET /api/summary: the user's counters (`orders_placed`, `orders_cancelled`, `spent_cents` per currency, `last_order_at`). */
+export async function getSummary({ signal, baseUrl, token } = {}) {
+  const o = options({ baseUrl, token });
+  const { json } = await getJson(o, '/api/summary', { signal });
+  return json;
 }
 
 // ---------------------------------------------------------------------------
@@ -440,16 +502,22 @@ export function subscribe(onNotice, { onStatus, baseUrl, scope, transport, token
 
 /**
  * Resolves `{ id, visible: true, visible_at, version, status }` once the order
- * is visible to search (a list request made then includes it). Rejects with a
+ * is visible to search (a list request made then includes it) — with
+ * `version`, once that version (or a newer one) is: after a cancel, pass the
+ * version the cancel returned, or the placing's notice answers. Rejects with a
  * SightlineError: code 'order_failed' when the order cannot be made
  * searchable, 'not_found' for an order that is not the user's, 'timeout'
  * after `timeoutMs` (default: none), 401 when signed out; and with the abort
  * reason when `signal` aborts.
  */
-export function whenVisible(id, { signal, timeoutMs, baseUrl, scope, transport, token } = {}) {
+export function whenVisible(id, { signal, timeoutMs, baseUrl, scope, transport, token, version } = {}) {
   const o = options({ baseUrl, scope, transport, token });
   const hub = hubFor(o);
-  const path = (wait) => `/api/orders/${encodeURIComponent(id)}/visibility?wait=${wait}`;
+  const wanted = Number.isInteger(version) && version > 0 ? version : 0;
+  const path = (wait) =>
+    `/api/orders/${encodeURIComponent(id)}/visibility?wait=${wait}${wanted ? `&version=${wanted}` : ''}`;
+  /** Whether an answer or notice is about the version asked for (or newer). */
+  const current = (v) => !wanted || (Number.isInteger(v) && v >= wanted);
 
   return new Promise((resolve, reject) => {
     if (signal && signal.aborted) return reject(abortError(signal));
@@ -473,7 +541,7 @@ export function whenVisible(id, { signal, timeoutMs, baseUrl, scope, transport, 
     /** Settles from a visibility answer; true when it did. */
     const judge = (body) => {
       if (!body) return false;
-      if (body.visible) {
+      if (body.visible && current(body.version)) {
         finish(true, {
           id,
           visible: true,
@@ -542,7 +610,7 @@ export function whenVisible(id, { signal, timeoutMs, baseUrl, scope, transport, 
     const leave = hub.join({
       onNotice(notice) {
         if (notice.id !== id) return;
-        if (notice.kind === 'order-visible') {
+        if (notice.kind === 'order-visible' && current(notice.version)) {
           finish(true, {
             id,
             visible: true,

@@ -4,6 +4,7 @@
 
 pub mod client_addr;
 pub mod limits;
+mod rejection;
 
 use axum::extract::FromRequest;
 use axum::extract::FromRequestParts;
@@ -32,19 +33,14 @@ impl From<JsonRejection> for AppError {
         match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType,
-            StatusCode::UNPROCESSABLE_ENTITY => AppError::Invalid {
-                code: "invalid_shape",
-                message: rejection.body_text(),
-                field: None,
-            },
-            _ => AppError::bad_request("malformed_json", rejection.body_text()),
+            _ => rejection::json_error(&rejection),
         }
     }
 }
 
 impl From<QueryRejection> for AppError {
     fn from(rejection: QueryRejection) -> Self {
-        AppError::bad_request("bad_query", rejection.body_text())
+        rejection::query_error(&rejection)
     }
 }
 

@@ -116,6 +116,21 @@ pub async fn own_order(
         }))
 }
 
+/// The user's newest orders from the write database, for a page to show
+/// while search is unreachable: each is `visible` if its notice was recorded.
+pub async fn newest_orders(
+    db: &sqlx::PgPool,
+    user_id: Uuid,
+    limit: usize,
+) -> sqlx::Result<Vec<OrderView>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(store::newest(db, user_id, limit)
+        .await?
+        .iter()
+        .map(store::StoredOrder::view)
+        .collect())
+}
+
 /// Whether the order exists and is this user's (the write side knows orders
 /// search cannot see yet).
 pub async fn owns_order(db: &sqlx::PgPool, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
@@ -204,23 +219,42 @@ pub fn merge_into_page(
     }
 }
 
-/// The write-side stand-in for the index's full-text match: every word of
-/// `q` appears among the words of the skus and the note (case-insensitive).
+/// The words a search looks for: runs of letters and digits, lower-cased
+/// (as Elasticsearch's standard analyzer splits "WIDGET-42" into "widget",
+/// "42"). At most 16, so a long query cannot fan out into many clauses.
+pub fn query_words(q: &str) -> Vec<String> {
+    q.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .take(16)
+        .collect()
+}
+
+/// The write-side stand-in for the index's search: every word of `q` begins
+/// a word of the skus or the note (case-insensitive).
 pub fn matches_query(order: &OrderView, q: Option<&str>) -> bool {
-    let Some(q) = q.filter(|q| !q.trim().is_empty()) else {
+    let wanted = q.map(query_words).unwrap_or_default();
+    if wanted.is_empty() {
         return true;
-    };
-    let words = |text: &str| -> Vec<String> {
-        text.split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect()
-    };
-    let mut haystack: Vec<String> = order.items.iter().flat_map(|i| words(&i.sku)).collect();
-    if let Some(note) = &order.note {
-        haystack.extend(words(note));
     }
-    words(q).iter().all(|w| haystack.contains(w))
+    let mut haystack: Vec<String> = order
+        .items
+        .iter()
+        .flat_map(|i| query_words_all(&i.sku))
+        .collect();
+    if let Some(note) = &order.note {
+        haystack.extend(query_words_all(note));
+    }
+    wanted
+        .iter()
+        .all(|w| haystack.iter().any(|h| h.starts_with(w.as_str())))
+}
+
+fn query_words_all(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 #[cfg(test)]

@@ -139,6 +139,21 @@ pub async fn not_yet_visible(
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// This user's newest orders, whatever search knows of them: the orders
+/// page's stand-in while search is unreachable (read-your-writes, labelled
+/// as such). `visible` says whether each one's notice was recorded.
+pub async fn newest(db: &PgPool, user_id: Uuid, limit: i64) -> sqlx::Result<Vec<StoredOrder>> {
+    let sql = format!(
+        "{SELECT_ORDERS} WHERE o.user_id = $1 ORDER BY o.placed_at DESC, o.id DESC LIMIT $2"
+    );
+    let rows: Vec<OrderRow> = sqlx::query_as(&sql)
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 pub async fn owner_of(db: &PgPool, id: Uuid) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
         .bind(id)

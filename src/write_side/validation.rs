@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::money;
 use crate::order::Item;
 
 pub const MAX_ITEMS: usize = 100;
@@ -43,57 +44,100 @@ pub struct ValidOrder {
     pub currency: String,
 }
 
+/// Checks every rule and reports every one broken, each with its field and
+/// a message in words a person uses (the page shows each next to its input).
 pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
-    if request.items.is_empty() || request.items.len() > MAX_ITEMS {
-        return Err(AppError::invalid(
-            "items",
-            format!("an order has 1 to {MAX_ITEMS} items"),
-        ));
+    let mut errors = Vec::new();
+    let mut broken = |field: String, code: &'static str, message: String| {
+        errors.push(FieldError {
+            field,
+            code,
+            message,
+        })
+    };
+    let currency = request
+        .currency
+        .clone()
+        .unwrap_or_else(|| crate::outbox::events::DEFAULT_CURRENCY.to_owned());
+    let currency_ok = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
+    if !currency_ok {
+        broken(
+            "currency".into(),
+            "invalid",
+            "Currency must be a three-letter code such as USD".into(),
+        );
     }
-    let mut items = Vec::with_capacity(request.items.len());
-    for (i, item) in request.items.into_iter().enumerate() {
+    // Prices are printed in the order's currency when it is a real code.
+    let price_currency = if currency_ok {
+        currency.as_str()
+    } else {
+        "USD"
+    };
+    if request.items.is_empty() || request.items.len() > MAX_ITEMS {
+        broken(
+            "items".into(),
+            "item_count",
+            format!("An order has 1 to {MAX_ITEMS} items"),
+        );
+    }
+    for (i, item) in request.items.iter().enumerate() {
         let sku_chars = item.sku.chars().count();
-        if sku_chars == 0 || sku_chars > MAX_SKU_CHARS || item.sku.trim().is_empty() {
-            return Err(AppError::invalid(
-                &format!("items[{i}].sku"),
-                format!("sku must be 1 to {MAX_SKU_CHARS} characters"),
-            ));
+        if sku_chars == 0 || item.sku.trim().is_empty() {
+            broken(
+                format!("items[{i}].sku"),
+                "required",
+                "SKU is required".into(),
+            );
+        } else if sku_chars > MAX_SKU_CHARS {
+            broken(
+                format!("items[{i}].sku"),
+                "too_long",
+                format!("SKU must be at most {MAX_SKU_CHARS} characters"),
+            );
         }
         if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-            return Err(AppError::invalid(
-                &format!("items[{i}].quantity"),
-                format!("quantity must be 1 to {MAX_QUANTITY}"),
-            ));
+            broken(
+                format!("items[{i}].quantity"),
+                "out_of_range",
+                format!("Quantity must be between 1 and {}", thousands(MAX_QUANTITY)),
+            );
         }
         if !(0..=MAX_UNIT_PRICE_CENTS).contains(&item.unit_price_cents) {
-            return Err(AppError::invalid(
-                &format!("items[{i}].unit_price_cents"),
-                format!("unit_price_cents must be 0 to {MAX_UNIT_PRICE_CENTS}"),
-            ));
+            broken(
+                format!("items[{i}].unit_price_cents"),
+                "out_of_range",
+                format!(
+                    "Price must be between {} and {}",
+                    money::format_amount(0, price_currency),
+                    money::format_amount(MAX_UNIT_PRICE_CENTS, price_currency)
+                ),
+            );
         }
-        items.push(Item {
-            sku: item.sku,
-            quantity: item.quantity as i32,
-            unit_price_cents: item.unit_price_cents,
-        });
     }
     if let Some(note) = &request.note
         && note.chars().count() > MAX_NOTE_CHARS
     {
-        return Err(AppError::invalid(
-            "note",
-            format!("note must be at most {MAX_NOTE_CHARS} characters"),
-        ));
+        broken(
+            "note".into(),
+            "too_long",
+            format!(
+                "Note must be at most {} characters",
+                thousands(MAX_NOTE_CHARS as i64)
+            ),
+        );
     }
-    let currency = request
-        .currency
-        .unwrap_or_else(|| crate::outbox::events::DEFAULT_CURRENCY.to_owned());
-    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(AppError::invalid(
-            "currency",
-            "currency must be a three-letter code such as USD",
-        ));
+    if !errors.is_empty() {
+        return Err(AppError::invalid_all(errors));
     }
+    let items: Vec<Item> = request
+        .items
+        .into_iter()
+        .map(|item| Item {
+            sku: item.sku,
+            quantity: item.quantity as i32,
+            unit_price_cents: item.unit_price_cents,
+        })
+        .collect();
     // At most 100 × 1000 × 10^7 = 10^12: no overflow possible.
     let total_cents = items
         .iter()
@@ -106,6 +150,11 @@ pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
         total_cents,
         currency,
     })
+}
+
+/// 1000 → "1,000" (the limits as people read them).
+fn thousands(n: i64) -> String {
+    money::group_thousands(n.unsigned_abs())
 }
 
 #[cfg(test)]
@@ -125,6 +174,35 @@ mod tests {
             Err(AppError::Invalid { field, .. }) => field.unwrap_or_default(),
             other => panic!("expected a rule violation, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn reports_every_broken_rule_in_plain_words() {
+        let result = validate(PlaceOrderRequest {
+            id: None,
+            items: vec![item("", 0, 10_000_001), item("B", 2, 5)],
+            note: Some("x".repeat(1001)),
+            currency: None,
+        });
+        let Err(AppError::Invalid { errors, .. }) = result else {
+            panic!("expected rule violations")
+        };
+        let got: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("items[0].sku", "SKU is required"),
+                ("items[0].quantity", "Quantity must be between 1 and 1,000"),
+                (
+                    "items[0].unit_price_cents",
+                    "Price must be between $0.00 and $100,000.00"
+                ),
+                ("note", "Note must be at most 1,000 characters"),
+            ]
+        );
     }
 
     #[test]

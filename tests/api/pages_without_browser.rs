@@ -158,7 +158,7 @@ async fn pages_answer_forms_without_a_browser() {
         r.text()
             .await
             .unwrap()
-            .contains("Quantity must be 1 to 1000")
+            .contains("Quantity must be between 1 and 1,000")
     );
 
     let r = browser

@@ -80,13 +80,21 @@ impl ReadStore {
         after: Option<&SortKey>,
     ) -> Result<SearchPage, IndexError> {
         let mut must = vec![];
-        if let Some(q) = q.filter(|q| !q.trim().is_empty()) {
-            must.push(json!({ "multi_match": {
-                "query": q,
-                "fields": ["skus", "note"],
-                "type": "cross_fields",
-                "operator": "and"
-            }}));
+        // Search as people type: every word of `q` must begin a word of the
+        // skus or the note ("wid" finds "WIDGET-42"). Each word is its own
+        // `match_bool_prefix` (a prefix query over the analyzed term, never
+        // a wildcard built from user input); the same rule as
+        // `read_your_writes::matches_query`, which stands in for it.
+        if let Some(q) = q {
+            for word in crate::read_side::read_your_writes::query_words(q) {
+                must.push(json!({ "bool": {
+                    "should": [
+                        { "match_bool_prefix": { "skus": word } },
+                        { "match_bool_prefix": { "note": word } }
+                    ],
+                    "minimum_should_match": 1
+                }}));
+            }
         }
         let mut body = json!({
             "size": limit + 1,

@@ -22,6 +22,8 @@ pub static SIGHTLINE_JS: StaticAsset = StaticAsset::new(
     include_str!("../../../static/sightline.js"),
     "text/javascript; charset=utf-8",
 );
+pub static FAVICON: StaticAsset =
+    StaticAsset::new(include_str!("../../../static/favicon.svg"), "image/svg+xml");
 pub static STYLESHEET: StaticAsset = StaticAsset::new(
     include_str!("../../../static/sightline.css"),
     "text/css; charset=utf-8",

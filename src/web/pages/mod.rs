@@ -20,10 +20,9 @@ use axum::routing::{get, post};
 use crate::error::AppError;
 use crate::state::AppState;
 
-use assets::{APP_JS, SIGHTLINE_JS};
+use assets::{APP_JS, FAVICON, SIGHTLINE_JS};
 pub use assets::{STYLESHEET, StaticAsset};
 use auth::{login, login_form, logout, signup, signup_form};
-pub use orders::format_money;
 use orders::{cancel_order_form, orders_page, place_order_form};
 
 pub fn router() -> Router<AppState> {
@@ -41,6 +40,15 @@ pub fn router() -> Router<AppState> {
         .route(
             "/static/sightline.js",
             get(|h: HeaderMap| async move { SIGHTLINE_JS.respond(&h) }),
+        )
+        // Browsers ask for /favicon.ico whatever the page links.
+        .route(
+            "/favicon.ico",
+            get(|h: HeaderMap| async move { FAVICON.respond(&h) }),
+        )
+        .route(
+            "/static/favicon.svg",
+            get(|h: HeaderMap| async move { FAVICON.respond(&h) }),
         )
         .route(
             "/static/sightline.css",

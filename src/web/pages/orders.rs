@@ -14,15 +14,20 @@ use uuid::Uuid;
 use crate::auth::{self, PageUser};
 use crate::consistency::ConsistencyToken;
 use crate::error::AppError;
+use crate::error::FieldError;
 use crate::http::ApiPath;
+use crate::money;
+use crate::order::Item;
 use crate::order::OrderStatus;
 use crate::order::OrderView;
+use crate::outbox::events::DEFAULT_CURRENCY;
 use crate::read_side::document::SummaryDocument;
-use crate::read_side::{self, ListParams, OrderList};
+use crate::read_side::read_your_writes::{self, ReadSource};
+use crate::read_side::{self, DEFAULT_PAGE_SIZE, ListParams, OrderList};
 use crate::state::AppState;
 use crate::write_side::cancel_order;
 use crate::write_side::place_order::{self, Placed};
-use crate::write_side::validation::{self, ItemRequest, PlaceOrderRequest};
+use crate::write_side::validation::{self, ItemRequest, PlaceOrderRequest, ValidOrder};
 
 use super::*;
 
@@ -36,52 +41,301 @@ pub(super) struct OrdersQuery {
     transport: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+/// The order form as posted: item lines repeat their fields (`sku`,
+/// `quantity`, `unit_price` once per line, in order), so it is read as a
+/// list of pairs. `unit_price` is typed in currency units ("12.50");
+/// `unit_price_cents` is still taken from forms that send cents.
+#[derive(Default)]
 pub(super) struct OrderForm {
     id: String,
-    sku: String,
-    quantity: String,
-    unit_price_cents: String,
+    skus: Vec<String>,
+    quantities: Vec<String>,
+    prices: Vec<String>,
+    prices_cents: Vec<String>,
     note: String,
+    /// "Add another item" was pressed (no JavaScript): show one more line.
+    add_item: bool,
+    /// "Remove" was pressed on this line (no JavaScript).
+    remove_item: Option<usize>,
 }
 
-/// What the form shows: the values last submitted (after an error) or defaults.
+impl OrderForm {
+    pub(super) fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        let mut form = OrderForm::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "id" => form.id = value,
+                "sku" => form.skus.push(value),
+                "quantity" => form.quantities.push(value),
+                "unit_price" => form.prices.push(value),
+                "unit_price_cents" => form.prices_cents.push(value),
+                "note" => form.note = value,
+                "add_item" => form.add_item = true,
+                "remove_item" => form.remove_item = value.parse().ok(),
+                _ => {}
+            }
+        }
+        form
+    }
+
+    fn line_count(&self) -> usize {
+        self.skus
+            .len()
+            .max(self.quantities.len())
+            .max(self.prices.len())
+            .max(self.prices_cents.len())
+            .max(1)
+    }
+
+    /// The price of line `i` as typed, in currency units.
+    fn price_text(&self, i: usize) -> String {
+        match (self.prices.get(i), self.prices_cents.get(i)) {
+            (Some(price), _) => price.clone(),
+            (None, Some(cents)) => cents
+                .trim()
+                .parse::<i64>()
+                .map(money::decimal)
+                .unwrap_or_else(|_| cents.clone()),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// One input of the form: its id, the value to show, and its error.
+pub(super) struct FieldValue {
+    id: String,
+    value: String,
+    error: Option<String>,
+}
+
+impl FieldValue {
+    fn new(id: String, value: String) -> Self {
+        FieldValue {
+            id,
+            value,
+            error: None,
+        }
+    }
+}
+
+/// One item line of the form.
+pub(super) struct LineValues {
+    sku: FieldValue,
+    quantity: FieldValue,
+    price: FieldValue,
+}
+
+impl LineValues {
+    /// Line 0 keeps the plain ids (`sku`, `quantity`, `unit_price`); later
+    /// lines number theirs from 2, as a person counts them.
+    fn new(index: usize, sku: String, quantity: String, price: String) -> Self {
+        let id = |name: &str| {
+            if index == 0 {
+                name.to_owned()
+            } else {
+                format!("{name}-{}", index + 1)
+            }
+        };
+        LineValues {
+            sku: FieldValue::new(id("sku"), sku),
+            quantity: FieldValue::new(id("quantity"), quantity),
+            price: FieldValue::new(id("unit_price"), price),
+        }
+    }
+}
+
+/// What the form shows: the values last submitted (after an error, each
+/// broken rule next to its field) or a fresh form.
 pub(super) struct FormValues {
     id: String,
-    sku: String,
-    quantity: String,
-    unit_price_cents: String,
-    note: String,
+    lines: Vec<LineValues>,
+    note: FieldValue,
+    items_error: Option<String>,
 }
 
 impl FormValues {
     fn fresh() -> Self {
         FormValues {
             id: Uuid::new_v4().to_string(),
-            sku: String::new(),
-            quantity: "1".to_owned(),
-            unit_price_cents: String::new(),
+            lines: vec![LineValues::new(0, String::new(), "1".into(), String::new())],
+            note: FieldValue::new("note".into(), String::new()),
+            items_error: None,
+        }
+    }
+
+    /// The submitted values, kept (a new id unless the old one is a UUID:
+    /// nothing was placed, so the same id may be submitted again).
+    fn kept(form: &OrderForm) -> Self {
+        let lines = (0..form.line_count())
+            .map(|i| {
+                LineValues::new(
+                    i,
+                    form.skus.get(i).cloned().unwrap_or_default(),
+                    form.quantities
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| "1".into()),
+                    form.price_text(i),
+                )
+            })
+            .collect();
+        FormValues {
+            id: form
+                .id
+                .trim()
+                .parse::<Uuid>()
+                .unwrap_or_else(|_| Uuid::new_v4())
+                .to_string(),
+            lines,
+            note: FieldValue::new("note".into(), form.note.clone()),
+            items_error: None,
+        }
+    }
+
+    /// Puts each broken rule next to its field; what names no field of the
+    /// form is returned for the top of the form.
+    fn mark(&mut self, errors: &[FieldError]) -> Vec<String> {
+        let mut unplaced = Vec::new();
+        for error in errors {
+            let slot = match parse_field(&error.field) {
+                Some(FieldRef::Line(i, part)) => self.lines.get_mut(i).map(|line| match part {
+                    LinePart::Sku => &mut line.sku,
+                    LinePart::Quantity => &mut line.quantity,
+                    LinePart::Price => &mut line.price,
+                }),
+                Some(FieldRef::Note) => Some(&mut self.note),
+                Some(FieldRef::Items) => {
+                    self.items_error
+                        .get_or_insert_with(|| error.message.clone());
+                    continue;
+                }
+                None => None,
+            };
+            match slot {
+                Some(field) => {
+                    field.error.get_or_insert_with(|| error.message.clone());
+                }
+                None => unplaced.push(error.message.clone()),
+            }
+        }
+        unplaced
+    }
+}
+
+enum LinePart {
+    Sku,
+    Quantity,
+    Price,
+}
+
+enum FieldRef {
+    Line(usize, LinePart),
+    Note,
+    Items,
+}
+
+/// `items[2].quantity` → line 2's quantity; `note`; `items`.
+fn parse_field(field: &str) -> Option<FieldRef> {
+    match field {
+        "note" => return Some(FieldRef::Note),
+        "items" => return Some(FieldRef::Items),
+        _ => {}
+    }
+    let rest = field.strip_prefix("items[")?;
+    let (index, part) = rest.split_once("].")?;
+    let part = match part {
+        "sku" => LinePart::Sku,
+        "quantity" => LinePart::Quantity,
+        "unit_price_cents" => LinePart::Price,
+        _ => return None,
+    };
+    Some(FieldRef::Line(index.parse().ok()?, part))
+}
+
+/// One row of the orders table, rendered from `order_row.html`: the same
+/// markup for rows the server lists and (through the page's `<template>`)
+/// rows the script adds, so both look and behave alike.
+#[derive(Template)]
+#[template(path = "order_row.html")]
+pub(super) struct OrderRow {
+    id: String,
+    short_id: String,
+    /// `placed` or `cancelled`.
+    status: &'static str,
+    cancellable: bool,
+    /// `visible`, `pending` or `delayed` (the script adds `rejected`, `failed`).
+    state: &'static str,
+    /// The one state a person reads ("Confirmed", "Cancelled", …).
+    label: &'static str,
+    items: Vec<Item>,
+    total_cents: i64,
+    currency: String,
+    total_text: String,
+    note: String,
+    placed_at_iso: String,
+    placed_at_exact: String,
+    placed_at_text: String,
+    placed_at_ms: i64,
+    /// The order's version the row shows (the script ignores older news).
+    version: i32,
+}
+
+impl OrderRow {
+    /// The row the page's `<template>` holds for the script to fill.
+    fn blank() -> Self {
+        OrderRow {
+            id: String::new(),
+            short_id: String::new(),
+            status: "placed",
+            cancellable: true,
+            state: "pending",
+            label: state_label("pending", "placed"),
+            items: vec![],
+            total_cents: 0,
+            currency: String::new(),
+            total_text: String::new(),
             note: String::new(),
+            placed_at_iso: String::new(),
+            placed_at_exact: String::new(),
+            placed_at_text: String::new(),
+            placed_at_ms: 0,
+            version: 1,
         }
     }
 }
 
-/// One row of the orders table, ready to print.
-pub(super) struct OrderRow {
-    id: String,
-    /// `placed` or `cancelled`.
-    status: &'static str,
-    cancellable: bool,
-    /// `visible`, `pending` or `delayed`.
-    state: &'static str,
-    state_label: &'static str,
-    items: String,
-    total: String,
-    note: String,
-    placed_at_iso: String,
-    placed_at_text: String,
-    placed_at_ms: i64,
+/// A time as pages print it: short text, the exact time on hover, and the
+/// machine form the script re-prints in the browser's locale and zone.
+pub(super) struct TimeText {
+    iso: String,
+    exact: String,
+    text: String,
+}
+
+impl TimeText {
+    fn new(at: DateTime<Utc>) -> Self {
+        TimeText {
+            iso: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            exact: at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            text: at.format("%-d %b %Y, %H:%M UTC").to_string(),
+        }
+    }
+}
+
+pub(super) struct Amount {
+    cents: i64,
+    currency: String,
+    text: String,
+}
+
+impl Amount {
+    fn new(cents: i64, currency: &str) -> Self {
+        Amount {
+            cents,
+            currency: currency.to_owned(),
+            text: money::format_amount(cents, currency),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -90,11 +344,24 @@ pub(super) struct OrdersPage {
     username: String,
     lag_slo_ms: u128,
     server_now_ms: i64,
+    /// The currency new orders are placed in.
+    currency: &'static str,
+    currency_symbol: &'static str,
+    /// Shown by the script for a price it cannot read (the server says the
+    /// same for the form without JavaScript).
+    price_message: &'static str,
+    max_items: usize,
+    max_sku: usize,
+    max_quantity: i64,
+    max_note: usize,
     form: FormValues,
     form_error: Option<String>,
     list_error: Option<String>,
-    rows: Vec<OrderRow>,
+    /// Each row's HTML, from `OrderRow`.
+    rows: Vec<String>,
+    blank_row: String,
     q: String,
+    cursor: String,
     /// Hidden fields the search form carries along (name, value).
     carried: Vec<(&'static str, String)>,
     older_href: Option<String>,
@@ -102,48 +369,57 @@ pub(super) struct OrdersPage {
     refresh_href: String,
     /// Whether some row still waits for search.
     any_pending: bool,
-    /// The counters read model, when search has one for this user.
-    summary: Option<SummaryLine>,
+    summary: SummaryView,
+    /// Search is unreachable: the rows come from the write database.
+    search_down: bool,
+    /// `read-model`, `merged` or `write-db`: where the rows came from.
+    read_source: &'static str,
 }
 
-/// The summary read model, ready to print.
-pub(super) struct SummaryLine {
-    placed: i64,
-    cancelled: i64,
-    /// "12.34 USD, 3.00 EUR"
-    spent: String,
-    last_order_at: String,
+/// The summary read model, ready to print ("—" where it cannot be read).
+pub(super) struct SummaryView {
+    placed: String,
+    cancelled: String,
+    spent: Vec<Amount>,
+    last_order_at: Option<TimeText>,
 }
 
-impl SummaryLine {
-    fn from_document(doc: SummaryDocument) -> Self {
-        let spent = doc
+impl SummaryView {
+    fn from_document(doc: Option<SummaryDocument>) -> Self {
+        let Some(doc) = doc else {
+            // Nothing projected yet for this user: honest zeros.
+            return SummaryView {
+                placed: "0".into(),
+                cancelled: "0".into(),
+                spent: vec![Amount::new(0, DEFAULT_CURRENCY)],
+                last_order_at: None,
+            };
+        };
+        let mut spent: Vec<Amount> = doc
             .spent_cents
             .iter()
-            .map(|(currency, cents)| format!("{} {currency}", format_money(*cents)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        SummaryLine {
-            placed: doc.orders_placed,
-            cancelled: doc.orders_cancelled,
-            spent: if spent.is_empty() {
-                "0.00".to_owned()
-            } else {
-                spent
-            },
-            last_order_at: doc
-                .last_order_at
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_else(|| "—".to_owned()),
+            .map(|(currency, cents)| Amount::new(*cents, currency))
+            .collect();
+        if spent.is_empty() {
+            spent.push(Amount::new(0, DEFAULT_CURRENCY));
+        }
+        SummaryView {
+            placed: doc.orders_placed.to_string(),
+            cancelled: doc.orders_cancelled.to_string(),
+            spent,
+            last_order_at: doc.last_order_at.map(TimeText::new),
         }
     }
-}
 
-/// Formats cents as money: 1234 → "12.34".
-pub fn format_money(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let abs = cents.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+    /// Search cannot be read: say nothing rather than zeros.
+    fn unknown() -> Self {
+        SummaryView {
+            placed: "—".into(),
+            cancelled: "—".into(),
+            spent: vec![],
+            last_order_at: None,
+        }
+    }
 }
 
 pub(super) fn row_state(
@@ -160,11 +436,16 @@ pub(super) fn row_state(
     }
 }
 
-pub(super) fn state_label(state: &str) -> &'static str {
-    match state {
-        "visible" => "visible",
-        "delayed" => "delayed — still on its way",
-        _ => "pending — on its way to search",
+/// The one state a row shows, in words a person uses. `app.js` has the same
+/// table (`LABEL`) for rows it changes.
+pub(super) fn state_label(state: &str, status: &str) -> &'static str {
+    match (state, status) {
+        ("rejected", _) => "Not placed",
+        ("failed", _) => "Couldn't be processed",
+        (_, "cancelled") => "Cancelled",
+        ("visible", _) => "Confirmed",
+        ("delayed", _) => "Taking longer than usual",
+        _ => "Saving…",
     }
 }
 
@@ -174,25 +455,26 @@ pub(super) fn order_row(
     lag_slo: chrono::Duration,
 ) -> OrderRow {
     let state = row_state(order, now, lag_slo);
+    let status = order.status.as_str();
+    let placed = TimeText::new(order.placed_at);
+    let id = order.id.to_string();
     OrderRow {
-        id: order.id.to_string(),
-        status: order.status.as_str(),
+        short_id: id[..8].to_owned(),
+        id,
+        status,
         cancellable: order.status == OrderStatus::Placed,
         state,
-        state_label: state_label(state),
-        items: order
-            .items
-            .iter()
-            .map(|i| format!("{} × {}", i.sku, i.quantity))
-            .collect::<Vec<_>>()
-            .join(", "),
-        total: format!("{} {}", format_money(order.total_cents), order.currency),
+        label: state_label(state, status),
+        items: order.items.clone(),
+        total_cents: order.total_cents,
+        currency: order.currency.clone(),
+        total_text: money::format_amount(order.total_cents, &order.currency),
         note: order.note.clone().unwrap_or_default(),
-        placed_at_iso: order
-            .placed_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        placed_at_text: order.placed_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        placed_at_iso: placed.iso,
+        placed_at_exact: placed.exact,
+        placed_at_text: placed.text,
         placed_at_ms: order.placed_at.timestamp_millis(),
+        version: order.version,
     }
 }
 
@@ -211,7 +493,9 @@ pub(super) fn orders_href(pairs: &[(&str, &str)]) -> String {
 
 /// Renders `/orders`: the form (with `form` values and `form_error`) above
 /// one page of the user's orders. A list that cannot be read is reported on
-/// the page, and the form still works: writes do not need search.
+/// the page, and the form still works: writes do not need search. While
+/// search is unreachable the newest orders come from the write database
+/// (read-your-writes), and the page says so.
 pub(super) async fn orders_response(
     state: &AppState,
     user: &auth::CurrentUser,
@@ -231,6 +515,7 @@ pub(super) async fn orders_response(
 
     let mut status = StatusCode::OK;
     let mut list_error = None;
+    let mut search_down = false;
     // A token this server did not issue is ignored: the page still shows
     // what search knows.
     let token = (!raw_token.is_empty())
@@ -243,16 +528,38 @@ pub(super) async fn orders_response(
         cursor: (!cursor.is_empty()).then(|| cursor.clone()),
         consistency_token: None,
     };
-    let list = match read_side::list_page(state, user, &params, token).await {
-        Ok((list, _source)) => list,
+    let (list, source) = match read_side::list_page(state, user, &params, token).await {
+        Ok(found) => found,
+        Err(AppError::Unavailable(_)) => {
+            search_down = true;
+            let orders = match write_side_stand_in(state, user, &params).await {
+                Ok(orders) => orders,
+                Err(e) => {
+                    let (error_status, message) = describe(e);
+                    status = error_status;
+                    list_error = Some(message);
+                    vec![]
+                }
+            };
+            (
+                OrderList {
+                    orders,
+                    next_cursor: None,
+                },
+                ReadSource::WriteDb,
+            )
+        }
         Err(e) => {
             let (error_status, message) = describe(e);
             status = error_status;
             list_error = Some(message);
-            OrderList {
-                orders: vec![],
-                next_cursor: None,
-            }
+            (
+                OrderList {
+                    orders: vec![],
+                    next_cursor: None,
+                },
+                ReadSource::ReadModel,
+            )
         }
     };
 
@@ -264,6 +571,15 @@ pub(super) async fn orders_response(
         .iter()
         .map(|o| order_row(o, now, lag_slo_chrono))
         .collect();
+    let any_pending = rows.iter().any(|r| r.state != "visible");
+    let rows: Vec<String> = match rows.iter().map(Template::render).collect() {
+        Ok(rows) => rows,
+        Err(e) => return render_failed(e),
+    };
+    let blank_row = match OrderRow::blank().render() {
+        Ok(row) => row,
+        Err(e) => return render_failed(e),
+    };
 
     let keep = [
         ("q", q.as_str()),
@@ -289,10 +605,10 @@ pub(super) async fn orders_response(
 
     // The summary is a second read model; the page stands without it.
     let summary = match state.read_store.summary(user.id).await {
-        Ok(doc) => doc.map(SummaryLine::from_document),
+        Ok(doc) => SummaryView::from_document(doc),
         Err(e) => {
             tracing::warn!(error = %e, "summary unavailable");
-            None
+            SummaryView::unknown()
         }
     };
     let form_error = form_error.map(|(form_status, message)| {
@@ -303,19 +619,61 @@ pub(super) async fn orders_response(
         username: user.username.clone(),
         lag_slo_ms: lag_slo.as_millis(),
         server_now_ms: now.timestamp_millis(),
+        currency: DEFAULT_CURRENCY,
+        currency_symbol: "$",
+        price_message: PRICE_NOT_AN_AMOUNT,
+        max_items: validation::MAX_ITEMS,
+        max_sku: validation::MAX_SKU_CHARS,
+        max_quantity: validation::MAX_QUANTITY,
+        max_note: validation::MAX_NOTE_CHARS,
         form,
         form_error,
         list_error,
-        any_pending: rows.iter().any(|r| r.state != "visible"),
+        any_pending,
         rows,
+        blank_row,
         q,
+        cursor,
         carried,
         older_href,
         newest_href,
         refresh_href,
         summary,
+        search_down,
+        read_source: match source {
+            ReadSource::ReadModel => "read-model",
+            ReadSource::Merged => "merged",
+            ReadSource::WriteDb => "write-db",
+        },
     };
     render(&page, status)
+}
+
+fn render_failed(e: askama::Error) -> Response {
+    AppError::Internal(anyhow::Error::new(e).context("Failed to render an order row"))
+        .into_response()
+}
+
+/// The newest orders from the write database, for when search cannot be
+/// read: the first page only (older pages need search's cursor), filtered
+/// by the same word-prefix rule search uses.
+async fn write_side_stand_in(
+    state: &AppState,
+    user: &auth::CurrentUser,
+    params: &ListParams,
+) -> Result<Vec<OrderView>, AppError> {
+    if params.cursor.is_some() {
+        return Ok(vec![]);
+    }
+    let q = params.q.as_deref();
+    // A search looks further back, so a few matches are likely among them.
+    let look_at = if q.is_some() { 200 } else { DEFAULT_PAGE_SIZE };
+    let orders = read_your_writes::newest_orders(&state.db, user.id, look_at).await?;
+    Ok(orders
+        .into_iter()
+        .filter(|o| read_your_writes::matches_query(o, q))
+        .take(DEFAULT_PAGE_SIZE)
+        .collect())
 }
 
 pub(super) async fn orders_page(
@@ -328,43 +686,135 @@ pub(super) async fn orders_page(
     orders_response(&state, &user, query, FormValues::fresh(), None).await
 }
 
-pub(super) fn parse_number(field: &str, raw: &str) -> Result<i64, AppError> {
-    raw.trim()
-        .parse::<i64>()
-        .map_err(|_| AppError::invalid(field, format!("{field} must be a whole number")))
-}
+/// What the form says of a price it cannot read.
+const PRICE_NOT_AN_AMOUNT: &str = "Price must be an amount such as 12.50";
 
-pub(super) fn order_request(form: &OrderForm) -> Result<PlaceOrderRequest, AppError> {
-    let id = match form.id.trim() {
-        "" => None,
-        raw => Some(
-            raw.parse::<Uuid>()
-                .map_err(|_| AppError::invalid("id", "id must be a UUID"))?,
-        ),
-    };
+/// Reads the form into an order request. A field that cannot be read as a
+/// number is reported (and stands in as a valid value) so that validation
+/// still reports every other broken rule at once.
+pub(super) fn order_request(form: &OrderForm) -> (PlaceOrderRequest, Vec<FieldError>) {
+    let mut unreadable = Vec::new();
+    let id = form.id.trim().parse::<Uuid>().ok();
+    let items = (0..form.line_count())
+        .map(|i| {
+            let quantity = form.quantities.get(i).map(String::as_str).unwrap_or("");
+            let quantity = quantity.trim().parse::<i64>().unwrap_or_else(|_| {
+                unreadable.push(FieldError {
+                    field: format!("items[{i}].quantity"),
+                    code: "not_a_number",
+                    message: "Quantity must be a whole number".into(),
+                });
+                1
+            });
+            let unit_price_cents = money::parse_amount(&form.price_text(i)).unwrap_or_else(|| {
+                unreadable.push(FieldError {
+                    field: format!("items[{i}].unit_price_cents"),
+                    code: "not_an_amount",
+                    message: PRICE_NOT_AN_AMOUNT.into(),
+                });
+                0
+            });
+            ItemRequest {
+                sku: form
+                    .skus
+                    .get(i)
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default(),
+                quantity,
+                unit_price_cents,
+            }
+        })
+        .collect();
     let note = form.note.trim();
-    Ok(PlaceOrderRequest {
+    let request = PlaceOrderRequest {
         id,
-        items: vec![ItemRequest {
-            sku: form.sku.trim().to_owned(),
-            quantity: parse_number("quantity", &form.quantity)?,
-            unit_price_cents: parse_number("unit_price_cents", &form.unit_price_cents)?,
-        }],
+        items,
         note: (!note.is_empty()).then(|| note.to_owned()),
         currency: None,
-    })
+    };
+    (request, unreadable)
+}
+
+/// Every broken rule of the form: the unreadable fields, then validation's
+/// rules for the rest.
+fn check_form(form: &OrderForm) -> Result<ValidOrder, Vec<FieldError>> {
+    let (request, mut errors) = order_request(form);
+    match validation::validate(request) {
+        Ok(order) if errors.is_empty() => Ok(order),
+        Ok(_) => Err(errors),
+        Err(AppError::Invalid { errors: rules, .. }) => {
+            for rule in rules {
+                if !errors.iter().any(|e| e.field == rule.field) {
+                    errors.push(rule);
+                }
+            }
+            Err(errors)
+        }
+        Err(other) => Err(vec![FieldError {
+            field: String::new(),
+            code: "invalid",
+            message: other.to_string(),
+        }]),
+    }
 }
 
 pub(super) async fn place_order_form(
     State(state): State<AppState>,
     PageUser(user): PageUser,
-    Form(form): Form<OrderForm>,
+    Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let placed = match order_request(&form)
-        .and_then(validation::validate)
-        .and_then(|order| state.limits.writes.check(user.id).map(|()| order))
-    {
-        Ok(order) => place_order::place_order(&state.db, &user, order).await,
+    let form = OrderForm::from_pairs(pairs);
+    // Without JavaScript, adding and removing item lines is a round trip.
+    if form.add_item || form.remove_item.is_some() {
+        let mut values = FormValues::kept(&form);
+        if let Some(i) = form.remove_item
+            && values.lines.len() > 1
+            && i < values.lines.len()
+        {
+            values.lines.remove(i);
+        } else if form.add_item && values.lines.len() < validation::MAX_ITEMS {
+            values.lines.push(LineValues::new(
+                values.lines.len(),
+                String::new(),
+                "1".into(),
+                String::new(),
+            ));
+        }
+        // Ids follow positions again after a removal.
+        values.lines = values
+            .lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| LineValues::new(i, l.sku.value, l.quantity.value, l.price.value))
+            .collect();
+        return orders_response(&state, &user, OrdersQuery::default(), values, None).await;
+    }
+    let order = match check_form(&form) {
+        Ok(order) => order,
+        Err(errors) => {
+            let mut values = FormValues::kept(&form);
+            let mut unplaced = values.mark(&errors);
+            let count = errors.len();
+            unplaced.insert(
+                0,
+                if count == 1 {
+                    "The order was not placed: one thing needs fixing, marked below.".to_owned()
+                } else {
+                    format!("The order was not placed: {count} things need fixing, marked below.")
+                },
+            );
+            return orders_response(
+                &state,
+                &user,
+                OrdersQuery::default(),
+                values,
+                Some((StatusCode::UNPROCESSABLE_ENTITY, unplaced.join(" "))),
+            )
+            .await;
+        }
+    };
+    let placed = match state.limits.writes.check(user.id) {
+        Ok(()) => place_order::place_order(&state.db, &user, order).await,
         Err(e) => Err(e),
     };
     match placed {
@@ -378,24 +828,11 @@ pub(super) async fn place_order_form(
         }
         Err(e) => {
             let (status, message) = describe(e);
-            // Nothing was placed: the same id may be submitted again.
-            let values = FormValues {
-                id: form
-                    .id
-                    .trim()
-                    .parse::<Uuid>()
-                    .unwrap_or_else(|_| Uuid::new_v4())
-                    .to_string(),
-                sku: form.sku,
-                quantity: form.quantity,
-                unit_price_cents: form.unit_price_cents,
-                note: form.note,
-            };
             orders_response(
                 &state,
                 &user,
                 OrdersQuery::default(),
-                values,
+                FormValues::kept(&form),
                 Some((status, message)),
             )
             .await
@@ -448,12 +885,10 @@ pub(super) async fn cancel_order_form(
 mod tests {
     use super::*;
 
-    #[test]
-    fn formats_money() {
-        assert_eq!(format_money(0), "0.00");
-        assert_eq!(format_money(5), "0.05");
-        assert_eq!(format_money(1234), "12.34");
-        assert_eq!(format_money(-150), "-1.50");
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -466,16 +901,51 @@ mod tests {
     }
 
     #[test]
-    fn rejects_non_numeric_form_values() {
-        let form = OrderForm {
-            sku: "A".into(),
-            quantity: "two".into(),
-            unit_price_cents: "100".into(),
-            ..OrderForm::default()
-        };
-        match order_request(&form) {
-            Err(AppError::Invalid { field, .. }) => assert_eq!(field.as_deref(), Some("quantity")),
-            _ => panic!("expected a rule violation"),
-        }
+    fn reads_item_lines_and_prices_in_currency_units() {
+        let form = OrderForm::from_pairs(pairs(&[
+            ("sku", "A"),
+            ("quantity", "2"),
+            ("unit_price", "12.50"),
+            ("sku", "B"),
+            ("quantity", "1"),
+            ("unit_price", "$1,000"),
+        ]));
+        let order = check_form(&form).expect("a valid order");
+        assert_eq!(order.items.len(), 2);
+        assert_eq!(order.items[0].unit_price_cents, 1250);
+        assert_eq!(order.items[1].unit_price_cents, 100_000);
+        assert_eq!(order.total_cents, 2 * 1250 + 100_000);
+    }
+
+    #[test]
+    fn reports_every_broken_rule_of_the_form() {
+        let form = OrderForm::from_pairs(pairs(&[
+            ("sku", ""),
+            ("quantity", "two"),
+            ("unit_price", "abc"),
+            ("sku", "B"),
+            ("quantity", "0"),
+            ("unit_price", "200000"),
+        ]));
+        let errors = check_form(&form).expect_err("broken rules");
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "items[0].quantity",
+                "items[0].unit_price_cents",
+                "items[0].sku",
+                "items[1].quantity",
+                "items[1].unit_price_cents"
+            ]
+        );
+        let mut values = FormValues::kept(&form);
+        assert!(values.mark(&errors).is_empty(), "every rule has its field");
+        assert_eq!(values.lines[1].quantity.id, "quantity-2");
+        assert_eq!(
+            values.lines[1].price.error.as_deref(),
+            Some("Price must be between $0.00 and $100,000.00")
+        );
+        assert_eq!(values.lines[0].price.value, "abc", "values are kept");
     }
 }

@@ -44,10 +44,12 @@ pub(super) async fn fill_order_form(
     unit_price_cents: u64,
     note: &str,
 ) -> anyhow::Result<()> {
+    // Prices are typed in currency units, as a person would.
+    let price = format!("{}.{:02}", unit_price_cents / 100, unit_price_cents % 100);
     for (id, value) in [
         ("sku", sku.to_owned()),
         ("quantity", quantity.to_string()),
-        ("unit_price_cents", unit_price_cents.to_string()),
+        ("unit_price", price),
         ("note", note.to_owned()),
     ] {
         let input = client.find(Locator::Id(id)).await?;
@@ -61,15 +63,15 @@ pub(super) async fn fill_order_form(
 
 pub(super) async fn submit_order_form(client: &Client) -> anyhow::Result<()> {
     client
-        .find(Locator::Css("#order-form button[type=submit]"))
+        .find(Locator::Id("place-order"))
         .await?
         .click()
         .await?;
     Ok(())
 }
 
-/// Fills the order form, submits it and returns the new top row's order id
-/// (the row the page inserts at once, pending or already visible).
+/// Fills the order form, submits it and returns the new order's id (the row
+/// the page inserts once the server took the order).
 pub(super) async fn place_order_through_form(
     client: &Client,
     sku: &str,
@@ -78,23 +80,50 @@ pub(super) async fn place_order_through_form(
     note: &str,
 ) -> anyhow::Result<String> {
     fill_order_form(client, sku, quantity, unit_price_cents, note).await?;
+    let before = row_ids(client).await?;
     submit_order_form(client).await?;
-    top_row_id(client).await
+    new_row_id(client, &before).await
 }
 
+/// The ids of the rows on the page, top to bottom.
+pub(super) async fn row_ids(client: &Client) -> anyhow::Result<Vec<String>> {
+    let ids = client
+        .execute(
+            "return [...document.querySelectorAll('#orders tbody tr[data-order-id]')].map(r => r.dataset.orderId);",
+            vec![],
+        )
+        .await?;
+    Ok(serde_json::from_value(ids)?)
+}
+
+/// Waits for a row that was not among `before`; it must be pending or
+/// already visible. Returns its id.
+pub(super) async fn new_row_id(client: &Client, before: &[String]) -> anyhow::Result<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(id) = row_ids(client)
+            .await?
+            .into_iter()
+            .find(|id| !before.contains(id))
+        {
+            let state = row_state(client, &id).await?;
+            ensure!(
+                state == "pending" || state == "visible",
+                "a fresh order is pending (or already visible), not {state:?}"
+            );
+            return Ok(id);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no new row within {WAIT:?} of submitting"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The id of the top row, once there is one.
 pub(super) async fn top_row_id(client: &Client) -> anyhow::Result<String> {
-    let row = client
-        .find(Locator::Css("#orders tbody tr[data-order-id]"))
-        .await
-        .context("no row right after submitting")?;
-    let state = row.attr("data-state").await?.unwrap_or_default();
-    ensure!(
-        state == "pending" || state == "visible",
-        "a fresh order is pending (or already visible), not {state:?}"
-    );
-    row.attr("data-order-id")
-        .await?
-        .context("row without an id")
+    new_row_id(client, &[]).await
 }
 
 pub(super) fn visible_row(id: &str) -> String {

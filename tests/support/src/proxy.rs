@@ -1,5 +1,5 @@
-//! A TCP proxy for fault tests: the database reached through it can be cut
-//! off as a crash would.
+//! A TCP proxy for fault tests: the service reached through it can be cut
+//! off as a crash would, or refused for a while (an outage) and let back.
 
 use sightline::config::Settings;
 
@@ -11,6 +11,8 @@ use crate::test_settings;
 pub struct TcpProxy {
     pub port: u16,
     stop: tokio::sync::watch::Sender<bool>,
+    /// While true, every connection is dropped at once (open ones too).
+    refusing: tokio::sync::watch::Sender<bool>,
 }
 
 impl TcpProxy {
@@ -18,6 +20,7 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (refusing, refused) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut until_cut = stopped.clone();
             loop {
@@ -28,8 +31,12 @@ impl TcpProxy {
                 let Ok((mut inbound, _)) = accepted else {
                     continue;
                 };
+                if *refused.borrow() {
+                    continue; // dropped: the outage
+                }
                 let target = target.clone();
                 let mut until_cut = stopped.clone();
+                let mut until_refused = refused.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
@@ -37,15 +44,31 @@ impl TcpProxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = until_cut.wait_for(|cut| *cut) => {}
+                        _ = until_refused.wait_for(|refusing| *refusing) => {}
                     }
                 });
             }
         });
-        TcpProxy { port, stop }
+        TcpProxy {
+            port,
+            stop,
+            refusing,
+        }
     }
 
     pub fn cut(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// An outage: open connections are dropped and new ones closed at once,
+    /// until [`TcpProxy::allow`].
+    pub fn refuse(&self) {
+        self.refusing.send_replace(true);
+    }
+
+    /// The outage is over: connections are forwarded again.
+    pub fn allow(&self) {
+        self.refusing.send_replace(false);
     }
 }
 
