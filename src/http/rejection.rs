@@ -60,7 +60,17 @@ pub(super) fn query_error(rejection: &(dyn StdError + 'static)) -> AppError {
 
 /// A body that is JSON but not the shape asked for: 422 naming the field.
 fn shape_error(path: &str, inner: &str) -> AppError {
-    let (field, code, message) = describe(path, inner);
+    // serde reads a struct from a list too (its fields in order): a body
+    // that is a list is simply not the object asked for.
+    let (field, code, message) = if path.starts_with('[') {
+        (
+            String::new(),
+            "wrong_type",
+            "the request body must be an object".to_owned(),
+        )
+    } else {
+        describe(path, inner)
+    };
     let mut error = AppError::invalid_all(vec![FieldError {
         field,
         code,
@@ -89,7 +99,12 @@ fn describe(path: &str, inner: &str) -> (String, &'static str, String) {
         return (field, "required", message);
     }
     if let Some(name) = quoted(inner, "unknown field `") {
-        let field = join(name);
+        // The path already ends at the unknown field.
+        let field = if path.rsplit('.').next() == Some(name) {
+            path.to_owned()
+        } else {
+            join(name)
+        };
         let message = format!("{field} is not a field this request takes");
         return (field, "unknown_field", message);
     }
@@ -161,7 +176,7 @@ mod tests {
             )
         );
         assert_eq!(
-            describe(".", "unknown field `colour`, expected one of `id`, `items`"),
+            describe("colour", "unknown field `colour`, expected one of `id`, `items`"),
             (
                 "colour".into(),
                 "unknown_field",

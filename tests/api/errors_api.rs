@@ -178,27 +178,64 @@ async fn malformed_json_is_400() {
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
 }
 
+/// A body of the wrong shape names the field in plain words, never serde's
+/// internals ("invalid type: string, expected i64 at line 1 column 35").
 #[tokio::test]
 async fn json_of_the_wrong_shape_is_422() {
     let app = spawn_app().await;
     let user = app.new_user().await;
     let item = json!({ "sku": "A", "quantity": 1, "unit_price_cents": 1 });
     let bodies = [
-        json!({ "items": "x" }),
-        json!({ "items": [{ "sku": "A", "quantity": "2", "unit_price_cents": 1 }] }),
-        json!({ "items": [{ "sku": "A", "quantity": 1.5, "unit_price_cents": 1 }] }),
-        json!({ "items": [{ "sku": "A", "quantity": 1 }] }),
-        json!({ "items": [{ "sku": 7, "quantity": 1, "unit_price_cents": 1 }] }),
-        json!({ "items": [item], "colour": "red" }),
-        json!({ "items": [{ "sku": "A", "quantity": 1, "unit_price_cents": 1, "discount": 5 }] }),
-        json!({ "items": [item], "id": "not-a-uuid" }),
-        json!({ "items": [item], "note": 5 }),
-        json!({}),
-        json!([item]),
+        (json!({ "items": "x" }), "items", "items must be a list"),
+        (
+            json!({ "items": [{ "sku": "A", "quantity": "2", "unit_price_cents": 1 }] }),
+            "items[0].quantity",
+            "items[0].quantity must be a whole number",
+        ),
+        (
+            json!({ "items": [{ "sku": "A", "quantity": 1.5, "unit_price_cents": 1 }] }),
+            "items[0].quantity",
+            "items[0].quantity must be a whole number",
+        ),
+        (
+            json!({ "items": [{ "sku": "A", "quantity": 1 }] }),
+            "items[0].unit_price_cents",
+            "items[0].unit_price_cents is required",
+        ),
+        (
+            json!({ "items": [{ "sku": 7, "quantity": 1, "unit_price_cents": 1 }] }),
+            "items[0].sku",
+            "items[0].sku must be text",
+        ),
+        (
+            json!({ "items": [item], "colour": "red" }),
+            "colour",
+            "colour is not a field this request takes",
+        ),
+        (
+            json!({ "items": [{ "sku": "A", "quantity": 1, "unit_price_cents": 1, "discount": 5 }] }),
+            "items[0].discount",
+            "items[0].discount is not a field this request takes",
+        ),
+        (
+            json!({ "items": [item], "id": "not-a-uuid" }),
+            "id",
+            "id must be an id such as",
+        ),
+        (json!({ "items": [item], "note": 5 }), "note", "note must be text"),
+        (json!({}), "items", "items is required"),
+        (json!([item]), "", "the request body must be an object"),
     ];
-    for body in bodies {
+    for (body, field, message) in bodies {
         let response = app.place_order(&user, &body).await;
-        assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_shape").await;
+        let answer = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_shape").await;
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with(message), "{body}: {answer}");
+        for internal in ["expected", "line ", "column", "invalid type", "deserialize"] {
+            assert!(!error.contains(internal), "{body}: serde's words in {error:?}");
+        }
+        assert_eq!(answer["errors"][0]["field"], field, "{body}: {answer}");
+        assert_eq!(answer["errors"][0]["message"], error, "{body}: {answer}");
     }
     let response = app
         .http
@@ -403,4 +440,81 @@ async fn with_postgres_down_the_instance_is_unready_and_requests_are_503() {
         .await
         .unwrap();
     assert_eq!(users, 1);
+}
+
+/// Every broken rule is reported at once, each with its field, a code and a
+/// message in words a person uses; the first is also `error`/`field`.
+#[tokio::test]
+async fn every_broken_rule_is_listed_with_its_field() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let body = json!({
+        "items": [
+            { "sku": "", "quantity": 0, "unit_price_cents": 10_000_001 },
+            { "sku": "FINE", "quantity": 2, "unit_price_cents": 100 },
+            { "sku": "X".repeat(65), "quantity": 1001, "unit_price_cents": -1 }
+        ],
+        "note": "n".repeat(1001),
+        "currency": "usd"
+    });
+    let response = app.place_order(&user, &body).await;
+    let answer = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+    let listed: Vec<(String, String, String)> = answer["errors"]
+        .as_array()
+        .expect("an errors list")
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap_or_default().to_owned(),
+                e["code"].as_str().unwrap_or_default().to_owned(),
+                e["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("currency", "invalid", "Currency must be a three-letter code such as USD"),
+        ("items[0].sku", "required", "SKU is required"),
+        ("items[0].quantity", "out_of_range", "Quantity must be between 1 and 1,000"),
+        (
+            "items[0].unit_price_cents",
+            "out_of_range",
+            "Price must be between $0.00 and $100,000.00",
+        ),
+        ("items[2].sku", "too_long", "SKU must be at most 64 characters"),
+        ("items[2].quantity", "out_of_range", "Quantity must be between 1 and 1,000"),
+        (
+            "items[2].unit_price_cents",
+            "out_of_range",
+            "Price must be between $0.00 and $100,000.00",
+        ),
+        ("note", "too_long", "Note must be at most 1,000 characters"),
+    ]
+    .map(|(f, c, m)| (f.to_owned(), c.to_owned(), m.to_owned()));
+    assert_eq!(listed, expected);
+    assert_eq!(answer["field"], "currency");
+    assert_eq!(answer["error"], "Currency must be a three-letter code such as USD");
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
+
+    // In euros, the price rule speaks euros.
+    let body = json!({
+        "items": [{ "sku": "A", "quantity": 1, "unit_price_cents": 10_000_001 }],
+        "currency": "EUR"
+    });
+    let answer = assert_error(
+        app.place_order(&user, &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+    )
+    .await;
+    assert_eq!(answer["error"], "Price must be between €0.00 and €100,000.00");
+}
+
+/// A query parameter of the wrong type is named, in plain words.
+#[tokio::test]
+async fn a_malformed_query_names_the_parameter() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let response = app.get(&user, "/api/orders?limit=abc").send().await.unwrap();
+    let answer = assert_error(response, StatusCode::BAD_REQUEST, "bad_query").await;
+    assert_eq!(answer["error"], "the query parameter limit must be a whole number");
 }

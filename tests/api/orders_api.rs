@@ -610,6 +610,13 @@ async fn q_searches_the_skus_and_the_note() {
     assert_eq!(search("red widget").await, set(&[0]));
     assert_eq!(search("RUSH").await, set(&[2]));
     assert_eq!(search("nothing-like-this").await, set(&[]));
+    // As people type: every word matches the beginning of a word.
+    assert_eq!(search("wid").await, set(&[0, 2]));
+    assert_eq!(search("gr").await, set(&[1, 2]));
+    assert_eq!(search("bl spr").await, set(&[2]));
+    assert_eq!(search("red wid").await, set(&[0]));
+    assert_eq!(search("idget").await, set(&[]), "not the middle of a word");
+    assert_eq!(search("widgets").await, set(&[]), "not more than the word");
 }
 
 fn urlencode(text: &str) -> String {
