@@ -176,7 +176,10 @@ mod tests {
             )
         );
         assert_eq!(
-            describe("colour", "unknown field `colour`, expected one of `id`, `items`"),
+            describe(
+                "colour",
+                "unknown field `colour`, expected one of `id`, `items`"
+            ),
             (
                 "colour".into(),
                 "unknown_field",

@@ -222,17 +222,25 @@ async fn json_of_the_wrong_shape_is_422() {
             "id",
             "id must be an id such as",
         ),
-        (json!({ "items": [item], "note": 5 }), "note", "note must be text"),
+        (
+            json!({ "items": [item], "note": 5 }),
+            "note",
+            "note must be text",
+        ),
         (json!({}), "items", "items is required"),
         (json!([item]), "", "the request body must be an object"),
     ];
     for (body, field, message) in bodies {
         let response = app.place_order(&user, &body).await;
-        let answer = assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_shape").await;
+        let answer =
+            assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_shape").await;
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(error.starts_with(message), "{body}: {answer}");
         for internal in ["expected", "line ", "column", "invalid type", "deserialize"] {
-            assert!(!error.contains(internal), "{body}: serde's words in {error:?}");
+            assert!(
+                !error.contains(internal),
+                "{body}: serde's words in {error:?}"
+            );
         }
         assert_eq!(answer["errors"][0]["field"], field, "{body}: {answer}");
         assert_eq!(answer["errors"][0]["message"], error, "{body}: {answer}");
@@ -472,16 +480,32 @@ async fn every_broken_rule_is_listed_with_its_field() {
         })
         .collect();
     let expected = [
-        ("currency", "invalid", "Currency must be a three-letter code such as USD"),
+        (
+            "currency",
+            "invalid",
+            "Currency must be a three-letter code such as USD",
+        ),
         ("items[0].sku", "required", "SKU is required"),
-        ("items[0].quantity", "out_of_range", "Quantity must be between 1 and 1,000"),
+        (
+            "items[0].quantity",
+            "out_of_range",
+            "Quantity must be between 1 and 1,000",
+        ),
         (
             "items[0].unit_price_cents",
             "out_of_range",
             "Price must be between $0.00 and $100,000.00",
         ),
-        ("items[2].sku", "too_long", "SKU must be at most 64 characters"),
-        ("items[2].quantity", "out_of_range", "Quantity must be between 1 and 1,000"),
+        (
+            "items[2].sku",
+            "too_long",
+            "SKU must be at most 64 characters",
+        ),
+        (
+            "items[2].quantity",
+            "out_of_range",
+            "Quantity must be between 1 and 1,000",
+        ),
         (
             "items[2].unit_price_cents",
             "out_of_range",
@@ -492,7 +516,10 @@ async fn every_broken_rule_is_listed_with_its_field() {
     .map(|(f, c, m)| (f.to_owned(), c.to_owned(), m.to_owned()));
     assert_eq!(listed, expected);
     assert_eq!(answer["field"], "currency");
-    assert_eq!(answer["error"], "Currency must be a three-letter code such as USD");
+    assert_eq!(
+        answer["error"],
+        "Currency must be a three-letter code such as USD"
+    );
     assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
 
     // In euros, the price rule speaks euros.
@@ -506,7 +533,10 @@ async fn every_broken_rule_is_listed_with_its_field() {
         "invalid",
     )
     .await;
-    assert_eq!(answer["error"], "Price must be between €0.00 and €100,000.00");
+    assert_eq!(
+        answer["error"],
+        "Price must be between €0.00 and €100,000.00"
+    );
 }
 
 /// A query parameter of the wrong type is named, in plain words.
@@ -514,7 +544,14 @@ async fn every_broken_rule_is_listed_with_its_field() {
 async fn a_malformed_query_names_the_parameter() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let response = app.get(&user, "/api/orders?limit=abc").send().await.unwrap();
+    let response = app
+        .get(&user, "/api/orders?limit=abc")
+        .send()
+        .await
+        .unwrap();
     let answer = assert_error(response, StatusCode::BAD_REQUEST, "bad_query").await;
-    assert_eq!(answer["error"], "the query parameter limit must be a whole number");
+    assert_eq!(
+        answer["error"],
+        "the query parameter limit must be a whole number"
+    );
 }

@@ -35,6 +35,9 @@ async fn pages_answer_forms_without_a_browser() {
         ("/static/app.js", "text/javascript"),
         ("/static/sightline.js", "text/javascript"),
         ("/static/sightline.css", "text/css"),
+        // Browsers ask for /favicon.ico whatever a page links: no 404.
+        ("/favicon.ico", "image/svg+xml"),
+        ("/static/favicon.svg", "image/svg+xml"),
     ] {
         let r = browser.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
@@ -213,4 +216,112 @@ async fn pages_answer_forms_without_a_browser() {
     assert_eq!(location(&r), "/login");
     let r = browser.get(app.url("/orders")).send().await.unwrap();
     assert_eq!(location(&r), "/login", "signed out");
+}
+
+/// The order form without JavaScript: item lines are added and removed by
+/// round trips (values kept), prices are typed in dollars, every broken rule
+/// is next to its field with the values kept, and a multi-item order places.
+#[tokio::test]
+async fn the_order_form_works_without_javascript() {
+    let app = spawn_app().await;
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let username = format!("n{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let r = browser
+        .post(app.url("/signup"))
+        .form(&[("username", username.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let post = |pairs: Vec<(&'static str, &'static str)>| {
+        browser.post(app.url("/orders")).form(&pairs).send()
+    };
+
+    // "Add another item": the page again, with a second line, values kept.
+    let r = post(vec![
+        ("sku", "LINE-ONE"),
+        ("quantity", "2"),
+        ("unit_price", "12.50"),
+        ("add_item", "1"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.text().await.unwrap();
+    assert!(body.contains(r#"id="sku-2""#), "a second line");
+    assert!(body.contains(r#"value="LINE-ONE""#) && body.contains(r#"value="12.50""#));
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
+
+    // "Remove" on line 1: line 2 becomes line 1.
+    let r = post(vec![
+        ("sku", "LINE-ONE"),
+        ("quantity", "2"),
+        ("unit_price", "12.50"),
+        ("sku", "LINE-TWO"),
+        ("quantity", "1"),
+        ("unit_price", "3"),
+        ("remove_item", "0"),
+    ])
+    .await
+    .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(!body.contains(r#"id="sku-2""#) && body.contains(r#"value="LINE-TWO""#));
+    assert!(!body.contains(r#"value="LINE-ONE""#));
+
+    // Every broken rule, next to its field, values kept; nothing placed.
+    let r = post(vec![
+        ("sku", ""),
+        ("quantity", "0"),
+        ("unit_price", "twelve"),
+        ("sku", "OK"),
+        ("quantity", "1"),
+        ("unit_price", "100000.01"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.unwrap();
+    for (id, message) in [
+        ("sku", "SKU is required"),
+        ("quantity", "Quantity must be between 1 and 1,000"),
+        ("unit_price", "Price must be an amount such as 12.50"),
+        (
+            "unit_price-2",
+            "Price must be between $0.00 and $100,000.00",
+        ),
+    ] {
+        assert!(
+            body.contains(&format!(r#"aria-describedby="{id}-error""#)),
+            "{id} is marked"
+        );
+        assert!(
+            body.contains(&format!(r#"id="{id}-error" >{message}</p>"#)),
+            "{id}: {message}"
+        );
+    }
+    assert!(body.contains(r#"value="twelve""#), "the value is kept");
+    assert!(body.contains("4 things need fixing"));
+    assert_eq!(app.count("SELECT count(*) FROM orders").await, 0);
+
+    // Two lines, prices in dollars: placed, with the right total.
+    let r = post(vec![
+        ("sku", "LINE-ONE"),
+        ("quantity", "2"),
+        ("unit_price", "12.50"),
+        ("sku", "LINE-TWO"),
+        ("quantity", "3"),
+        ("unit_price", "$1,000"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let total: i64 = sqlx::query_scalar("SELECT total_cents FROM orders")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(total, 2 * 1250 + 3 * 100_000);
 }

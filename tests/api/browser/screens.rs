@@ -398,6 +398,9 @@ async fn invalid_orders_never_become_rows_and_the_form_works_by_keyboard() {
             "no row for an invalid order"
         );
         shot(&client, PHONE, "invalid").await?;
+        use_screen(&client, DESKTOP).await?;
+        shot(&client, DESKTOP, "invalid").await?;
+        use_screen(&client, PHONE).await?;
 
         // Something the script cannot read as an amount: the form's own
         // round trip, the same words, the values kept.
