@@ -4,8 +4,9 @@
 //!
 //! Every page works without JavaScript: the forms post here and the server
 //! answers with a redirect (303) or the same page re-rendered with the error.
-//! `static/app.js` only enhances `/orders` (optimistic rows, live updates over
-//! SSE, long polling as the fallback).
+//! `static/app.js` only enhances `/orders` (rows from the page's own row
+//! template, live updates over SSE with long polling as the fallback, search
+//! as you type, cancel with undo); see README "The orders page".
 
 mod assets;
 mod auth;

@@ -1,5 +1,8 @@
 //! The orders page: the list (from the read model, merged with the write side
-//! for a consistency token), the summary, and the place and cancel forms.
+//! for a consistency token; the write side's newest orders while search is
+//! unreachable), the summary, and the place and cancel forms (item lines,
+//! prices in currency units, every broken rule next to its field). Every row
+//! is rendered by `order_row.html`, also the script's `<template>`.
 
 use askama::Template;
 use axum::Form;
