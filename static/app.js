@@ -162,7 +162,7 @@ function onNotice(notice) {
 
 function onStatus(state, { fresh }) {
   streamState = state;
-  if (state === 'offline') offline = true;
+  offline = state === 'offline';
   showConnection();
   // A new stream does not replay what came before it: catch up from search.
   if (fresh && state === 'live') {
@@ -931,7 +931,9 @@ async function probeSearch() {
   try {
     await listOrders({ limit: 1 });
   } catch (error) {
-    if (error instanceof SightlineError && error.status === 503) enterSearchDown();
+    // 503: search is down. Anything else while down (the network, say):
+    // keep asking; the banner stays until search answers.
+    if (searchDown || (error instanceof SightlineError && error.status === 503)) enterSearchDown();
     return;
   }
   if (!searchDown) return;
