@@ -18,6 +18,7 @@ mod login_limits;
 mod long_polls;
 mod many_pending;
 mod operations;
+mod operators;
 mod orders_api;
 mod outbox_retry;
 mod pages_without_browser;
