@@ -6,6 +6,7 @@ use sightline_test_support as helpers;
 
 mod auth_api;
 mod browser;
+mod contract;
 mod cors;
 mod dead_letters;
 mod errors_api;
