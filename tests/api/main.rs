@@ -30,6 +30,7 @@ mod sessions;
 mod smoke;
 mod sse_clients;
 mod stress;
+mod typed_client;
 
 // Tests that prove the promise by driving the real code (issue 9).
 mod binary;
