@@ -9,6 +9,7 @@ mod browser;
 mod contract;
 mod cors;
 mod dead_letters;
+mod e2e_recipe;
 mod errors_api;
 mod es_faults;
 mod events_api;
