@@ -193,3 +193,74 @@ async fn integers_written_with_a_zero_fraction_are_integers() {
             .await;
     }
 }
+
+/// The stream's events as a client receives them match the JSON Schema the
+/// document gives for each event's `data` (validated by jsonschema-rs, which
+/// Schemathesis installs): `ready`, `order-visible` (placed and cancelled),
+/// and `reset`.
+#[tokio::test]
+async fn every_event_of_the_stream_matches_its_schema_in_the_document() {
+    use tokio::io::AsyncWriteExt;
+
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/tools/schemathesis/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/tools",
+        python.display()
+    );
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let mut events = vec![];
+    let (mut stream, _) = app.open_events_ready(&user).await;
+    let ready = ready_event(&app, &user).await;
+    events.push(ready);
+    let order = app.place_simple_order(&user, "SCHEMA").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        if events.len() == 2 {
+            assert_eq!(app.cancel_order(&user, &id).await.status(), StatusCode::OK);
+        }
+        let frame = stream.next_order_visible().await;
+        events.push(serde_json::json!({ "event": frame.event, "data": frame.json() }));
+    }
+    let mut reset = app.open_events(&user, Some("not-a-cursor")).await;
+    let frame = reset.next_event().await;
+    assert_eq!(frame.event.as_deref(), Some("reset"));
+    events.push(serde_json::json!({ "event": frame.event, "data": frame.json() }));
+
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/contract/validate_events.py");
+    let mut child = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(COMMITTED))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for event in &events {
+        stdin
+            .write_all(format!("{event}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.matches(": ok").count(), 4, "{stdout}");
+}
+
+/// The `ready` event of a fresh stream, as `{event, data}`.
+async fn ready_event(app: &crate::helpers::TestApp, user: &crate::helpers::TestUser) -> Value {
+    let mut stream = app.open_events(user, None).await;
+    let frame = stream.next_event().await;
+    assert_eq!(frame.event.as_deref(), Some("ready"));
+    serde_json::json!({ "event": frame.event, "data": frame.json() })
+}
