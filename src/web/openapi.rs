@@ -359,6 +359,17 @@ fn shared_answers(path: &str, method: HttpMethod, operation: &mut Operation) {
         );
     }
 
+    // A client may name its request in the logs.
+    operation.parameters.get_or_insert_with(Vec::new).push(
+        utoipa::openapi::path::ParameterBuilder::new()
+            .name("X-Request-Id")
+            .parameter_in(utoipa::openapi::path::ParameterIn::Header)
+            .required(Required::False)
+            .description(Some("Your id for this request, kept (and echoed) if it is 1–64 of `A-Z a-z 0-9 - _ . :`; any other value is replaced by a fresh UUID, never refused."))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build(),
+    );
+
     for response in operation.responses.responses.values_mut() {
         let RefOr::T(response) = response else {
             continue;
