@@ -123,9 +123,9 @@ async fn schemathesis_finds_nothing() {
         output.status.success(),
         "Schemathesis found problems (seed {seed}; rerun with SCHEMATHESIS_SEED):\n{stdout}\n{stderr}"
     );
-    // It really ran every phase, and the stateful one followed links. (It
-    // may warn that `POST /api/sessions` only answered 401: its made-up
-    // credentials are wrong, as they should be.)
+    // Shown with `-- --nocapture`: what it tested and how much.
+    println!("{stdout}");
+    // It really ran every phase, and the stateful one followed links.
     for phase in ["Examples", "Coverage", "Fuzzing", "Stateful"] {
         assert!(
             stdout.contains(&format!("✅ {phase}")),
