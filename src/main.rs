@@ -65,6 +65,9 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Print the OpenAPI 3.1 document of the JSON API (the one served at
+    /// `/api/openapi.json`), e.g. to generate a client without a server.
+    Openapi,
 }
 
 #[tokio::main]
@@ -81,6 +84,10 @@ async fn main() -> ExitCode {
             batch_size,
             settings,
         } => prune::command(yes, batch_size, settings).await,
+        Command::Openapi => {
+            print!("{}", sightline::web::openapi::json());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -365,6 +365,9 @@ fn set_gauges(sample: &Sample) {
         metrics::gauge!("sightline_projection_lag_events").set(backlog as f64);
     }
     metrics::gauge!("sightline_lag_slo_seconds").set(sample.slo_seconds);
+    // For alerting rules: Prometheus cannot read /readyz's JSON.
+    metrics::gauge!("sightline_postgres_up").set(if sample.postgres { 1.0 } else { 0.0 });
+    metrics::gauge!("sightline_elasticsearch_up").set(if sample.elasticsearch { 1.0 } else { 0.0 });
     metrics::gauge!("sightline_lag_slo_breached").set(if sample.slo_breached { 1.0 } else { 0.0 });
     set_failure_gauges(sample.failure.as_ref());
 }
@@ -452,6 +455,16 @@ pub fn describe_metrics() {
             "sightline_lag_slo_breached",
             Unit::Count,
             "1 while projection lag is above the SLO, else 0.",
+        ),
+        (
+            "sightline_postgres_up",
+            Unit::Count,
+            "1 when this instance's last pipeline sample reached PostgreSQL, else 0.",
+        ),
+        (
+            "sightline_elasticsearch_up",
+            Unit::Count,
+            "1 when this instance's last pipeline sample reached Elasticsearch, else 0.",
         ),
         (
             PIPELINE_FAILING,

@@ -48,6 +48,9 @@ const defaults = { baseUrl: '', scope: '', transport: 'auto', token: null };
  * signed-in user's name: tabs share a stream only within one scope),
  * `transport` ('auto' or 'poll'), `token` (a bearer token instead of the
  * session cookie; EventSource cannot send it, so it implies polling).
+ * Types: sightline.d.ts beside this file.
+ * @param {import('./sightline.js').ConfigureOptions} [options]
+ * @returns {void}
  */
 export function configure(options = {}) {
   for (const key of Object.keys(defaults)) {
@@ -55,8 +58,17 @@ export function configure(options = {}) {
   }
 }
 
-/** An error answer of the API (or a failure to reach it: `status` 0). */
+/**
+ * An error answer of the API (or a failure to reach it: `status` 0): `status`,
+ * `code` (the server's JSON code, or 'unreachable', 'timeout', 'order_failed',
+ * 'http_error'), `error` (the message) and, for a broken rule, `field`.
+ */
 export class SightlineError extends Error {
+  /**
+   * @param {number} status the HTTP status, 0 when none
+   * @param {{ error?: string, code?: string, field?: string } | null} [body] the JSON error body
+   * @param {string} [fallback] the message when the body has none
+   */
   constructor(status, body, fallback) {
     const error = (body && typeof body.error === 'string' && body.error) || fallback || `HTTP ${status}`;
     super(error);
@@ -70,7 +82,10 @@ export class SightlineError extends Error {
   }
 }
 
-/** A random UUID (v4), also where crypto.randomUUID is missing (plain HTTP). */
+/**
+ * A random UUID (v4), also where crypto.randomUUID is missing (plain HTTP).
+ * @returns {string}
+ */
 export function newOrderId() {
   const c = globalThis.crypto;
   if (c && typeof c.randomUUID === 'function') return c.randomUUID();
@@ -152,6 +167,9 @@ function retryAfterMs(response, fallback) {
  * Network errors and 503 are retried with the same id (three times, backing
  * off); resolves with the server's JSON (201 placed, or 200: already placed);
  * rejects with a SightlineError (`status`, `code`, `error`) otherwise.
+ * @param {import('./sightline.js').PlaceOrderBody} body
+ * @param {import('./sightline.js').PlaceOrderOptions} [options]
+ * @returns {Promise<import('./sightline.js').PlacedOrder>}
  */
 export async function placeOrder(body, { signal, baseUrl, token, retries = PLACE_RETRY_DELAYS_MS.length } = {}) {
   const o = options({ baseUrl, token });
@@ -494,6 +512,9 @@ class Hub {
  * connection state: 'connecting', 'live', 'reconnecting', 'polling', 'offline';
  * `fresh` means a new stream began and earlier notices may have been missed.
  * Returns the function that unsubscribes.
+ * @param {(notice: import('./sightline.js').Notice) => void} onNotice
+ * @param {import('./sightline.js').SubscribeOptions} [options]
+ * @returns {() => void}
  */
 export function subscribe(onNotice, { onStatus, baseUrl, scope, transport, token } = {}) {
   const hub = hubFor(options({ baseUrl, scope, transport, token }));
@@ -509,6 +530,9 @@ export function subscribe(onNotice, { onStatus, baseUrl, scope, transport, token
  * searchable, 'not_found' for an order that is not the user's, 'timeout'
  * after `timeoutMs` (default: none), 401 when signed out; and with the abort
  * reason when `signal` aborts.
+ * @param {string} id the order's id
+ * @param {import('./sightline.js').WhenVisibleOptions} [options]
+ * @returns {Promise<import('./sightline.js').Visible>}
  */
 export function whenVisible(id, { signal, timeoutMs, baseUrl, scope, transport, token, version } = {}) {
   const o = options({ baseUrl, scope, transport, token });

@@ -15,8 +15,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub use session::{CurrentUser, PageUser};
@@ -33,10 +33,29 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions", post(log_in).delete(log_out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct Credentials {
+    /// 3 to 32 of `A-Z a-z 0-9 _ -`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{3,32}$", example = "ada")]
     pub username: String,
+    /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128, example = "correct horse battery")]
     pub password: String,
+}
+
+/// The answer to a sign-up.
+#[derive(Serialize, ToSchema)]
+pub struct SignedUp {
+    pub id: Uuid,
+    pub username: String,
+}
+
+/// The answer to a login: the bearer token (also set as the session cookie).
+#[derive(Serialize, ToSchema)]
+pub struct SessionOpened {
+    /// Send as `Authorization: Bearer <token>` (or rely on the cookie).
+    pub token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Whether `name` follows the username rules (and so may become a key of
@@ -167,20 +186,45 @@ pub fn cookie_header(state: &AppState, token: &str) -> (header::HeaderName, Stri
     )
 }
 
-async fn sign_up(
+/// Creates a user. Counted per client address (see Limits in the README).
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "users and sessions",
+    operation_id = "signUp",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "The user exists; log in next.", body = SignedUp),
+        (status = 409, description = "`username_taken`.", body = crate::web::openapi::ErrorBody),
+    ),
+    security(()),
+)]
+pub(crate) async fn sign_up(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> AppResult<impl IntoResponse> {
     let username = credentials.username.clone();
     let id = register(&state, credentials, client).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": id, "username": username })),
-    ))
+    Ok((StatusCode::CREATED, Json(SignedUp { id, username })))
 }
 
-async fn log_in(
+/// Opens a session: a bearer token, also set as the `HttpOnly` session cookie.
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "users and sessions",
+    operation_id = "logIn",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Signed in.", body = SessionOpened, headers(
+            ("Set-Cookie" = String, description = "`sightline_session=<token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=…` (`__Host-sightline_session` with `Secure` when `COOKIE_SECURE=true`)"),
+        )),
+        (status = 401, description = "`bad_credentials`: wrong username or password.", body = crate::web::openapi::ErrorBody),
+    ),
+    security(()),
+)]
+pub(crate) async fn log_in(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
     ApiJson(credentials): ApiJson<Credentials>,
@@ -188,18 +232,36 @@ async fn log_in(
     let session = authenticate(&state, credentials, client).await?;
     Ok((
         [cookie_header(&state, &session.token)],
-        Json(json!({ "token": session.token, "expires_at": session.expires_at })),
+        Json(SessionOpened {
+            token: session.token,
+            expires_at: session.expires_at,
+        }),
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(default)]
-struct LogOutParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogOutParams {
     /// `true`: end every session of this user ("sign out everywhere").
     all: bool,
 }
 
-async fn log_out(
+/// Ends this session (or, with `all=true`, every session of the user) and
+/// expires the cookie.
+#[utoipa::path(
+    delete,
+    path = "/api/sessions",
+    tag = "users and sessions",
+    operation_id = "logOut",
+    params(LogOutParams),
+    responses(
+        (status = 204, description = "Signed out.", headers(
+            ("Set-Cookie" = String, description = "The session cookie, expired (`Max-Age=0`)."),
+        )),
+    ),
+)]
+pub(crate) async fn log_out(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiQuery(params): ApiQuery<LogOutParams>,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::order::{Item, OrderStatus, OrderView};
@@ -56,7 +57,7 @@ impl OrderDocument {
 }
 
 /// One user's counters: the second, counter-style read model.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, ToSchema)]
 pub struct SummaryDocument {
     pub user_id: Uuid,
     pub orders_placed: i64,

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::CurrentUser;
@@ -34,17 +35,30 @@ pub fn router() -> Router<AppState> {
 pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, Debug, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Full text over skus and note; every word must match.
+    #[param(max_length = 200)]
     pub q: Option<String>,
+    /// Orders per page.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<usize>,
+    /// `next_cursor` of the previous page (opaque: only values the server
+    /// issued are valid).
     pub cursor: Option<String>,
+    /// A write's `consistency_token`: every order of this user up to it is
+    /// included even if search does not show it yet (also as the
+    /// `X-Consistency-Token` header). Opaque: only tokens the server issued
+    /// are valid.
     pub consistency_token: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct OrderList {
+    /// Newest first.
     pub orders: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; null on the last.
     pub next_cursor: Option<String>,
 }
 
@@ -81,11 +95,18 @@ fn presented_token(
     params: &ListParams,
     headers: &HeaderMap,
 ) -> AppResult<Option<ConsistencyToken>> {
-    let raw = params.consistency_token.as_deref().or_else(|| {
-        headers
-            .get("x-consistency-token")
-            .and_then(|v| v.to_str().ok())
-    });
+    // An empty value is no token (`?consistency_token=` from a form or a
+    // template with nothing to fill in), as an empty cursor is no cursor.
+    let raw = params
+        .consistency_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            headers
+                .get("x-consistency-token")
+                .and_then(|v| v.to_str().ok())
+                .filter(|t| !t.is_empty())
+        });
     raw.map(ConsistencyToken::decode).transpose()
 }
 
@@ -110,7 +131,12 @@ pub async fn list_page(
             "q must be at most 200 characters",
         ));
     }
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = params
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(decode_cursor)
+        .transpose()?;
     let q = params.q.as_deref();
 
     // Pending first, then the read model: see `pending_orders`. The page
@@ -144,7 +170,24 @@ pub async fn list_page(
     ))
 }
 
-async fn list_orders(
+/// The user's orders from the read model, newest first; with a consistency
+/// token, merged with the user's writes up to it that search does not show yet.
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    tag = "orders",
+    operation_id = "listOrders",
+    params(
+        ListParams,
+        ("X-Consistency-Token" = Option<String>, Header, nullable = false, description = "The same as the `consistency_token` query parameter."),
+    ),
+    responses(
+        (status = 200, description = "One page of orders.", body = OrderList, headers(
+            ("X-Read-Source" = crate::web::openapi::ReadSourceHeader, description = "`read-model`, or `merged` when the write side filled in orders search does not show yet."),
+        )),
+    ),
+)]
+pub(crate) async fn list_orders(
     State(state): State<AppState>,
     user: CurrentUser,
     headers: HeaderMap,
@@ -157,7 +200,20 @@ async fn list_orders(
 
 /// From the read model once search sees the order; before that the owner gets
 /// it from the write database, so following a 201's `Location` always works.
-async fn get_order(
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    tag = "orders",
+    operation_id = "getOrder",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order: from the read model once search sees it (`visible: true`), before that from the write side (`visible: false`).", body = OrderView, headers(
+            ("X-Read-Source" = crate::web::openapi::ReadSourceHeader, description = "`read-model`, or `write-db` while search does not show it yet."),
+        )),
+        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn get_order(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath(id): ApiPath<Uuid>,
@@ -190,7 +246,18 @@ fn read_source_header(source: ReadSource) -> [(HeaderName, axum::http::HeaderVal
 
 /// The user's counters from the read store (all zero before the first order
 /// is projected).
-async fn get_summary(
+#[utoipa::path(
+    get,
+    path = "/api/summary",
+    tag = "orders",
+    operation_id = "getSummary",
+    responses(
+        (status = 200, description = "The user's counters (all zero before the first order is projected).", body = document::SummaryDocument, headers(
+            ("X-Read-Source" = crate::web::openapi::ReadSourceHeader, description = "`read-model`."),
+        )),
+    ),
+)]
+pub(crate) async fn get_summary(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> AppResult<impl IntoResponse> {

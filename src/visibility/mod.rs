@@ -4,6 +4,7 @@
 //! - `hub` — fans new notices out to this instance's clients
 //! - `notice_buffer` — one user's notices not yet read by all its subscribers
 //! - `sse` — `GET /api/events`, where the notice leaves
+//! - `sse_data` — the JSON `data` of each of its events
 //! - `polling` — `GET /api/orders/{id}/visibility`, the fallback
 //! - `retention` — `sightline prune`: old notices, expired sessions, the inbox
 
@@ -13,6 +14,7 @@ pub mod notice_log;
 pub mod polling;
 pub mod retention;
 pub mod sse;
+pub mod sse_data;
 
 use axum::Router;
 use axum::routing::get;

@@ -20,16 +20,22 @@ use crate::state::AppState;
 
 pub const MAX_WAIT_SECS: u64 = 30;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VisibilityParams {
+    /// Seconds to wait for news (0–30): answered as soon as a notice of the
+    /// order (of `version` or newer, when given) is recorded, or after that
+    /// long with the state then.
+    #[param(minimum = 0, maximum = 30, default = 0)]
     pub wait: Option<u64>,
     /// The version the caller is asking about (e.g. the one its cancel
     /// returned): a long poll waits until a notice of this version or a newer
     /// one is recorded. Without it, any notice of the order answers.
+    #[param(minimum = 1)]
     pub version: Option<i32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Visibility {
     pub id: Uuid,
     /// True once search shows the order (its `order-visible` notice is recorded).
@@ -48,6 +54,21 @@ pub struct Visibility {
 }
 
 #[tracing::instrument(skip(state, user, client, params), fields(user = %user.username))]
+/// Whether search shows the order: `visible` is true exactly when an
+/// `order-visible` notice of it is recorded. The long-polling fallback of
+/// `GET /api/events`.
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}/visibility",
+    tag = "events",
+    operation_id = "getVisibility",
+    params(("id" = Uuid, Path, description = "The order's id."), VisibilityParams),
+    responses(
+        (status = 200, description = "The order's visibility now.", body = Visibility),
+        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::openapi::ErrorBody),
+        (status = 429, description = "`too_many_polls`: too many waiting polls for this user or address (`wait` > 0 only).", body = crate::web::openapi::ErrorBody),
+    ),
+)]
 pub async fn visibility(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -16,11 +16,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt, stream};
-use serde_json::json;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
 use super::notice_log::{self, Cursor, CursorCheck, Notice};
+use super::sse_data;
 use crate::auth::CurrentUser;
 use crate::error::AppResult;
 use crate::http::client_addr::{ClientAddr, limit_key};
@@ -58,34 +58,48 @@ fn frame(event: &str, id: Option<&Cursor>, retry: Option<Duration>, data: &str) 
 /// `order-visible` (or `order-failed`) as an SSE event; its id is the
 /// user's cursor after it.
 pub fn notice_event(notice: &Notice) -> Bytes {
-    let mut data = json!({
-        "id": notice.order_id,
-        "version": notice.order_version,
-        "status": notice.status,
-        "visible_at": notice.visible_at,
-    });
-    if let Some(error) = &notice.error {
-        data["error"] = json!(error);
-        data["failed_at"] = data["visible_at"].take();
-        data.as_object_mut().map(|d| d.remove("visible_at"));
-    }
     frame(
         &notice.kind,
         Some(&notice.cursor()),
         None,
-        &data.to_string(),
+        &sse_data::notice_data(notice),
     )
 }
 
 /// `ready` or `reset`, carrying the cursor the stream continues from.
-fn cursor_event(kind: &str, cursor: &Cursor, reason: Option<&str>) -> Bytes {
-    let mut data = json!({ "cursor": cursor.to_string() });
-    if let Some(reason) = reason {
-        data["reason"] = json!(reason);
-    }
-    frame(kind, Some(cursor), Some(RETRY), &data.to_string())
+fn cursor_event(kind: &str, cursor: &Cursor, reason: Option<&'static str>) -> Bytes {
+    let data = match reason {
+        None => serde_json::to_string(&sse_data::ReadyData::new(cursor)),
+        Some(reason) => serde_json::to_string(&sse_data::ResetData {
+            cursor: cursor.to_string(),
+            reason,
+        }),
+    };
+    frame(
+        kind,
+        Some(cursor),
+        Some(RETRY),
+        &data.expect("event data serialises"),
+    )
 }
 
+/// The user's notices as Server-Sent Events. Each event's `data` is JSON:
+/// `ready` ([`sse_data::ReadyData`]), `reset` ([`sse_data::ResetData`]),
+/// `order-visible` ([`sse_data::OrderVisibleData`]), `order-failed`
+/// ([`sse_data::OrderFailedData`]); `: heartbeat` comment lines keep an idle
+/// stream open. Resume with `Last-Event-ID` (see the README's *Resuming the
+/// event stream*).
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "events",
+    operation_id = "streamEvents",
+    params(("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The `id` of the last event received (opaque): every notice after it is replayed first.")),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`; see `x-sse-events` for each event's `data` schema.", content_type = "text/event-stream", body = String),
+        (status = 429, description = "`too_many_streams`: too many open streams for this user or address.", body = crate::web::openapi::ErrorBody),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user = %user.username))]
 pub async fn events(
     State(state): State<AppState>,
@@ -195,7 +209,11 @@ pub async fn events(
 }
 
 /// `reset`: the client must refetch what it shows; it continues from its head.
-async fn reset(state: &AppState, user_id: Uuid, reason: &str) -> AppResult<(Bytes, Cursor, bool)> {
+async fn reset(
+    state: &AppState,
+    user_id: Uuid,
+    reason: &'static str,
+) -> AppResult<(Bytes, Cursor, bool)> {
     let head = notice_log::stream_head(&state.db, user_id).await?;
     metrics::counter!("sightline_sse_resets_total", "reason" => reason.to_owned()).increment(1);
     Ok((cursor_event("reset", &head, Some(reason)), head, false))

@@ -11,6 +11,15 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// The process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "Alive.", body = crate::web::openapi::Health)),
+    security(()),
+)]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
@@ -18,6 +27,19 @@ pub async fn healthz() -> impl IntoResponse {
 /// 200 while this instance can take writes (PostgreSQL answers). Elasticsearch
 /// being down makes it degraded, not unready: the write path stays in rotation.
 /// Projection lag never changes readiness either (see `monitoring`).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "PostgreSQL answers: `ready`, or `degraded` while Elasticsearch is down (writes still work).", body = crate::web::openapi::Readiness),
+        (status = 503, description = "PostgreSQL does not answer: `unready`.", body = crate::web::openapi::Readiness, headers(
+            ("Retry-After" = u64, description = "Seconds."),
+        )),
+    ),
+    security(()),
+)]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = tokio::time::timeout(
         Duration::from_secs(2),

@@ -3,6 +3,7 @@
 
 pub mod cors;
 pub mod health;
+pub mod openapi;
 pub mod pages;
 pub mod serve;
 pub mod status;
@@ -31,7 +32,8 @@ pub fn app(state: AppState) -> Router {
             .merge(read_side::router())
             .merge(visibility::router())
             .merge(pages::router())
-            .merge(operations(&state)),
+            .merge(operations(&state))
+            .route("/api/openapi.json", get(openapi::serve)),
         state,
     )
 }

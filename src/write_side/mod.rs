@@ -16,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
 use crate::consistency::ConsistencyToken;
@@ -35,10 +36,12 @@ pub fn router() -> Router<AppState> {
 
 /// The answer to a write: the order plus the token that lets the next read
 /// include it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WriteReceipt {
     #[serde(flatten)]
     pub order: OrderView,
+    /// Present it to `GET /api/orders` (`consistency_token=` or
+    /// `X-Consistency-Token`) to see this write even before search does.
     pub consistency_token: String,
 }
 
@@ -58,7 +61,27 @@ impl From<&StoredOrder> for WriteReceipt {
     }
 }
 
-async fn create_order(
+/// Places an order: the order and its event commit in one transaction. The
+/// same `id` again with the same content answers 200 with the order as it is
+/// now (nothing is duplicated); with other content, or another user's id, 409.
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    tag = "orders",
+    operation_id = "placeOrder",
+    request_body = validation::PlaceOrderRequest,
+    responses(
+        (status = 201, description = "Placed; not yet visible to search (`visible: false`).", body = WriteReceipt, headers(
+            ("Location" = String, description = "`/api/orders/{id}`"),
+        )),
+        (status = 200, description = "This `id` was already placed with this content: the order as it is now.", body = WriteReceipt, headers(
+            ("Location" = String, description = "`/api/orders/{id}`"),
+        )),
+        (status = 409, description = "`order_conflict`: the `id` is taken by another order (other content, or another user's).", body = crate::web::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many writes (`WRITE_BURST`, `WRITE_RATE_PER_MIN`); nothing is written.", body = crate::web::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn create_order(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiJson(request): ApiJson<validation::PlaceOrderRequest>,
@@ -78,7 +101,21 @@ async fn create_order(
     ))
 }
 
-async fn cancel(
+/// Cancels an order: the change and its `OrderCancelled` event commit
+/// together. Cancelling twice answers 200 and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/cancel",
+    tag = "orders",
+    operation_id = "cancelOrder",
+    params(("id" = Uuid, Path, description = "The order's id.")),
+    responses(
+        (status = 200, description = "Cancelled (`status: cancelled`, a new `version`).", body = WriteReceipt),
+        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many writes.", body = crate::web::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath(id): ApiPath<Uuid>,

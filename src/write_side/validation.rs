@@ -2,6 +2,7 @@
 //! the transaction commits a `ValidOrder`, the projector copies it.
 
 use serde::Deserialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{AppError, AppResult, FieldError};
@@ -16,21 +17,36 @@ pub const MAX_NOTE_CHARS: usize = 1000;
 
 /// The body of `POST /api/orders` as sent. Numbers are wide so that an out of
 /// range value is a rule broken (422 with its field), not a shape error.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    /// Chosen by the client so a retry cannot place the order twice.
     pub id: Option<Uuid>,
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemRequest>,
+    #[schema(max_length = 1000, pattern = "^[^\\u0000]*$")]
     pub note: Option<String>,
     /// ISO 4217 code; absent means the default currency.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     pub currency: Option<String>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemRequest {
+    /// Not blank, and without U+0000.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+        example = "WIDGET-42"
+    )]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "crate::http::json_integer")]
     pub quantity: i64,
+    #[schema(minimum = 0, maximum = 10_000_000)]
+    #[serde(deserialize_with = "crate::http::json_integer")]
     pub unit_price_cents: i64,
 }
 
@@ -95,6 +111,14 @@ pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
                 format!("SKU must be at most {MAX_SKU_CHARS} characters"),
             );
         }
+        // PostgreSQL text cannot hold U+0000: refused here, not answered 500.
+        if item.sku.contains('\0') {
+            broken(
+                format!("items[{i}].sku"),
+                "invalid",
+                "SKU must not contain the character U+0000".into(),
+            );
+        }
         if !(1..=MAX_QUANTITY).contains(&item.quantity) {
             broken(
                 format!("items[{i}].quantity"),
@@ -124,6 +148,17 @@ pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
                 "Note must be at most {} characters",
                 thousands(MAX_NOTE_CHARS as i64)
             ),
+        );
+    }
+    if request
+        .note
+        .as_ref()
+        .is_some_and(|note| note.contains('\0'))
+    {
+        broken(
+            "note".into(),
+            "invalid",
+            "Note must not contain the character U+0000".into(),
         );
     }
     if !errors.is_empty() {

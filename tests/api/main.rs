@@ -6,8 +6,10 @@ use sightline_test_support as helpers;
 
 mod auth_api;
 mod browser;
+mod contract;
 mod cors;
 mod dead_letters;
+mod e2e_recipe;
 mod errors_api;
 mod es_faults;
 mod events_api;
@@ -18,6 +20,7 @@ mod login_limits;
 mod long_polls;
 mod many_pending;
 mod operations;
+mod operators;
 mod orders_api;
 mod outbox_retry;
 mod pages_without_browser;
@@ -28,6 +31,7 @@ mod sessions;
 mod smoke;
 mod sse_clients;
 mod stress;
+mod typed_client;
 
 // Tests that prove the promise by driving the real code (issue 9).
 mod binary;

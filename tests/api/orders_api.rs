@@ -635,7 +635,6 @@ async fn bad_list_parameters_are_400() {
         ("cursor=garbage!", "bad_cursor"),
         ("cursor=Z2FyYmFnZQ", "bad_cursor"),
         ("consistency_token=garbage", "bad_consistency_token"),
-        ("consistency_token=", "bad_consistency_token"),
     ] {
         let response = app
             .get(&user, &format!("/api/orders?{query}"))
@@ -652,8 +651,10 @@ async fn bad_list_parameters_are_400() {
         .unwrap();
     assert_error(response, StatusCode::BAD_REQUEST, "bad_consistency_token").await;
 
-    // The limits themselves are fine.
-    for query in ["limit=1", "limit=100"] {
+    // The limits themselves are fine, and an empty cursor or token is none
+    // (`?cursor=` from a template with nothing to fill in; Schemathesis
+    // sends them as valid strings).
+    for query in ["limit=1", "limit=100", "cursor=", "consistency_token="] {
         let (source, _) = app.list(&user, &format!("/api/orders?{query}")).await;
         assert_eq!(source, "read-model");
     }

@@ -1,0 +1,232 @@
+//! What operators build on, checked by their own tools and against the real
+//! server: the Prometheus rules (`promtool`), the Grafana dashboard, and the
+//! README's configuration table against `sightline serve --help`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{WAIT, spawn_app_with, test_settings};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Runs promtool in `ops/prometheus`; its output on failure.
+fn promtool(args: &[&str]) {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(repo("ops/prometheus"))
+        .output()
+        .expect("promtool is needed for this test (scripts/tools installs Debian's `prometheus`)");
+    assert!(
+        output.status.success(),
+        "promtool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn alerting_rules_are_valid_and_each_alert_fires_on_a_synthetic_series() {
+    promtool(&["check", "rules", "alerts.yml"]);
+    promtool(&["test", "rules", "alerts.test.yml"]);
+
+    // Every alert has a unit test that expects it to fire.
+    let rules = read("ops/prometheus/alerts.yml");
+    let tests = read("ops/prometheus/alerts.test.yml");
+    for line in rules.lines() {
+        if let Some(name) = line.trim().strip_prefix("- alert: ") {
+            assert!(
+                tests.contains(&format!(
+                    "alertname: {name}\n    exp_alerts:\n    - exp_labels"
+                )),
+                "alert {name} has no test in alerts.test.yml that expects it to fire"
+            );
+        }
+    }
+}
+
+/// `sightline_…` names in PromQL expressions.
+fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("sightline_") {
+        let start = i + at;
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = expr[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(expr.len(), |n| start + n);
+        if boundary {
+            into.insert(expr[start..end].to_owned());
+        }
+        i = end;
+    }
+}
+
+fn dashboard_exprs(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", Value::String(s)) => into.push(s.clone()),
+                    ("query" | "definition", Value::String(s)) => into.push(s.clone()),
+                    _ => dashboard_exprs(v, into),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dashboard_exprs(v, into)),
+        _ => {}
+    }
+}
+
+/// A rule or panel over a metric that does not exist shows nothing and never
+/// fires: every name they use must be in `/metrics` of a real app that has
+/// done what an operator's instance does (orders, a stream, a refused stream).
+#[tokio::test]
+async fn every_metric_in_the_rules_and_the_dashboard_is_exported() {
+    let mut names = BTreeSet::new();
+    for line in read("ops/prometheus/alerts.yml").lines() {
+        if let Some(expr) = line.trim().strip_prefix("expr:") {
+            metric_names(expr, &mut names);
+        }
+    }
+    let rule_names = names.len();
+    let dashboard: Value = serde_json::from_str(&read("ops/grafana/sightline.json"))
+        .expect("ops/grafana/sightline.json is JSON");
+    let mut exprs = vec![];
+    dashboard_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "the dashboard has no queries? {exprs:?}");
+    for expr in &exprs {
+        metric_names(expr, &mut names);
+    }
+    assert!(rule_names >= 6 && names.len() > rule_names, "{names:?}");
+
+    let mut settings = test_settings().await;
+    settings.max_streams_per_user = 1;
+    let app = spawn_app_with(settings).await;
+    let user = app.new_user().await;
+    let (_events, _) = app.open_events_ready(&user).await;
+    let refused = app.get(&user, "/api/events").send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let order = app.place_simple_order(&user, "OPS-METRICS").await;
+    app.wait_until_visible(&user, order["id"].as_str().unwrap())
+        .await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let exported: BTreeSet<String> = loop {
+        let text = app.metrics_text().await;
+        let exported: BTreeSet<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| l.split(['{', ' ']).next().unwrap().to_owned())
+            .collect();
+        // The sampled gauges appear with the lag monitor's first sample.
+        if names.iter().all(|n| exported.contains(n)) || tokio::time::Instant::now() > deadline {
+            break exported;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let missing: Vec<_> = names.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "named in ops/ but not in /metrics: {missing:?}"
+    );
+}
+
+/// `[env: NAME=…]` of every setting `sightline serve --help` lists.
+fn help_settings() -> BTreeSet<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    let found: BTreeSet<String> = help
+        .split("[env: ")
+        .skip(1)
+        .map(|rest| rest.split(['=', ']']).next().unwrap().to_owned())
+        .collect();
+    assert!(found.len() > 20, "no settings in --help? {help}");
+    found
+}
+
+/// Backquoted `NAMES` in the first column of the README's configuration tables.
+fn readme_settings() -> BTreeSet<String> {
+    let readme = read("README.md");
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .expect("README has a Configuration section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut names = BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap();
+        for quoted in first.split('`').skip(1).step_by(2) {
+            let name = quoted.split('=').next().unwrap();
+            if name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Settings the scripts read (`${SIGHTLINE_…:-…}` in scripts/).
+fn script_settings() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(repo("scripts")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("SIGHTLINE_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
+/// No setting is undocumented, and the table names none that does not exist.
+#[test]
+fn the_readme_documents_every_setting_of_serve_and_the_scripts() {
+    let help = help_settings();
+    let scripts = script_settings();
+    let readme = readme_settings();
+    assert!(scripts.contains("SIGHTLINE_PG_PORT"), "{scripts:?}");
+
+    let undocumented: Vec<_> = help
+        .union(&scripts)
+        .filter(|n| !readme.contains(*n))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "settings missing from README's Configuration tables: {undocumented:?}"
+    );
+    // Read by the logger, not by clap.
+    let logging = ["RUST_LOG", "LOG_FORMAT"];
+    let unknown: Vec<_> = readme
+        .iter()
+        .filter(|n| !help.contains(*n) && !scripts.contains(*n) && !logging.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "README's Configuration tables name settings nothing reads: {unknown:?}"
+    );
+}
