@@ -27,7 +27,8 @@ pub struct NewEvent {
     pub payload: Value,
 }
 
-#[derive(sqlx::FromRow, Clone, Debug)]
+/// Serialisable: a distributed bus carries it as it is (JSON).
+#[derive(sqlx::FromRow, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct OutboxEvent {
     pub id: i64,
     pub event_id: Uuid,
@@ -77,7 +78,8 @@ pub async fn claim_batch(
     limit: i64,
 ) -> sqlx::Result<Vec<OutboxEvent>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND NOT parked
+        "SELECT {COLUMNS} FROM outbox
+         WHERE published_at IS NULL AND relayed_at IS NULL AND NOT parked
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(limit)
@@ -156,6 +158,29 @@ pub async fn mark_published(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> 
     Ok(())
 }
 
+/// Records that a distributed bus has durably taken these events (its
+/// acknowledgement): the relay no longer claims them; the projector marks
+/// them published once they are searchable (see the migration adding
+/// `relayed_at`).
+pub async fn mark_relayed(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE outbox SET relayed_at = clock_timestamp() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// [`mark_published`] in a transaction of its own: for the projector of a
+/// distributed bus, which holds no claim.
+pub async fn mark_projected(db: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    mark_published(&mut tx, ids).await?;
+    tx.commit().await
+}
+
 /// Moves a poison event out of the relay's way, into the dead-letter table.
 pub async fn park(tx: &mut Transaction<'_, Postgres>, id: i64, error: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE outbox SET parked = true WHERE id = $1")
@@ -230,8 +255,9 @@ pub async fn dead_letters(db: &sqlx::PgPool) -> sqlx::Result<Vec<DeadLetter>> {
 /// parks it again (with one more attempt counted).
 pub async fn retry(db: &sqlx::PgPool, id: i64) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
+    // A distributed bus gets it again from the relay (`relayed_at` cleared).
     let found = sqlx::query(
-        "UPDATE outbox SET parked = false
+        "UPDATE outbox SET parked = false, relayed_at = NULL
          WHERE id = $1 AND parked AND EXISTS (SELECT 1 FROM dead_letters WHERE outbox_id = $1)",
     )
     .bind(id)

@@ -17,6 +17,7 @@ mod limits;
 mod login_limits;
 mod long_polls;
 mod many_pending;
+mod nats_bus;
 mod operations;
 mod orders_api;
 mod outbox_retry;

@@ -1,0 +1,321 @@
+//! The projectors' side of the NATS bus: any number of processes share one
+//! durable pull consumer; each takes what is there in batches and runs it
+//! through the same [`Projector`] as the in-process bus (bulk write,
+//! refresh, notices), and acknowledges an event only once that returned it
+//! as taken or parked.
+//!
+//! - A crash before the ack: the server delivers the events again after
+//!   `ack_wait` (to any projector); the projection is idempotent.
+//! - A long batch (Elasticsearch slow or down) sends progress acks, so its
+//!   events are not handed to another projector meanwhile; a passing
+//!   failure is retried here with backoff and never counts as a delivery.
+//! - An event delivered `NATS_MAX_DELIVER` times without an ack (projectors
+//!   died or hung on it) is parked in `dead_letters` with the bus's reason
+//!   and its owner gets `order-failed`, as for any dead letter.
+//!
+//! Projected events are marked published in the outbox here (the relay only
+//! marked them relayed), so "published" keeps meaning "searchable, notice
+//! recorded" for every reader of the outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{self, AckKind, Message};
+use futures::{FutureExt, StreamExt};
+use rand::Rng;
+use sqlx::PgPool;
+
+use crate::bus::failure_kind;
+use crate::bus::nats::{Names, consumer_config, ensure_stream};
+use crate::monitoring::{BATCH_FAILURES, PipelineStats};
+use crate::outbox::{self, OutboxEvent};
+use crate::projector::Projector;
+use crate::shutdown::Shutdown;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct NatsConsumer {
+    js: jetstream::Context,
+    names: Names,
+    projector: Projector,
+    db: PgPool,
+    batch_size: usize,
+    max_deliver: i64,
+    /// This process's last batch and current failure, for `/status`.
+    stats: Arc<PipelineStats>,
+}
+
+impl NatsConsumer {
+    pub fn new(
+        js: jetstream::Context,
+        names: Names,
+        projector: Projector,
+        db: PgPool,
+        batch_size: usize,
+        max_deliver: i64,
+        stats: Arc<PipelineStats>,
+    ) -> Self {
+        Self {
+            js,
+            names,
+            projector,
+            db,
+            batch_size: batch_size.max(1),
+            max_deliver,
+            stats,
+        }
+    }
+
+    /// Consumes until shutdown. The batch in hand is finished (or handed
+    /// back to the server) first.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let mut failures = 0u32;
+        while !shutdown.is_shutdown() {
+            let mut messages = match self.subscribe().await {
+                Ok(messages) => messages,
+                Err(e) => {
+                    failures += 1;
+                    let error = format!("{e:#}");
+                    tracing::warn!(%error, "cannot reach the projectors' NATS consumer");
+                    self.stats
+                        .record_failure("nats_unavailable".to_owned(), error);
+                    tokio::select! {
+                        _ = shutdown.recv() => {}
+                        _ = tokio::time::sleep(backoff(failures)) => {}
+                    }
+                    continue;
+                }
+            };
+            failures = 0;
+            loop {
+                let first = tokio::select! {
+                    _ = shutdown.recv() => break,
+                    next = messages.next() => next,
+                };
+                let mut batch = Vec::new();
+                match first {
+                    None => break,
+                    Some(Ok(message)) => batch.push(message),
+                    // Missed heartbeats and the like: the stream goes on.
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "NATS consumer stream");
+                        continue;
+                    }
+                }
+                // Whatever else has arrived already joins this batch.
+                while batch.len() < self.batch_size {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(message))) => batch.push(message),
+                        _ => break,
+                    }
+                }
+                self.handle(batch, &mut shutdown).await;
+            }
+        }
+        tracing::info!("projector (NATS consumer) stopped");
+    }
+
+    async fn subscribe(&self) -> anyhow::Result<jetstream::consumer::pull::Stream> {
+        let stream = ensure_stream(&self.js, &self.names).await?;
+        let consumer: PullConsumer = stream
+            .get_or_create_consumer(&self.names.consumer, consumer_config(&self.names))
+            .await
+            .with_context(|| {
+                format!("Failed to create or find consumer {}", self.names.consumer)
+            })?;
+        consumer
+            .stream()
+            .max_messages_per_batch(self.batch_size)
+            .messages()
+            .await
+            .context("Failed to pull from the consumer")
+    }
+
+    /// One batch: parks what the bus gave up on, projects the rest until it
+    /// is all taken or parked, acknowledging as it goes.
+    #[tracing::instrument(skip_all, fields(messages = batch.len()))]
+    async fn handle(&self, batch: Vec<Message>, shutdown: &mut Shutdown) {
+        let mut pending: Vec<(OutboxEvent, Message)> = Vec::with_capacity(batch.len());
+        let mut given_up = Vec::new();
+        for message in batch {
+            let delivered = message.info().map_or(1, |info| info.delivered);
+            match serde_json::from_slice::<OutboxEvent>(&message.payload) {
+                Ok(event) if delivered >= self.max_deliver => {
+                    given_up.push((event, message, delivered));
+                }
+                Ok(event) => pending.push((event, message)),
+                Err(e) => {
+                    // Not ours to project (nothing of the outbox): never again.
+                    tracing::error!(error = %e, subject = %message.subject, "not an outbox event: terminated");
+                    let _ = message.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+        if !given_up.is_empty() {
+            self.give_up(given_up).await;
+        }
+
+        let mut failures = 0u32;
+        while !pending.is_empty() {
+            let events: Vec<OutboxEvent> = pending.iter().map(|(e, _)| e.clone()).collect();
+            let messages: Vec<&Message> = pending.iter().map(|(_, m)| m).collect();
+            let outcome = with_progress(&messages, self.names.ack_wait, async {
+                let delivery = self.projector.project(&events).await?;
+                // Searchable with notices recorded: published, in the
+                // outbox's sense (read-your-writes and `/status` rely on it).
+                outbox::mark_projected(&self.db, &delivery.taken)
+                    .await
+                    .context("Failed to mark events published")?;
+                if !delivery.parked.is_empty() {
+                    // `project` recorded their `order-failed` notices.
+                    park(&self.db, &delivery.parked).await?;
+                    metrics::counter!("sightline_dead_letters_total")
+                        .increment(delivery.parked.len() as u64);
+                }
+                Ok::<_, anyhow::Error>(delivery)
+            })
+            .await;
+            match outcome {
+                Ok(delivery) => {
+                    let done: Vec<i64> = delivery
+                        .taken
+                        .iter()
+                        .chain(delivery.parked.iter().map(|(id, _)| id))
+                        .copied()
+                        .collect();
+                    let mut left = Vec::with_capacity(delivery.retry.len());
+                    for (event, message) in pending {
+                        if done.contains(&event.id) {
+                            // Lost acks only mean a harmless redelivery.
+                            if let Err(e) = message.ack().await {
+                                tracing::warn!(error = %e, outbox_id = event.id, "ack failed");
+                            }
+                        } else {
+                            left.push((event, message));
+                        }
+                    }
+                    pending = left;
+                    self.stats.record_batch(done.len());
+                    metrics::counter!("sightline_bus_events_projected_total")
+                        .increment(delivery.taken.len() as u64);
+                    match delivery.retry.first() {
+                        None => {
+                            self.stats.record_success();
+                            continue;
+                        }
+                        Some((_, failure)) => {
+                            self.record_failure(failure.kind.clone(), failure.to_string())
+                        }
+                    }
+                }
+                Err(e) => self.record_failure(failure_kind(&e), format!("{e:#}")),
+            }
+            // A passing failure: keep the batch (the server does not hand it
+            // to anyone else meanwhile) and try again after a backoff.
+            failures += 1;
+            let delay = backoff(failures);
+            let messages: Vec<&Message> = pending.iter().map(|(_, m)| m).collect();
+            let stopped = with_progress(&messages, self.names.ack_wait, async {
+                tokio::select! {
+                    _ = shutdown.recv() => true,
+                    _ = tokio::time::sleep(delay) => false,
+                }
+            })
+            .await;
+            if stopped {
+                // Handed back: another projector takes them at once.
+                for (_, message) in &pending {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+                return;
+            }
+        }
+    }
+
+    fn record_failure(&self, kind: String, error: String) {
+        tracing::warn!(%error, %kind, "projector batch failed");
+        metrics::counter!(BATCH_FAILURES, "kind" => kind.clone()).increment(1);
+        self.stats.record_failure(kind, error);
+    }
+
+    /// Events delivered `max_deliver` times without an ack: parked with the
+    /// bus's reason, their owners told, then acknowledged. If that fails
+    /// they come again (still over the limit) and are parked then.
+    async fn give_up(&self, given_up: Vec<(OutboxEvent, Message, i64)>) {
+        let parked: Vec<(i64, String)> = given_up
+            .iter()
+            .map(|(event, _, delivered)| {
+                (
+                    event.id,
+                    format!(
+                        "the bus delivered it {delivered} times without an acknowledgement (NATS consumer {}, NATS_MAX_DELIVER={}): projectors crashed or timed out on it",
+                        self.names.consumer, self.max_deliver
+                    ),
+                )
+            })
+            .collect();
+        let events: Vec<(&OutboxEvent, &str)> = given_up
+            .iter()
+            .zip(&parked)
+            .map(|((event, _, _), (_, reason))| (event, reason.as_str()))
+            .collect();
+        let result = async {
+            self.projector.record_failed(&events).await?;
+            park(&self.db, &parked).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                for ((event, message, _), (_, reason)) in given_up.iter().zip(&parked) {
+                    tracing::error!(outbox_id = event.id, %reason, "event dead-lettered");
+                    let _ = message.ack().await;
+                }
+                metrics::counter!("sightline_dead_letters_total").increment(parked.len() as u64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot park events the bus gave up on")
+            }
+        }
+    }
+}
+
+/// Parks events in the dead-letter table, in one transaction.
+async fn park(db: &PgPool, parked: &[(i64, String)]) -> anyhow::Result<()> {
+    let mut tx = db.begin().await.context("Failed to begin parking")?;
+    for (id, reason) in parked {
+        outbox::park(&mut tx, *id, reason)
+            .await
+            .context("Failed to park a dead letter")?;
+    }
+    tx.commit().await.context("Failed to commit parking")
+}
+
+/// Runs `work`, telling the server every third of `ack_wait` that these
+/// messages are still being worked on, so none is redelivered meanwhile.
+async fn with_progress<T>(
+    messages: &[&Message],
+    ack_wait: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                for message in messages {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter, capped (as the relay's).
+fn backoff(failures: u32) -> Duration {
+    let ceiling = (100u64 << failures.min(10)).min(MAX_BACKOFF.as_millis() as u64);
+    Duration::from_millis(rand::rng().random_range(0..=ceiling))
+}

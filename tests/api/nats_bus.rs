@@ -1,0 +1,138 @@
+//! `BUS=nats` end to end on the real three-node cluster: a web + relay
+//! instance publishes, projector-only instances consume the shared durable
+//! consumer. The relay and the projectors really are apart: with no
+//! projector running, published events wait in the stream (and nothing is
+//! searchable); once projectors start, each order becomes visible with one
+//! notice, and the stream holds each event once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sightline::config::Role;
+
+use crate::helpers::nats::{TestStream, nats_settings, stream_state};
+use crate::helpers::{
+    WAIT, metric_value, order_ids, spawn_app_with, spawn_instance, test_settings, visible_id,
+};
+
+const ORDERS: usize = 12;
+
+#[tokio::test]
+async fn relay_and_projectors_in_separate_instances_deliver_every_order_once() {
+    let settings = nats_settings(test_settings().await);
+    let _stream = TestStream(settings.clone());
+    let with_roles = |roles: Vec<Role>| {
+        let mut s = settings.clone();
+        s.roles = roles;
+        s
+    };
+    let web = spawn_app_with(with_roles(vec![Role::Web, Role::Relay])).await;
+    let user = web.new_user().await;
+    let (mut events, _) = web.open_events_ready(&user).await;
+
+    // No projector yet: the relay publishes and marks the event relayed
+    // (not published: nothing made it searchable), the stream keeps it.
+    let first = web.place_simple_order(&user, "BEFORE-PROJECTORS").await;
+    let token = first["consistency_token"].as_str().unwrap().to_owned();
+    let first = first["id"].as_str().unwrap().to_owned();
+    tokio::time::timeout(WAIT, async {
+        while web
+            .count("SELECT count(*) FROM outbox WHERE relayed_at IS NULL")
+            .await
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the relay never marked the event relayed");
+    assert_eq!(stream_state(&settings).await.messages, 1);
+    assert_eq!(
+        web.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
+        1
+    );
+    assert!(
+        !web.visibility(&user, &first).await,
+        "nothing is searchable before a projector runs"
+    );
+    // The user's own read still shows it (read-your-writes from the write side).
+    let (source, list) = web
+        .list(&user, &format!("/api/orders?consistency_token={token}"))
+        .await;
+    assert!(order_ids(&list).contains(&first), "{source}: {list}");
+
+    // Two projector processes' worth of consumers on the same durable.
+    let _projector1 = spawn_instance(with_roles(vec![Role::Projector])).await;
+    let _projector2 = spawn_instance(with_roles(vec![Role::Projector])).await;
+    let mut placed = vec![first];
+    for n in 1..ORDERS {
+        let order = web.place_simple_order(&user, &format!("NATS-{n}")).await;
+        placed.push(order["id"].as_str().unwrap().to_owned());
+    }
+
+    // Every order announced once; listed when announced.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    tokio::time::timeout(WAIT, async {
+        while seen.len() < ORDERS {
+            let notice = events.next_order_visible().await;
+            let id = visible_id(&notice);
+            *seen.entry(id.clone()).or_default() += 1;
+            let (_, list) = web.list(&user, "/api/orders").await;
+            assert!(
+                order_ids(&list).contains(&id),
+                "announced {id} is not listed"
+            );
+        }
+    })
+    .await
+    .expect("not every order was announced");
+    for id in &placed {
+        assert_eq!(seen.get(id), Some(&1), "order {id}: one notice");
+    }
+    assert_eq!(
+        web.count("SELECT count(*) FROM notices WHERE kind = 'order-visible'")
+            .await,
+        ORDERS as i64
+    );
+
+    // The stream holds each event once; the consumer has nothing left.
+    let state = tokio::time::timeout(WAIT, async {
+        loop {
+            let state = stream_state(&settings).await;
+            if state.pending == 0 && state.ack_pending == 0 {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the consumer never drained");
+    assert_eq!(state.messages, ORDERS as u64);
+    assert_eq!(
+        web.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
+        0,
+        "the projectors mark what they made searchable published"
+    );
+
+    // /metrics shows the bus (sampled every 2 s).
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let metrics = web.metrics_text().await;
+            if metric_value(&metrics, "sightline_bus_stream_messages") == Some(ORDERS as f64)
+                && metric_value(&metrics, "sightline_bus_consumer_pending") == Some(0.0)
+            {
+                assert!(
+                    metric_value(&metrics, "sightline_bus_node_up{node=\"sightline-nats-1\"}")
+                        == Some(1.0),
+                    "{metrics}"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("/metrics never showed the bus");
+}
