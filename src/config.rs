@@ -436,10 +436,11 @@ impl Settings {
             0
         };
         let hub = if self.runs(Role::Web) { 2 } else { 0 };
-        // With NATS the projector runs apart from the relay: its statement
-        // of the moment and the transaction that parks dead letters.
+        // With NATS the projector runs apart from the relay: the batch's
+        // share of the rebuild lock, its statement of the moment and the
+        // transaction that parks dead letters or marks it published.
         let projector = if self.bus == BusKind::Nats && self.runs(Role::Projector) {
-            2
+            3
         } else {
             0
         };

@@ -29,6 +29,7 @@ use sqlx::PgPool;
 
 use crate::bus::failure_kind;
 use crate::bus::nats::{Names, consumer_config, ensure_stream};
+use crate::locks;
 use crate::monitoring::{BATCH_FAILURES, PipelineStats};
 use crate::outbox::{self, OutboxEvent};
 use crate::projector::Projector;
@@ -162,6 +163,18 @@ impl NatsConsumer {
             let events: Vec<OutboxEvent> = pending.iter().map(|(e, _)| e.clone()).collect();
             let messages: Vec<&Message> = pending.iter().map(|(_, m)| m).collect();
             let outcome = with_progress(&messages, self.names.ack_wait, async {
+                // A batch in flight holds off a rebuild's swap, as a relay
+                // batch does (see `locks::REBUILD`).
+                let mut rebuild_guard = self
+                    .db
+                    .begin()
+                    .await
+                    .context("Failed to begin the batch's transaction")?;
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                    .bind(locks::REBUILD)
+                    .execute(&mut *rebuild_guard)
+                    .await
+                    .context("Failed to take the batch's share of the rebuild lock")?;
                 let delivery = self.projector.project(&events).await?;
                 // Searchable with notices recorded: published, in the
                 // outbox's sense (read-your-writes and `/status` rely on it).
@@ -174,6 +187,10 @@ impl NatsConsumer {
                     metrics::counter!("sightline_dead_letters_total")
                         .increment(delivery.parked.len() as u64);
                 }
+                rebuild_guard
+                    .commit()
+                    .await
+                    .context("Failed to end the batch's transaction")?;
                 Ok::<_, anyhow::Error>(delivery)
             })
             .await;

@@ -135,4 +135,14 @@ async fn relay_and_projectors_in_separate_instances_deliver_every_order_once() {
     })
     .await
     .expect("/metrics never showed the bus");
+    let status = web
+        .http
+        .get(web.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(status.contains("NATS: 3/3 nodes up"), "{status}");
 }
