@@ -15,5 +15,6 @@ use sightline_test_support as helpers;
 mod services;
 
 mod elasticsearch_down;
+mod nats;
 mod postgres_restart;
 mod sigkill;

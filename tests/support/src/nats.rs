@@ -43,10 +43,15 @@ pub struct StreamState {
 pub async fn stream_state(settings: &Settings) -> StreamState {
     let js = jetstream(settings).await;
     let names = Names::from_settings(settings);
-    let mut stream = js
-        .get_stream(&names.stream)
-        .await
-        .expect("the test's stream exists");
+    // Not there yet: nothing published yet.
+    let Ok(mut stream) = js.get_stream(&names.stream).await else {
+        return StreamState {
+            messages: 0,
+            pending: 0,
+            ack_pending: 0,
+            redelivered: 0,
+        };
+    };
     let messages = stream.info().await.expect("stream info").state.messages;
     let (pending, ack_pending, redelivered) = match stream
         .get_consumer::<jetstream::consumer::pull::Config>(&names.consumer)
