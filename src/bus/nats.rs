@@ -275,17 +275,16 @@ pub async fn look(js: &jetstream::Context, names: &Names) -> BusLook {
         }
         Err(e) => look.error = Some(format!("stream {}: {e}", names.stream)),
     }
-    match stream.get_consumer::<pull::Config>(&names.consumer).await {
-        Ok(mut consumer) => match consumer.info().await {
+    // No consumer yet (no projector has started): nothing pending anywhere.
+    if let Ok(mut consumer) = stream.get_consumer::<pull::Config>(&names.consumer).await {
+        match consumer.info().await {
             Ok(info) => {
                 look.consumer_pending = info.num_pending;
                 look.consumer_ack_pending = info.num_ack_pending as u64;
                 look.redelivered = info.num_redelivered as u64;
             }
             Err(e) => look.error = Some(format!("consumer {}: {e}", names.consumer)),
-        },
-        // No projector has created it yet: nothing pending anywhere.
-        Err(_) => {}
+        }
     }
     look
 }
