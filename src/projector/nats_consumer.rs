@@ -74,7 +74,7 @@ impl NatsConsumer {
     pub async fn run(self, mut shutdown: Shutdown) {
         let mut failures = 0u32;
         while !shutdown.is_shutdown() {
-            let mut messages = match self.subscribe().await {
+            let messages = match self.subscribe().await {
                 Ok(messages) => messages,
                 Err(e) => {
                     failures += 1;
@@ -90,29 +90,18 @@ impl NatsConsumer {
                 }
             };
             failures = 0;
-            loop {
-                let first = tokio::select! {
-                    _ = shutdown.recv() => break,
-                    next = messages.next() => next,
-                };
-                let mut batch = Vec::new();
-                match first {
-                    None => break,
-                    Some(Ok(message)) => batch.push(message),
-                    // Missed heartbeats and the like: the stream goes on.
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "NATS consumer stream");
-                        continue;
-                    }
-                }
-                // Whatever else has arrived already joins this batch.
-                while batch.len() < self.batch_size {
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(message))) => batch.push(message),
-                        _ => break,
-                    }
-                }
-                self.handle(batch, &mut shutdown).await;
+            let mut arrivals = Arrivals {
+                stream: messages,
+                held: Vec::new(),
+                ended: false,
+            };
+            while let Some(batch) = arrivals.next_batch(self.batch_size, &mut shutdown).await {
+                self.handle(batch, &mut arrivals, &mut shutdown).await;
+            }
+            // Stopping (or the stream ended): what arrived and was not
+            // begun goes back at once, for another projector.
+            for message in arrivals.held.drain(..) {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
             }
         }
         tracing::info!("projector (NATS consumer) stopped");
@@ -137,7 +126,7 @@ impl NatsConsumer {
     /// One batch: parks what the bus gave up on, projects the rest until it
     /// is all taken or parked, acknowledging as it goes.
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
-    async fn handle(&self, batch: Vec<Message>, shutdown: &mut Shutdown) {
+    async fn handle(&self, batch: Vec<Message>, arrivals: &mut Arrivals, shutdown: &mut Shutdown) {
         let mut pending: Vec<(OutboxEvent, Message)> = Vec::with_capacity(batch.len());
         let mut given_up = Vec::new();
         for message in batch {
@@ -162,38 +151,39 @@ impl NatsConsumer {
         while !pending.is_empty() {
             let events: Vec<OutboxEvent> = pending.iter().map(|(e, _)| e.clone()).collect();
             let messages: Vec<&Message> = pending.iter().map(|(_, m)| m).collect();
-            let outcome = with_progress(&messages, self.names.ack_wait, async {
-                // A batch in flight holds off a rebuild's swap, as a relay
-                // batch does (see `locks::REBUILD`).
-                let mut rebuild_guard = self
-                    .db
-                    .begin()
-                    .await
-                    .context("Failed to begin the batch's transaction")?;
-                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                    .bind(locks::REBUILD)
-                    .execute(&mut *rebuild_guard)
-                    .await
-                    .context("Failed to take the batch's share of the rebuild lock")?;
-                let delivery = self.projector.project(&events).await?;
-                // Searchable with notices recorded: published, in the
-                // outbox's sense (read-your-writes and `/status` rely on it).
-                outbox::mark_projected(&self.db, &delivery.taken)
-                    .await
-                    .context("Failed to mark events published")?;
-                if !delivery.parked.is_empty() {
-                    // `project` recorded their `order-failed` notices.
-                    park(&self.db, &delivery.parked).await?;
-                    metrics::counter!("sightline_dead_letters_total")
-                        .increment(delivery.parked.len() as u64);
-                }
-                rebuild_guard
-                    .commit()
-                    .await
-                    .context("Failed to end the batch's transaction")?;
-                Ok::<_, anyhow::Error>(delivery)
-            })
-            .await;
+            let outcome = arrivals
+                .meanwhile(&messages, self.names.ack_wait, async {
+                    // A batch in flight holds off a rebuild's swap, as a relay
+                    // batch does (see `locks::REBUILD`).
+                    let mut rebuild_guard = self
+                        .db
+                        .begin()
+                        .await
+                        .context("Failed to begin the batch's transaction")?;
+                    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                        .bind(locks::REBUILD)
+                        .execute(&mut *rebuild_guard)
+                        .await
+                        .context("Failed to take the batch's share of the rebuild lock")?;
+                    let delivery = self.projector.project(&events).await?;
+                    // Searchable with notices recorded: published, in the
+                    // outbox's sense (read-your-writes and `/status` rely on it).
+                    outbox::mark_projected(&self.db, &delivery.taken)
+                        .await
+                        .context("Failed to mark events published")?;
+                    if !delivery.parked.is_empty() {
+                        // `project` recorded their `order-failed` notices.
+                        park(&self.db, &delivery.parked).await?;
+                        metrics::counter!("sightline_dead_letters_total")
+                            .increment(delivery.parked.len() as u64);
+                    }
+                    rebuild_guard
+                        .commit()
+                        .await
+                        .context("Failed to end the batch's transaction")?;
+                    Ok::<_, anyhow::Error>(delivery)
+                })
+                .await;
             match outcome {
                 Ok(delivery) => {
                     let done: Vec<i64> = delivery
@@ -234,13 +224,14 @@ impl NatsConsumer {
             failures += 1;
             let delay = backoff(failures);
             let messages: Vec<&Message> = pending.iter().map(|(_, m)| m).collect();
-            let stopped = with_progress(&messages, self.names.ack_wait, async {
-                tokio::select! {
-                    _ = shutdown.recv() => true,
-                    _ = tokio::time::sleep(delay) => false,
-                }
-            })
-            .await;
+            let stopped = arrivals
+                .meanwhile(&messages, self.names.ack_wait, async {
+                    tokio::select! {
+                        _ = shutdown.recv() => true,
+                        _ = tokio::time::sleep(delay) => false,
+                    }
+                })
+                .await;
             if stopped {
                 // Handed back: another projector takes them at once.
                 for (_, message) in &pending {
@@ -309,23 +300,80 @@ async fn park(db: &PgPool, parked: &[(i64, String)]) -> anyhow::Result<()> {
     tx.commit().await.context("Failed to commit parking")
 }
 
-/// Runs `work`, telling the server every third of `ack_wait` that these
-/// messages are still being worked on, so none is redelivered meanwhile.
-async fn with_progress<T>(
-    messages: &[&Message],
-    ack_wait: Duration,
-    work: impl Future<Output = T>,
-) -> T {
-    let mut work = std::pin::pin!(work);
-    let every = (ack_wait / 3).max(Duration::from_millis(100));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            done = &mut work => return done,
-            _ = ticks.tick() => {
-                for message in messages {
-                    let _ = message.ack_with(AckKind::Progress).await;
+/// The consumer's message stream, and what arrived from it while a batch
+/// was in hand. The server counts a message delivered once it is sent to
+/// this process, whether or not the batch in hand lets it be looked at: so
+/// arrivals are taken off the stream meanwhile and kept alive with progress
+/// acks, or a long outage would redeliver them again and again until they
+/// reached `NATS_MAX_DELIVER` and were parked (at most `max_ack_pending`
+/// are ever held).
+struct Arrivals {
+    stream: jetstream::consumer::pull::Stream,
+    held: Vec<Message>,
+    ended: bool,
+}
+
+impl Arrivals {
+    /// The next batch: what is held first, then whatever else is there
+    /// already; waits for one message when there is none. `None` on
+    /// shutdown or when the stream ends.
+    async fn next_batch(&mut self, max: usize, shutdown: &mut Shutdown) -> Option<Vec<Message>> {
+        if self.held.is_empty() {
+            loop {
+                if self.ended {
+                    return None;
                 }
+                let next = tokio::select! {
+                    _ = shutdown.recv() => return None,
+                    next = self.stream.next() => next,
+                };
+                match next {
+                    None => self.ended = true,
+                    Some(Ok(message)) => {
+                        self.held.push(message);
+                        break;
+                    }
+                    // Missed heartbeats and the like: the stream goes on.
+                    Some(Err(e)) => tracing::debug!(error = %e, "NATS consumer stream"),
+                }
+            }
+        }
+        while self.held.len() < max && !self.ended {
+            match self.stream.next().now_or_never() {
+                Some(Some(Ok(message))) => self.held.push(message),
+                Some(None) => self.ended = true,
+                _ => break,
+            }
+        }
+        let take = self.held.len().min(max);
+        Some(self.held.drain(..take).collect())
+    }
+
+    /// Runs `work`, meanwhile taking arrivals into `held` and telling the
+    /// server every third of `ack_wait` that the batch in hand and what is
+    /// held are still being worked on, so none is redelivered.
+    async fn meanwhile<T>(
+        &mut self,
+        in_hand: &[&Message],
+        ack_wait: Duration,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        let every = (ack_wait / 3).max(Duration::from_millis(100));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = ticks.tick() => {
+                    for message in in_hand.iter().copied().chain(&self.held) {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+                next = self.stream.next(), if !self.ended => match next {
+                    Some(Ok(message)) => self.held.push(message),
+                    Some(Err(e)) => tracing::debug!(error = %e, "NATS consumer stream"),
+                    None => self.ended = true,
+                },
             }
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sightline::config::Role;
 
+use crate::es_proxy::{EsProxy, Hold};
 use crate::helpers::nats::{TestStream, nats_settings, stream_state};
 use crate::helpers::{
     WAIT, metric_value, order_ids, spawn_app_with, spawn_instance, test_settings, visible_id,
@@ -145,4 +146,54 @@ async fn relay_and_projectors_in_separate_instances_deliver_every_order_once() {
         .await
         .unwrap();
     assert!(status.contains("NATS: 3/3 nodes up"), "{status}");
+}
+
+/// A long passing failure (here a refresh held for several `ack_wait`s)
+/// dead-letters nothing: the batch in hand and every event that arrives
+/// meanwhile are kept alive with progress acks, so none is redelivered
+/// until it counts as undeliverable (`NATS_MAX_DELIVER=2`).
+#[tokio::test]
+async fn a_long_stall_dead_letters_nothing_that_arrives_meanwhile() {
+    const MEANWHILE: usize = 5;
+    let mut settings = nats_settings(test_settings().await);
+    let proxy = EsProxy::start(&settings.elasticsearch_url);
+    settings.elasticsearch_url = proxy.url.clone();
+    settings.nats_ack_wait_secs = 1;
+    settings.nats_max_deliver = 2;
+    let _stream = TestStream(settings.clone());
+    let app = spawn_app_with(settings.clone()).await;
+    let user = app.new_user().await;
+    let first = app.place_simple_order(&user, "BEFORE").await;
+    app.wait_until_visible(&user, first["id"].as_str().unwrap())
+        .await;
+
+    proxy.hold_refreshes(Hold::BeforeForwarding);
+    let before = proxy.seen().refreshes_arrived;
+    app.place_simple_order(&user, "HELD").await;
+    proxy
+        .wait_until("the held batch's refresh", |s| s.refreshes_arrived > before)
+        .await;
+    for n in 0..MEANWHILE {
+        app.place_simple_order(&user, &format!("MEANWHILE-{n}"))
+            .await;
+    }
+    // Several ack_waits pass (the bus's own timer: nothing to wait on, as
+    // nothing should happen): unheld, they would be delivered again each.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.open();
+
+    let total = (MEANWHILE + 2) as i64;
+    tokio::time::timeout(WAIT, async {
+        while app
+            .count("SELECT count(*) FROM notices WHERE kind = 'order-visible'")
+            .await
+            < total
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("not every order became visible");
+    assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM notices").await, total);
 }
