@@ -634,6 +634,31 @@ mod tests {
     }
 
     #[test]
+    fn relay_and_projector_run_apart_only_with_a_distributed_bus() {
+        let mut settings = Settings::from_env().unwrap();
+        settings.bus = super::BusKind::Inprocess;
+        for roles in [vec![Role::Relay], vec![Role::Web, Role::Projector]] {
+            settings.roles = roles;
+            let refused = settings.check_roles().unwrap_err().to_string();
+            assert!(refused.contains("relay,projector"), "{refused}");
+        }
+        settings.bus = super::BusKind::Nats;
+        for roles in [
+            vec![Role::Relay],
+            vec![Role::Projector],
+            vec![Role::Web, Role::Relay],
+        ] {
+            settings.roles = roles;
+            settings.check_roles().unwrap();
+        }
+        // A projector of its own: its batch's rebuild-lock share, its
+        // statement, the park/mark transaction; + the monitor.
+        settings.roles = vec![Role::Projector];
+        settings.pipeline_database_max_connections = 0;
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 3 + 1);
+    }
+
+    #[test]
     fn the_pipeline_pool_grows_with_the_relay_and_refuses_too_few() {
         let mut settings = Settings::from_env().unwrap();
         settings.pipeline_database_max_connections = 0;
