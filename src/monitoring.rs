@@ -618,7 +618,7 @@ pub fn describe_metrics() {
         describe_gauge!(*name, Unit::Count, *help);
     }
     describe_counter!(
-        crate::bus::nats::PUBLISH_DUPLICATES,
+        "sightline_bus_publish_duplicates_total",
         Unit::Count,
         "Publishes the stream acknowledged as duplicates (it had the outbox id already: a retry after a lost PubAck or a relay crash)."
     );
@@ -628,7 +628,7 @@ pub fn describe_metrics() {
         "Events the NATS projectors on this instance made searchable and acknowledged."
     );
     describe_histogram!(
-        crate::bus::nats::PUBLISH_SECONDS,
+        "sightline_bus_publish_seconds",
         Unit::Seconds,
         "From a relay batch's first publish to its last PubAck."
     );
