@@ -181,6 +181,14 @@ pub async fn mark_projected(db: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
     tx.commit().await
 }
 
+/// Which of these events are published (searchable, notice recorded).
+pub async fn published_among(db: &PgPool, ids: &[i64]) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("SELECT id FROM outbox WHERE id = ANY($1) AND published_at IS NOT NULL")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
 /// Moves a poison event out of the relay's way, into the dead-letter table.
 pub async fn park(tx: &mut Transaction<'_, Postgres>, id: i64, error: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE outbox SET parked = true WHERE id = $1")

@@ -251,7 +251,27 @@ impl NatsConsumer {
     /// Events delivered `max_deliver` times without an ack: parked with the
     /// bus's reason, their owners told, then acknowledged. If that fails
     /// they come again (still over the limit) and are parked then.
-    async fn give_up(&self, given_up: Vec<(OutboxEvent, Message, i64)>) {
+    async fn give_up(&self, mut given_up: Vec<(OutboxEvent, Message, i64)>) {
+        // Projected already, only its ack was lost: telling its owner it
+        // failed would be a lie. Acknowledge it and go on.
+        let ids: Vec<i64> = given_up.iter().map(|(event, _, _)| event.id).collect();
+        match outbox::published_among(&self.db, &ids).await {
+            Ok(published) => {
+                for (event, message, _) in &given_up {
+                    if published.contains(&event.id) {
+                        let _ = message.ack().await;
+                    }
+                }
+                given_up.retain(|(event, _, _)| !published.contains(&event.id));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox: the events come again");
+                return;
+            }
+        }
+        if given_up.is_empty() {
+            return;
+        }
         let parked: Vec<(i64, String)> = given_up
             .iter()
             .map(|(event, _, delivered)| {
