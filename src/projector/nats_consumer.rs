@@ -36,6 +36,8 @@ use crate::projector::Projector;
 use crate::shutdown::Shutdown;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Errors in a row from the consumer's stream before subscribing anew.
+const MAX_STREAM_ERRORS: u32 = 10;
 
 pub struct NatsConsumer {
     js: jetstream::Context,
@@ -339,8 +341,11 @@ impl Arrivals {
     /// shutdown or when the stream ends.
     async fn next_batch(&mut self, max: usize, shutdown: &mut Shutdown) -> Option<Vec<Message>> {
         if self.held.is_empty() {
+            let mut errors = 0;
             loop {
-                if self.ended {
+                // Errors in a row (e.g. the consumer was deleted): start
+                // over, subscribing (and creating the consumer) again.
+                if self.ended || errors >= MAX_STREAM_ERRORS {
                     return None;
                 }
                 let next = tokio::select! {
@@ -354,7 +359,10 @@ impl Arrivals {
                         break;
                     }
                     // Missed heartbeats and the like: the stream goes on.
-                    Some(Err(e)) => tracing::debug!(error = %e, "NATS consumer stream"),
+                    Some(Err(e)) => {
+                        errors += 1;
+                        tracing::debug!(error = %e, "NATS consumer stream");
+                    }
                 }
             }
         }
