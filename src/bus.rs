@@ -103,6 +103,15 @@ pub struct BusLook {
     pub error: Option<String>,
 }
 
+impl BusLook {
+    /// Whether the bus can take events now: looked at without an error, with
+    /// a leader, and a majority of its nodes up.
+    pub fn healthy(&self) -> bool {
+        let up = self.nodes.iter().filter(|(_, up)| *up).count();
+        self.error.is_none() && self.leader.is_some() && up * 2 > self.nodes.len()
+    }
+}
+
 /// The bus's latest look, for `/status` (none with the in-process bus).
 #[derive(Default)]
 pub struct BusWatch(std::sync::Mutex<Option<BusLook>>);

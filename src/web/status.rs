@@ -148,7 +148,11 @@ fn bus(kind: BusKind, look: Option<BusLook>) -> (&'static str, String) {
         .filter(|(_, up)| !*up)
         .map(|(name, _)| name.as_str())
         .collect();
-    let state = if down.is_empty() { "ok" } else { "failing" };
+    let state = if look.healthy() && down.is_empty() {
+        "ok"
+    } else {
+        "failing"
+    };
     let leader = look
         .leader
         .map(|l| format!(" (leader {l})"))

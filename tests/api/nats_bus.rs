@@ -146,6 +146,17 @@ async fn relay_and_projectors_in_separate_instances_deliver_every_order_once() {
         .await
         .unwrap();
     assert!(status.contains("NATS: 3/3 nodes up"), "{status}");
+    let ready: serde_json::Value = web
+        .http
+        .get(web.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["bus"], "up", "{ready}");
+    assert_eq!(ready["status"], "ready", "{ready}");
 }
 
 /// A long passing failure (here a refresh held for several `ack_wait`s)

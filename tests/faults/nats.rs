@@ -397,6 +397,20 @@ async fn without_a_quorum_nothing_is_acknowledged_and_all_is_delivered_once_it_r
         1,
         "nothing announced meanwhile"
     );
+    // Still taking writes, and saying what is wrong.
+    wait_for("readiness says the bus is down", async || {
+        let ready: Value = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ready["status"] == "degraded" && ready["bus"] == "down"
+    })
+    .await;
 
     down.end().await;
     assert_delivered_once(&settings, &app.db, &placed).await;
