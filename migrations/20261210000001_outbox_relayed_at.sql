@@ -8,3 +8,9 @@ ALTER TABLE outbox ADD COLUMN relayed_at timestamptz;
 DROP INDEX outbox_pending_idx;
 CREATE INDEX outbox_pending_idx ON outbox (id)
     WHERE published_at IS NULL AND relayed_at IS NULL AND NOT parked;
+
+-- `sightline outbox retry` counts here how often an event was put back in the
+-- relay's way: a distributed bus deduplicates on the message id, so a retried
+-- event is published under a new one (`<outbox id>.<relay_attempt>`), or the
+-- stream would take it for the duplicate of its first publish.
+ALTER TABLE outbox ADD COLUMN relay_attempt integer NOT NULL DEFAULT 0;

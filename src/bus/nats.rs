@@ -175,7 +175,7 @@ impl NatsBus {
             let payload = serde_json::to_vec(event).context("Failed to encode an event")?;
             let publish = PublishMessage::build()
                 .payload(payload.into())
-                .message_id(event.id.to_string());
+                .message_id(message_id(event));
             sent.push(
                 self.js
                     .send_publish(self.names.subject(event), publish)
@@ -226,6 +226,16 @@ impl Bus for NatsBus {
 
     fn projects_later(&self) -> bool {
         true
+    }
+}
+
+/// The deduplication id: the outbox id, and after an `outbox retry` the
+/// attempt too — a retried event must not be taken for the duplicate of its
+/// first publish (within the duplicate window no projector would see it).
+pub fn message_id(event: &OutboxEvent) -> String {
+    match event.relay_attempt {
+        0 => event.id.to_string(),
+        attempt => format!("{}.{attempt}", event.id),
     }
 }
 

@@ -39,6 +39,11 @@ pub struct OutboxEvent {
     pub user_id: Uuid,
     pub payload: Value,
     pub created_at: DateTime<Utc>,
+    /// How often `outbox retry` put it back in the relay's way (0: never;
+    /// also when a query does not select it).
+    #[serde(default)]
+    #[sqlx(default)]
+    pub relay_attempt: i32,
 }
 
 /// Appends an event inside the caller's transaction. `pg_notify` is
@@ -89,7 +94,7 @@ pub async fn claim_batch(
 
 /// The columns of an [`OutboxEvent`].
 const COLUMNS: &str = "id, event_id, event_type, schema_version, aggregate_id, aggregate_version,
-                       user_id, payload, created_at";
+                       user_id, payload, created_at, relay_attempt";
 
 /// Up to `limit` events after `after`, in id order, published or not (a
 /// replay of the log).
@@ -263,9 +268,10 @@ pub async fn dead_letters(db: &sqlx::PgPool) -> sqlx::Result<Vec<DeadLetter>> {
 /// parks it again (with one more attempt counted).
 pub async fn retry(db: &sqlx::PgPool, id: i64) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
-    // A distributed bus gets it again from the relay (`relayed_at` cleared).
+    // A distributed bus gets it again from the relay (`relayed_at` cleared),
+    // under a new message id (`relay_attempt`), so it is no duplicate.
     let found = sqlx::query(
-        "UPDATE outbox SET parked = false, relayed_at = NULL
+        "UPDATE outbox SET parked = false, relayed_at = NULL, relay_attempt = relay_attempt + 1
          WHERE id = $1 AND parked AND EXISTS (SELECT 1 FROM dead_letters WHERE outbox_id = $1)",
     )
     .bind(id)

@@ -10,10 +10,15 @@ use std::time::Duration;
 
 use sightline::config::Role;
 
+use uuid::Uuid;
+
+use crate::binary::cli;
+use crate::direct_writes::{Owner, insert_order, one_item};
 use crate::es_proxy::{EsProxy, Hold};
 use crate::helpers::nats::{TestStream, nats_settings, stream_state};
 use crate::helpers::{
-    WAIT, metric_value, order_ids, spawn_app_with, spawn_instance, test_settings, visible_id,
+    TestApp, WAIT, metric_value, order_ids, spawn_app_with, spawn_instance, test_settings,
+    visible_id,
 };
 
 const ORDERS: usize = 12;
@@ -207,4 +212,53 @@ async fn a_long_stall_dead_letters_nothing_that_arrives_meanwhile() {
     .expect("not every order became visible");
     assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM notices").await, total);
+}
+
+/// A poison event (a schema version this build cannot read) is parked by the
+/// NATS projector, and `outbox retry` right away — well within the stream's
+/// duplicate window — reaches a projector again (parked a second time, one
+/// more attempt counted) instead of being swallowed as a duplicate of its
+/// first publish and left waiting forever.
+#[tokio::test]
+async fn an_event_retried_within_the_duplicate_window_is_delivered_again() {
+    let settings = nats_settings(test_settings().await);
+    let _stream = TestStream(settings.clone());
+    let app = spawn_app_with(settings.clone()).await;
+    let user = app.new_user().await;
+    let owner = Owner {
+        id: app.user_id(&user).await,
+        username: user.username.clone(),
+    };
+    let mut tx = app.db.begin().await.unwrap();
+    let outbox_id = insert_order(&mut tx, &owner, Uuid::new_v4(), one_item("FUTURE"), 99)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let attempts = async |app: &TestApp| -> Option<i32> {
+        sqlx::query_scalar("SELECT attempts FROM dead_letters WHERE outbox_id = $1")
+            .bind(outbox_id)
+            .fetch_optional(&app.db)
+            .await
+            .unwrap()
+    };
+    let parked_with = async |app: &TestApp, n: i32| {
+        tokio::time::timeout(WAIT, async {
+            while attempts(app).await != Some(n) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("never parked with {n} attempt(s)"));
+    };
+    parked_with(&app, 1).await;
+
+    let (ok, _, stderr) = cli(&settings, &["outbox", "retry", &outbox_id.to_string()]).await;
+    assert!(ok, "{stderr}");
+    parked_with(&app, 2).await;
+    assert_eq!(
+        stream_state(&settings).await.messages,
+        2,
+        "the retry was stored as a message of its own"
+    );
 }
