@@ -14,9 +14,15 @@ PG_PORT="${SIGHTLINE_PG_PORT:-5433}"
 ES_HOST=127.0.0.1
 ES_PORT="${SIGHTLINE_ES_PORT:-9200}"
 ES_TRANSPORT_PORT="${SIGHTLINE_ES_TRANSPORT_PORT:-9300}"
+# NATS: three nodes on loopback; node i (1..3) uses <base>+i-1 of each.
+NATS_HOST=127.0.0.1
+NATS_PORT="${SIGHTLINE_NATS_PORT:-4222}"
+NATS_CLUSTER_PORT="${SIGHTLINE_NATS_CLUSTER_PORT:-6222}"
+NATS_MONITOR_PORT="${SIGHTLINE_NATS_MONITOR_PORT:-8222}"
 
 : "${DATABASE_URL:=postgres://sightline@${PG_HOST}:${PG_PORT}/sightline}"
 : "${ELASTICSEARCH_URL:=http://${ES_HOST}:${ES_PORT}}"
+: "${NATS_URL:=nats://${NATS_HOST}:${NATS_PORT},nats://${NATS_HOST}:$((NATS_PORT + 1)),nats://${NATS_HOST}:$((NATS_PORT + 2))}"
 
 log()  { printf '%s\n' "$*" >&2; }
 die()  { printf 'error: %s\n' "$*" >&2; exit 1; }

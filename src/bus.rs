@@ -5,9 +5,12 @@
 //! relay knows only this trait; the projector knows only [`Delivery`]. The
 //! in-process implementation, which hands events straight to the projector
 //! (so "durably taken" means "searchable, with its notice recorded"), is
-//! built where the application is wired (`startup::in_process_bus`); a
-//! distributed bus takes its place without the write side, the relay or the
-//! projector changing.
+//! built where the application is wired (`startup::in_process_bus`); the
+//! distributed one, NATS JetStream ([`nats`], with the projectors' consumer
+//! in `projector::nats_consumer`), takes its place without the write side or
+//! the relay changing.
+
+pub mod nats;
 
 use futures::future::BoxFuture;
 
@@ -29,6 +32,14 @@ pub struct Delivery {
 /// Where the relay hands a claimed batch.
 pub trait Bus: Send + Sync + 'static {
     fn publish<'a>(&'a self, events: &'a [OutboxEvent]) -> BoxFuture<'a, anyhow::Result<Delivery>>;
+
+    /// Whether what this bus takes is projected later, elsewhere (a
+    /// distributed bus): the relay then marks taken events *relayed* and the
+    /// projector marks them published once searchable. False (the default):
+    /// taken means projected, and the relay marks them published.
+    fn projects_later(&self) -> bool {
+        false
+    }
 }
 
 /// Why a consumer could not take an event (or a batch) for now: a passing
@@ -75,4 +86,42 @@ pub fn failure_kind(error: &anyhow::Error) -> String {
         }
     }
     "other".to_owned()
+}
+
+/// A distributed bus as `/status` and `/metrics` show it: its stream, its
+/// consumer, its nodes (filled by e.g. `nats::watch`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BusLook {
+    pub stream_messages: u64,
+    pub consumer_pending: u64,
+    pub consumer_ack_pending: u64,
+    pub redelivered: u64,
+    pub leader: Option<String>,
+    /// Every node holding the stream, and whether it is up (the leader, or
+    /// a replica that is not offline).
+    pub nodes: Vec<(String, bool)>,
+    pub error: Option<String>,
+}
+
+impl BusLook {
+    /// Whether the bus can take events now: looked at without an error, with
+    /// a leader, and a majority of its nodes up.
+    pub fn healthy(&self) -> bool {
+        let up = self.nodes.iter().filter(|(_, up)| *up).count();
+        self.error.is_none() && self.leader.is_some() && up * 2 > self.nodes.len()
+    }
+}
+
+/// The bus's latest look, for `/status` (none with the in-process bus).
+#[derive(Default)]
+pub struct BusWatch(std::sync::Mutex<Option<BusLook>>);
+
+impl BusWatch {
+    pub fn set(&self, look: BusLook) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(look);
+    }
+
+    pub fn latest(&self) -> Option<BusLook> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }

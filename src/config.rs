@@ -234,6 +234,63 @@ pub struct Settings {
     /// Writes per minute one user may sustain once the burst is spent.
     #[arg(long, env = "WRITE_RATE_PER_MIN", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     pub write_rate_per_min: u32,
+
+    /// The bus between the relay and the projectors: `inprocess` (one
+    /// machine: the relay hands batches straight to the projector in the
+    /// same process) or `nats` (NATS JetStream: relay and projectors run in
+    /// any processes; see README "Scaling out").
+    #[arg(long, env = "BUS", value_enum, default_value_t = BusKind::Inprocess)]
+    pub bus: BusKind,
+
+    /// With `BUS=nats`: the cluster's client URLs, comma-separated (every
+    /// node, so the client can fail over).
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
+    )]
+    pub nats_url: String,
+
+    /// With `BUS=nats`: the JetStream stream the relay publishes to (created
+    /// at start if missing); its subjects are `<name in lower case>.>`, one
+    /// subject per order.
+    #[arg(long, env = "NATS_STREAM", default_value = "ORDERS")]
+    pub nats_stream: String,
+
+    /// With `BUS=nats`: how long the stream keeps an event (a new consumer
+    /// can replay that far back; `sightline rebuild` replays the outbox).
+    #[arg(long, env = "NATS_MAX_AGE_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_max_age_hours: u64,
+
+    /// With `BUS=nats`: the projectors' shared durable consumer.
+    #[arg(long, env = "NATS_CONSUMER", default_value = "orders-read")]
+    pub nats_consumer: String,
+
+    /// With `BUS=nats`: how long a delivered event may go unacknowledged
+    /// before it is delivered again (to any projector). A projector working
+    /// on a long batch extends it with progress acks.
+    #[arg(long, env = "NATS_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_ack_wait_secs: u64,
+
+    /// With `BUS=nats`: on its this-many-th delivery without an
+    /// acknowledgement (projectors crashed or hung on it) an event is parked
+    /// in the dead letters and its owner gets `order-failed`. Passing
+    /// failures (Elasticsearch down) do not count: the projector holds the
+    /// batch and retries it.
+    #[arg(long, env = "NATS_MAX_DELIVER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(2..))]
+    pub nats_max_deliver: i64,
+
+    /// With `BUS=nats`: most events delivered to the projectors and not yet
+    /// acknowledged, across all of them.
+    #[arg(long, env = "NATS_MAX_ACK_PENDING", default_value_t = 2000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub nats_max_ack_pending: i64,
+}
+
+/// Which bus carries events from the relay to the projectors.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusKind {
+    Inprocess,
+    Nats,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,17 +376,21 @@ impl Settings {
     }
 
     /// The in-process bus hands events straight to the projector, so an
-    /// instance runs both or neither.
+    /// instance runs both or neither; with NATS each runs on its own.
     pub fn check_roles(&self) -> anyhow::Result<()> {
         if self.roles.is_empty() {
             anyhow::bail!("ROLES names nothing to run (choose from web, relay, projector)");
         }
-        if self.runs(Role::Relay) != self.runs(Role::Projector) {
+        if self.bus == BusKind::Inprocess && self.runs(Role::Relay) != self.runs(Role::Projector) {
             anyhow::bail!(
                 "the in-process bus runs the relay and the projector together: use --roles relay,projector"
             );
         }
         Ok(())
+    }
+
+    pub fn nats_ack_wait(&self) -> Duration {
+        Duration::from_secs(self.nats_ack_wait_secs)
     }
 
     pub fn relay_poll(&self) -> Duration {
@@ -375,7 +436,15 @@ impl Settings {
             0
         };
         let hub = if self.runs(Role::Web) { 2 } else { 0 };
-        relay + hub + 1
+        // With NATS the projector runs apart from the relay: the batch's
+        // share of the rebuild lock, its statement of the moment and the
+        // transaction that parks dead letters or marks it published.
+        let projector = if self.bus == BusKind::Nats && self.runs(Role::Projector) {
+            3
+        } else {
+            0
+        };
+        relay + hub + projector + 1
     }
 
     /// The pipeline pool's size: `PIPELINE_DATABASE_MAX_CONNECTIONS`, or
@@ -497,6 +566,10 @@ impl std::fmt::Debug for Settings {
             .field("signup_address_per_hour", &self.signup_address_per_hour)
             .field("throttle_max_keys", &self.throttle_max_keys)
             .field("hash_concurrency", &self.hash_concurrency)
+            .field("bus", &self.bus)
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("nats_stream", &self.nats_stream)
+            .field("nats_consumer", &self.nats_consumer)
             .finish_non_exhaustive()
     }
 }
@@ -558,6 +631,31 @@ mod tests {
             "{debug}"
         );
         assert!(debug.contains("app:***@db"), "{debug}");
+    }
+
+    #[test]
+    fn relay_and_projector_run_apart_only_with_a_distributed_bus() {
+        let mut settings = Settings::from_env().unwrap();
+        settings.bus = super::BusKind::Inprocess;
+        for roles in [vec![Role::Relay], vec![Role::Web, Role::Projector]] {
+            settings.roles = roles;
+            let refused = settings.check_roles().unwrap_err().to_string();
+            assert!(refused.contains("relay,projector"), "{refused}");
+        }
+        settings.bus = super::BusKind::Nats;
+        for roles in [
+            vec![Role::Relay],
+            vec![Role::Projector],
+            vec![Role::Web, Role::Relay],
+        ] {
+            settings.roles = roles;
+            settings.check_roles().unwrap();
+        }
+        // A projector of its own: its batch's rebuild-lock share, its
+        // statement, the park/mark transaction; + the monitor.
+        settings.roles = vec![Role::Projector];
+        settings.pipeline_database_max_connections = 0;
+        assert_eq!(settings.pipeline_pool_size().unwrap(), 3 + 1);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! processes — a second instance, a rebuild, `outbox prune`, a test holding
 //! one on purpose — must agree on them.
 
-/// Every relay batch holds this lock shared, from its first statement until
-/// it commits; a rebuild takes it exclusively for its final catch-up and the
-/// alias swap. So no batch is in flight across the swap: a batch either
+/// Every relay batch (and every batch of a NATS projector) holds this lock
+/// shared, from its first statement until it commits; a rebuild takes it
+/// exclusively for its final catch-up and the alias swap. So no batch is in flight across the swap: a batch either
 /// finished before the final catch-up (which then replays its events into the
 /// new index) or starts after the swap (and writes through the alias into the
 /// new index).

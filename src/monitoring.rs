@@ -599,6 +599,52 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Time a relay batch spends in each stage (waiting: from an event's creation to its claim; then claim, count, write, refresh, notices, mark): where visibility latency goes."
     );
+
+    // The distributed bus (BUS=nats): listed only where it runs.
+    let bus_gauges: &[(&'static str, &'static str)] = &[
+        (
+            "sightline_bus_stream_messages",
+            "Events the stream holds (sampled every 2 s).",
+        ),
+        (
+            "sightline_bus_consumer_pending",
+            "Events in the stream no projector has been handed yet.",
+        ),
+        (
+            "sightline_bus_consumer_ack_pending",
+            "Events handed to projectors and not yet acknowledged.",
+        ),
+        (
+            "sightline_bus_consumer_redelivered",
+            "Unacknowledged events that were delivered more than once.",
+        ),
+        (
+            "sightline_bus_node_up",
+            "1 for each node holding the stream that is up (the leader, or a replica not offline), else 0.",
+        ),
+        (
+            "sightline_bus_reachable",
+            "1 while the stream and consumer can be looked at, else 0.",
+        ),
+    ];
+    for (name, help) in bus_gauges {
+        describe_gauge!(*name, Unit::Count, *help);
+    }
+    describe_counter!(
+        "sightline_bus_publish_duplicates_total",
+        Unit::Count,
+        "Publishes the stream acknowledged as duplicates (it had the outbox id already: a retry after a lost PubAck or a relay crash)."
+    );
+    describe_counter!(
+        "sightline_bus_events_projected_total",
+        Unit::Count,
+        "Events the NATS projectors on this instance made searchable and acknowledged."
+    );
+    describe_histogram!(
+        "sightline_bus_publish_seconds",
+        Unit::Seconds,
+        "From a relay batch's first publish to its last PubAck."
+    );
 }
 
 /// Where a relay batch's time goes, one `stage` label per step.

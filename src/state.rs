@@ -53,6 +53,8 @@ pub struct App {
     pub pipeline_db: PgPool,
     /// Caps on streams, polls and writes (see `http::limits`).
     pub limits: crate::http::limits::Limits,
+    /// A distributed bus's latest look (`BUS=nats`), for `/status`.
+    pub bus: Arc<crate::bus::BusWatch>,
 }
 
 /// Per-address limits count the client a trusted proxy names, not the proxy.

@@ -81,6 +81,9 @@ enum Part {
     Seed,
     Max,
     Sse,
+    /// The in-process bus beside NATS JetStream (needs `scripts/services
+    /// start nats`): 200/s and the maximum sustained rate of each.
+    Bus,
 }
 
 /// Offered rates of the visibility test, orders/s.
@@ -128,6 +131,57 @@ struct Results {
     steps: Vec<(u32, LoadResult, bool)>,
     max_sustained: Option<u32>,
     sse: Option<capacity::Capacity>,
+    /// Per bus (`inprocess`, `nats`): the 200/s scenario and the maximum
+    /// sustained rate.
+    bus: Vec<(&'static str, LoadResult, u32)>,
+}
+
+/// The knobs of a scenario on `bus`; NATS gets a stream of its own per
+/// scenario (removed by its age limit).
+fn bus_knobs(bus: &'static str, label: &str) -> Vec<(&'static str, &'static str)> {
+    let mut knobs = vec![("BUS", bus)];
+    if bus == "nats" {
+        let stream = format!(
+            "BENCH_{}_{}",
+            std::process::id(),
+            label
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                .to_uppercase()
+        );
+        knobs.push(("NATS_STREAM", Box::leak(stream.into_boxed_str())));
+        knobs.push(("NATS_MAX_AGE_HOURS", "1"));
+    }
+    knobs
+}
+
+/// The maximum-rate search on `bus`: the last step whose p99 held.
+async fn max_sustained(
+    bench: &Bench,
+    bus: &'static str,
+    step: Duration,
+) -> anyhow::Result<(Vec<(u32, LoadResult, bool)>, u32)> {
+    let mut steps = Vec::new();
+    for rate in RATE_STEPS {
+        let label = format!("{bus}-max-{rate}");
+        let knobs = bus_knobs(bus, &label);
+        let r = load::scenario(bench, &label, &knobs, USERS, rate.into(), step).await?;
+        let ok = r.sustained(SUSTAINED_P99_MS);
+        eprintln!(
+            "  {bus} {rate}/s: {} -> {}",
+            line(&r),
+            if ok { "sustained" } else { "not sustained" }
+        );
+        steps.push((rate, r, ok));
+        if !ok {
+            break;
+        }
+    }
+    let max = steps
+        .iter()
+        .take_while(|(_, _, ok)| *ok)
+        .last()
+        .map_or(0, |(rate, _, _)| *rate);
+    Ok((steps, max))
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -209,6 +263,22 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         results.sse = Some(capacity::measure(&bench, streams, probe).await?);
     }
 
+    if runs(Part::Bus) {
+        eprintln!("[bus] in-process vs NATS JetStream at 200/s, then each one's maximum");
+        for bus in ["inprocess", "nats"] {
+            let label = format!("bus-{bus}-200");
+            let knobs = bus_knobs(bus, &label);
+            let r = load::scenario(&bench, &label, &knobs, USERS, 200.0, step).await?;
+            eprintln!("  {bus} 200/s: {}", line(&r));
+            let max = match (bus, results.max_sustained) {
+                // Measured already with the same (default) settings.
+                ("inprocess", Some(max)) => max,
+                _ => max_sustained(&bench, bus, step).await?.1,
+            };
+            results.bus.push((bus, r, max));
+        }
+    }
+
     let table = table(&results, mode, step, &machine, started.elapsed());
     print!("{table}");
     if !cli.only.is_empty() {
@@ -243,7 +313,22 @@ fn report(r: &Results, machine: Value) -> Option<Value> {
             (rate.to_string(), v)
         })
         .collect();
+    let bus: serde_json::Map<String, Value> = r
+        .bus
+        .iter()
+        .map(|(bus, r, max)| {
+            let v = json!({
+                "p50_ms": round2(r.latency.p50),
+                "p95_ms": round2(r.latency.p95),
+                "p99_ms": round2(r.latency.p99),
+                "achieved_rate": round2(r.achieved_rate),
+                "max_sustained_rate": max,
+            });
+            ((*bus).to_owned(), v)
+        })
+        .collect();
     Some(json!({
+        "bus": bus,
         "floor_p50_ms": round2(floor.p50_sum()),
         "visibility": visibility,
         "seed_settings_p50_ms": round2(seed.latency.p50),
@@ -557,6 +642,15 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
             s.rss_per_connection,
             mark(s.rss_per_connection <= 16384.0)
         );
+    }
+    if !r.bus.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nBus: 201 -> order-visible at 200/s, and the maximum sustained rate"
+        );
+        for (bus, l, max) in &r.bus {
+            let _ = writeln!(o, "  {bus:<10} {}; max sustained {max}/s", line(l));
+        }
     }
     o
 }

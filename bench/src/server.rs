@@ -43,6 +43,9 @@ pub const KNOBS: &[&str] = &[
     "OPS_TOKEN",
     "WRITE_BURST",
     "WRITE_RATE_PER_MIN",
+    "BUS",
+    "NATS_STREAM",
+    "NATS_MAX_AGE_HOURS",
 ];
 
 /// Every server of the benchmark runs without the per-user write limit: its

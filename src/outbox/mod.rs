@@ -27,7 +27,8 @@ pub struct NewEvent {
     pub payload: Value,
 }
 
-#[derive(sqlx::FromRow, Clone, Debug)]
+/// Serialisable: a distributed bus carries it as it is (JSON).
+#[derive(sqlx::FromRow, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct OutboxEvent {
     pub id: i64,
     pub event_id: Uuid,
@@ -38,6 +39,11 @@ pub struct OutboxEvent {
     pub user_id: Uuid,
     pub payload: Value,
     pub created_at: DateTime<Utc>,
+    /// How often `outbox retry` put it back in the relay's way (0: never;
+    /// also when a query does not select it).
+    #[serde(default)]
+    #[sqlx(default)]
+    pub relay_attempt: i32,
 }
 
 /// Appends an event inside the caller's transaction. `pg_notify` is
@@ -77,7 +83,8 @@ pub async fn claim_batch(
     limit: i64,
 ) -> sqlx::Result<Vec<OutboxEvent>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND NOT parked
+        "SELECT {COLUMNS} FROM outbox
+         WHERE published_at IS NULL AND relayed_at IS NULL AND NOT parked
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(limit)
@@ -87,7 +94,7 @@ pub async fn claim_batch(
 
 /// The columns of an [`OutboxEvent`].
 const COLUMNS: &str = "id, event_id, event_type, schema_version, aggregate_id, aggregate_version,
-                       user_id, payload, created_at";
+                       user_id, payload, created_at, relay_attempt";
 
 /// Up to `limit` events after `after`, in id order, published or not (a
 /// replay of the log).
@@ -154,6 +161,37 @@ pub async fn mark_published(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> 
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Records that a distributed bus has durably taken these events (its
+/// acknowledgement): the relay no longer claims them; the projector marks
+/// them published once they are searchable (see the migration adding
+/// `relayed_at`).
+pub async fn mark_relayed(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE outbox SET relayed_at = clock_timestamp() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// [`mark_published`] in a transaction of its own: for the projector of a
+/// distributed bus, which holds no claim.
+pub async fn mark_projected(db: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    mark_published(&mut tx, ids).await?;
+    tx.commit().await
+}
+
+/// Which of these events are published (searchable, notice recorded).
+pub async fn published_among(db: &PgPool, ids: &[i64]) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("SELECT id FROM outbox WHERE id = ANY($1) AND published_at IS NOT NULL")
+        .bind(ids)
+        .fetch_all(db)
+        .await
 }
 
 /// Moves a poison event out of the relay's way, into the dead-letter table.
@@ -230,8 +268,10 @@ pub async fn dead_letters(db: &sqlx::PgPool) -> sqlx::Result<Vec<DeadLetter>> {
 /// parks it again (with one more attempt counted).
 pub async fn retry(db: &sqlx::PgPool, id: i64) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
+    // A distributed bus gets it again from the relay (`relayed_at` cleared),
+    // under a new message id (`relay_attempt`), so it is no duplicate.
     let found = sqlx::query(
-        "UPDATE outbox SET parked = false
+        "UPDATE outbox SET parked = false, relayed_at = NULL, relay_attempt = relay_attempt + 1
          WHERE id = $1 AND parked AND EXISTS (SELECT 1 FROM dead_letters WHERE outbox_id = $1)",
     )
     .bind(id)

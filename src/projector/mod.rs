@@ -9,6 +9,7 @@
 //! records the notices. Summaries are read by id in real time, so they need
 //! no refresh. No business rules, no validation.
 
+pub mod nats_consumer;
 pub mod refresher;
 pub mod steps;
 pub mod summaries;
@@ -215,6 +216,19 @@ impl Projector {
 }
 
 impl Projector {
+    /// Tells the owners of events the bus gave up on (see
+    /// [`nats_consumer`]) that their order failed: `order-failed` notices.
+    pub async fn record_failed(&self, events: &[(&OutboxEvent, &str)]) -> anyhow::Result<()> {
+        let notices: Vec<NewNotice> = events
+            .iter()
+            .map(|(event, reason)| failed_notice(event, reason))
+            .collect();
+        notice_log::record(&self.db, &notices)
+            .await
+            .context("Failed to record notices")?;
+        Ok(())
+    }
+
     /// Points a missing alias back at the index it belongs to: the one the
     /// last finished rebuild swapped in, else the first (`<alias>_v1`). Only
     /// when that index exists; an index that has taken the alias's name

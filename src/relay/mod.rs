@@ -1,5 +1,7 @@
 //! The relay: takes committed outbox events in batches and hands them to the
-//! bus, marking them published only once the bus has durably taken them.
+//! bus, marking them published only once the bus has durably taken them (a
+//! distributed bus's events are marked relayed; its projector marks them
+//! published once searchable).
 //!
 //! It wakes on the outbox's NOTIFY, with a slow safety poll. Claimed rows stay
 //! locked until the batch is marked, so a crash mid-batch leaves them
@@ -192,9 +194,15 @@ impl Relay {
         }
         let delivery = self.bus.publish(&events).await?;
         let started = std::time::Instant::now();
-        outbox::mark_published(&mut tx, &delivery.taken)
-            .await
-            .context("Failed to mark events published")?;
+        if self.bus.projects_later() {
+            outbox::mark_relayed(&mut tx, &delivery.taken)
+                .await
+                .context("Failed to mark events relayed")?;
+        } else {
+            outbox::mark_published(&mut tx, &delivery.taken)
+                .await
+                .context("Failed to mark events published")?;
+        }
         for (id, reason) in &delivery.parked {
             tracing::error!(outbox_id = id, %reason, "event dead-lettered");
             outbox::park(&mut tx, *id, reason)

@@ -2,6 +2,7 @@
 //! web and the background tasks are wired together.
 
 pub mod in_process_bus;
+pub mod nats_bus;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::password::Hashing;
 use crate::auth::throttle::{Policy, Throttle};
-use crate::config::{Role, Settings, redact_in, redact_url};
+use crate::config::{BusKind, Role, Settings, redact_in, redact_url};
 use crate::db::{connect_and_migrate, connect_pool};
 use crate::projector::Projector;
 use crate::read_side::index::ReadStore;
@@ -79,6 +80,7 @@ impl Application {
             monitor: Default::default(),
             pipeline: Default::default(),
             pipeline_db,
+            bus: Default::default(),
         }));
         Ok(Self {
             listener,
@@ -102,8 +104,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let state = self.state;
         let mut tasks = Vec::new();
+        let nats = match state.settings.bus {
+            BusKind::Nats => Some(nats_bus::NatsWiring::connect(&state.settings).await?),
+            BusKind::Inprocess => None,
+        };
         if state.settings.runs(Role::Relay) {
-            tasks.push(spawn_pipeline(&state));
+            tasks.push(spawn_pipeline(&state, nats.as_ref()));
+        }
+        if let Some(nats) = &nats {
+            if state.settings.runs(Role::Projector) {
+                tasks.push(nats.spawn_projector(
+                    &state.settings,
+                    state.pipeline_db.clone(),
+                    state.read_store.clone(),
+                    state.pipeline.clone(),
+                    state.shutdown.subscribe(),
+                ));
+            }
+            tasks.push(nats.spawn_watch(state.bus.clone(), state.shutdown.subscribe()));
         }
         // Each long-lived task gets the handles it uses, not the whole state.
         let sampler = monitoring::Sampler {
@@ -166,17 +184,20 @@ impl Application {
     }
 }
 
-/// The relay, with the in-process bus and projector.
-fn spawn_pipeline(state: &AppState) -> JoinHandle<()> {
+/// The relay, with the in-process bus and projector, or publishing to NATS.
+fn spawn_pipeline(state: &AppState, nats: Option<&nats_bus::NatsWiring>) -> JoinHandle<()> {
     let settings = &state.settings;
-    let projector = Projector::new(
-        state.pipeline_db.clone(),
-        state.read_store.clone(),
-        settings.refresh_mode,
-    );
+    let bus: Arc<dyn crate::bus::Bus> = match nats {
+        Some(nats) => nats.bus(),
+        None => Arc::new(InProcessBus::new(Projector::new(
+            state.pipeline_db.clone(),
+            state.read_store.clone(),
+            settings.refresh_mode,
+        ))),
+    };
     let relay = Relay::new(
         state.pipeline_db.clone(),
-        Arc::new(InProcessBus::new(projector)),
+        bus,
         settings.relay_batch_size,
         settings.relay_poll(),
     )

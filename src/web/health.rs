@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::config::BusKind;
 use crate::state::AppState;
 
 /// The process runs.
@@ -25,7 +26,8 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 /// 200 while this instance can take writes (PostgreSQL answers). Elasticsearch
-/// being down makes it degraded, not unready: the write path stays in rotation.
+/// (or a distributed bus) being down makes it degraded, not unready: the write
+/// path stays in rotation.
 /// Projection lag never changes readiness either (see `monitoring`).
 #[utoipa::path(
     get,
@@ -49,7 +51,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     .is_ok_and(|r| r.is_ok());
     let elasticsearch = state.read_store.ping().await;
     let word = |up: bool| if up { "up" } else { "down" };
-    let (status, overall) = match (postgres, elasticsearch) {
+    // A distributed bus down is like Elasticsearch down: writes go on, the
+    // backlog waits (its last look, at most a couple of seconds old).
+    let bus = match state.settings.bus {
+        BusKind::Inprocess => "in-process",
+        BusKind::Nats => match state.bus.latest() {
+            None => "unknown",
+            Some(look) => word(look.healthy()),
+        },
+    };
+    let (status, overall) = match (postgres, elasticsearch && bus != "down") {
         (true, true) => (StatusCode::OK, "ready"),
         (true, false) => (StatusCode::OK, "degraded"),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unready"),
@@ -60,6 +71,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "status": overall,
             "postgres": word(postgres),
             "elasticsearch": word(elasticsearch),
+            "bus": bus,
         })),
     )
         .into_response();

@@ -21,7 +21,8 @@ use futures::{Stream, StreamExt, stream};
 use rand::Rng;
 use tokio_stream::wrappers::WatchStream;
 
-use crate::config::Role;
+use crate::bus::BusLook;
+use crate::config::{BusKind, Role};
 use crate::error::AppError;
 use crate::monitoring::{self, Sample};
 use crate::state::AppState;
@@ -45,6 +46,9 @@ struct StatusPage {
     /// `ok` or `failing`, and what the relay tile says.
     relay_state: &'static str,
     relay: String,
+    /// `ok` or `failing`, and the bus between relay and projectors.
+    bus_state: &'static str,
+    bus: String,
     sampled_at: String,
     window_minutes: usize,
 }
@@ -126,6 +130,49 @@ fn relay(sample: &Sample) -> (&'static str, String) {
     }
 }
 
+/// The bus tile: the in-process bus, or the distributed bus's last look —
+/// nodes up, the stream, the projectors' consumer.
+fn bus(kind: BusKind, look: Option<BusLook>) -> (&'static str, String) {
+    let look = match (kind, look) {
+        (BusKind::Inprocess, _) => return ("ok", "in-process".to_owned()),
+        (BusKind::Nats, None) => return ("unknown", "NATS: not looked at yet".to_owned()),
+        (BusKind::Nats, Some(look)) => look,
+    };
+    if let Some(error) = look.error {
+        return ("failing", format!("unreachable: {error}"));
+    }
+    let up = look.nodes.iter().filter(|(_, up)| *up).count();
+    let down: Vec<&str> = look
+        .nodes
+        .iter()
+        .filter(|(_, up)| !*up)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let state = if look.healthy() && down.is_empty() {
+        "ok"
+    } else {
+        "failing"
+    };
+    let leader = look
+        .leader
+        .map(|l| format!(" (leader {l})"))
+        .unwrap_or_default();
+    let down = if down.is_empty() {
+        String::new()
+    } else {
+        format!(", down: {}", down.join(", "))
+    };
+    let text = format!(
+        "NATS: {up}/{} nodes up{leader}{down} · stream {} · pending {} · unacked {} · redelivered {}",
+        look.nodes.len(),
+        look.stream_messages,
+        look.consumer_pending,
+        look.consumer_ack_pending,
+        look.redelivered
+    );
+    (state, text)
+}
+
 /// `GET /status`: the monitor's latest sample, rendered. Never a sample of
 /// its own: a crowd of readers costs the databases nothing more.
 pub async fn page(State(state): State<AppState>) -> Response {
@@ -138,6 +185,7 @@ pub async fn page(State(state): State<AppState>) -> Response {
     };
     let (overall, overall_text) = overall(&sample);
     let (relay_state, relay) = relay(&sample);
+    let (bus_state, bus) = bus(state.settings.bus, state.bus.latest());
     let unknown = || "unknown".to_owned();
     let page = StatusPage {
         nonce: nonce(),
@@ -158,6 +206,8 @@ pub async fn page(State(state): State<AppState>) -> Response {
         elasticsearch: up(sample.elasticsearch),
         relay_state,
         relay,
+        bus_state,
+        bus,
         sampled_at: sample.time().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         window_minutes: monitoring::HISTORY * monitoring::SAMPLE_EVERY.as_secs() as usize / 60,
     };

@@ -19,6 +19,7 @@ mod limits;
 mod login_limits;
 mod long_polls;
 mod many_pending;
+mod nats_bus;
 mod operations;
 mod operators;
 mod orders_api;

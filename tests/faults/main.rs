@@ -1,5 +1,7 @@
 //! Fault tests: the real PostgreSQL and Elasticsearch are stopped and started
-//! (`scripts/services`), and the real binary is killed with SIGKILL.
+//! (`scripts/services`), and the real binary is killed with SIGKILL; with
+//! `BUS=nats`, nodes of the three-node NATS cluster are stopped or
+//! SIGKILLed too (`nats.rs`).
 //!
 //! They run one at a time (`services::serial`), and each leaves the services
 //! running when it ends, also when it fails. Cargo runs test binaries one
@@ -15,5 +17,6 @@ use sightline_test_support as helpers;
 mod services;
 
 mod elasticsearch_down;
+mod nats;
 mod postgres_restart;
 mod sigkill;

@@ -638,6 +638,7 @@ mod tests {
                 user_id: Uuid::nil(),
                 payload: Value::Null,
                 created_at: Utc::now(),
+                relay_attempt: 0,
             })
             .collect()
     }

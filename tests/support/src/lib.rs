@@ -4,6 +4,7 @@
 //! test; [`sse`] reads event streams as a client does; [`proxy`] cuts the
 //! database off as a crash would.
 
+pub mod nats;
 pub mod proxy;
 pub mod sse;
 

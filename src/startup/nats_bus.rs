@@ -1,0 +1,76 @@
+//! The NATS JetStream bus, wired (`BUS=nats`): one client per process,
+//! shared by the relay's publisher, the projectors' consumer and the bus
+//! watch behind `/metrics` and `/status`. Relay and projectors may run in
+//! different processes (`--roles relay`, `--roles projector`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::task::JoinHandle;
+
+use crate::bus::Bus;
+use crate::bus::BusWatch;
+use crate::bus::nats::{self, Names, NatsBus};
+use crate::config::Settings;
+use crate::monitoring::PipelineStats;
+use crate::projector::Projector;
+use crate::projector::nats_consumer::NatsConsumer;
+use crate::read_side::index::ReadStore;
+use crate::shutdown::Shutdown;
+
+/// How often the bus watch looks at the stream and the consumer.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+pub struct NatsWiring {
+    js: jetstream::Context,
+    names: Names,
+}
+
+impl NatsWiring {
+    /// Connects (returns at once; the client connects in the background).
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            js: nats::connect(&settings.nats_url).await?,
+            names: Names::from_settings(settings),
+        })
+    }
+
+    /// The relay's side: publishes to the stream.
+    pub fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(NatsBus::new(self.js.clone(), self.names.clone()))
+    }
+
+    /// A projector on the shared durable consumer.
+    pub fn spawn_projector(
+        &self,
+        settings: &Settings,
+        db: sqlx::PgPool,
+        read_store: ReadStore,
+        stats: Arc<PipelineStats>,
+        shutdown: Shutdown,
+    ) -> JoinHandle<()> {
+        let projector = Projector::new(db.clone(), read_store, settings.refresh_mode);
+        let consumer = NatsConsumer::new(
+            self.js.clone(),
+            self.names.clone(),
+            projector,
+            db,
+            usize::try_from(settings.relay_batch_size).unwrap_or(1),
+            settings.nats_max_deliver,
+            stats,
+        );
+        tokio::spawn(consumer.run(shutdown))
+    }
+
+    /// Samples the stream and the consumer for `/metrics` and `/status`.
+    pub fn spawn_watch(&self, latest: Arc<BusWatch>, shutdown: Shutdown) -> JoinHandle<()> {
+        tokio::spawn(nats::watch(
+            self.js.clone(),
+            self.names.clone(),
+            latest,
+            WATCH_EVERY,
+            shutdown,
+        ))
+    }
+}
