@@ -25,8 +25,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
     .await
     .is_ok_and(|r| r.is_ok());
-    let elasticsearch = state.read_store.ping().await;
-    let word = |up: bool| if up { "up" } else { "down" };
+    // The same-database mode does not use Elasticsearch at all.
+    let same_database = state.settings.read_store == crate::config::ReadStoreKind::Postgres;
+    let elasticsearch = same_database || state.read_store.ping().await;
+    let word = |up: bool| match up {
+        _ if same_database => "not used",
+        true => "up",
+        false => "down",
+    };
     let (status, overall) = match (postgres, elasticsearch) {
         (true, true) => (StatusCode::OK, "ready"),
         (true, false) => (StatusCode::OK, "degraded"),

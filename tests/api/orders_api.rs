@@ -711,6 +711,9 @@ async fn a_consistency_token_always_includes_my_orders_up_to_it() {
 /// only reads presenting its token (and the owner's GET by id) show it.
 #[tokio::test]
 async fn read_your_writes_while_the_pipeline_is_held() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;
@@ -799,6 +802,9 @@ async fn read_your_writes_while_the_pipeline_is_held() {
 
 #[tokio::test]
 async fn another_users_token_does_not_reveal_their_orders() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let alice = app.new_user().await;
     let bob = app.new_user().await;
@@ -818,6 +824,9 @@ async fn another_users_token_does_not_reveal_their_orders() {
 
 #[tokio::test]
 async fn visibility_turns_true_once_the_notice_is_recorded_and_a_long_poll_returns_it() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;
@@ -862,6 +871,9 @@ async fn visibility_turns_true_once_the_notice_is_recorded_and_a_long_poll_retur
 
 #[tokio::test]
 async fn a_long_poll_without_a_notice_answers_false_when_the_wait_ends() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;

@@ -350,6 +350,9 @@ async fn slow_search_turns_rows_delayed() {
 /// replay, since nothing else tells the page about it.
 #[tokio::test]
 async fn stream_dropped_mid_session_resumes_without_missing_a_notice() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let settings = test_settings().await;
     // The pipeline, and an API that stays up, on an instance of their own.
     let pipeline = spawn_app_with(settings.clone()).await;
