@@ -52,6 +52,15 @@ pub struct OrderList {
     pub next_cursor: Option<String>,
 }
 
+impl From<model::ReadError> for AppError {
+    fn from(e: model::ReadError) -> Self {
+        match e {
+            model::ReadError::Index(e) => e.into(),
+            model::ReadError::Database(e) => AppError::Database(e),
+        }
+    }
+}
+
 impl From<IndexError> for AppError {
     fn from(e: IndexError) -> Self {
         match e {

@@ -8,6 +8,16 @@ use super::document::{OrderDocument, SummaryDocument};
 use super::index::{IndexError, ReadStore, SearchPage, SortKey};
 use super::postgres::PgReadModel;
 
+/// A failure to read the read model, from either store.
+#[derive(thiserror::Error, Debug)]
+pub enum ReadError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The same-database shape could not be read (PostgreSQL down, …).
+    #[error("Failed to read the same-database read model: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
 #[derive(Clone)]
 pub enum ReadModel {
     /// A separate read store, fed by the relay and projector.
@@ -24,26 +34,26 @@ impl ReadModel {
         q: Option<&str>,
         limit: usize,
         after: Option<&SortKey>,
-    ) -> Result<SearchPage, IndexError> {
+    ) -> Result<SearchPage, ReadError> {
         match self {
-            ReadModel::Elasticsearch(store) => store.search(user_id, q, limit, after).await,
-            ReadModel::Postgres(model) => model.search(user_id, q, limit, after).await,
+            ReadModel::Elasticsearch(store) => Ok(store.search(user_id, q, limit, after).await?),
+            ReadModel::Postgres(model) => Ok(model.search(user_id, q, limit, after).await?),
         }
     }
 
     /// One order of one user, if the read model shows it.
-    pub async fn find(&self, user_id: Uuid, id: Uuid) -> Result<Option<OrderDocument>, IndexError> {
+    pub async fn find(&self, user_id: Uuid, id: Uuid) -> Result<Option<OrderDocument>, ReadError> {
         match self {
-            ReadModel::Elasticsearch(store) => store.find(user_id, id).await,
-            ReadModel::Postgres(model) => model.find(user_id, id).await,
+            ReadModel::Elasticsearch(store) => Ok(store.find(user_id, id).await?),
+            ReadModel::Postgres(model) => Ok(model.find(user_id, id).await?),
         }
     }
 
     /// One user's counters, if anything is counted yet.
-    pub async fn summary(&self, user_id: Uuid) -> Result<Option<SummaryDocument>, IndexError> {
+    pub async fn summary(&self, user_id: Uuid) -> Result<Option<SummaryDocument>, ReadError> {
         match self {
-            ReadModel::Elasticsearch(store) => store.summary(user_id).await,
-            ReadModel::Postgres(model) => model.summary(user_id).await,
+            ReadModel::Elasticsearch(store) => Ok(store.summary(user_id).await?),
+            ReadModel::Postgres(model) => Ok(model.summary(user_id).await?),
         }
     }
 }

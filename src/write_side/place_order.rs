@@ -112,7 +112,8 @@ pub async fn place_order(
         placed_at,
         status: OrderStatus::Placed,
         version: 1,
-        visible: false,
+        // Visible already when its notice committed with it.
+        visible: in_transaction.is_some(),
     }))
 }
 

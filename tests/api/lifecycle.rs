@@ -162,6 +162,9 @@ async fn summary(app: &crate::helpers::TestApp, user: &crate::helpers::TestUser)
 
 #[tokio::test]
 async fn the_summary_counts_exactly_once_even_when_every_event_is_delivered_again() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let other = app.new_user().await;

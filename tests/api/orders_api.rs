@@ -936,6 +936,9 @@ async fn bad_waits_are_400_and_unknown_or_other_users_orders_404() {
 /// published: the event is delivered again, and nothing is duplicated.
 #[tokio::test]
 async fn redelivering_a_projected_event_duplicates_nothing() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let (mut events, _) = app.open_events_ready(&user).await;

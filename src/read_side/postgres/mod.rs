@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -20,7 +19,7 @@ use uuid::Uuid;
 
 use crate::order::{Item, OrderStatus};
 use crate::read_side::document::{OrderDocument, SummaryDocument};
-use crate::read_side::index::{IndexError, SearchPage, SortKey};
+use crate::read_side::index::{SearchPage, SortKey};
 
 #[derive(Clone)]
 pub struct PgReadModel {
@@ -79,9 +78,14 @@ pub fn prefix_query(q: &str) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" & "))
 }
 
-/// The cursor's millisecond as the view's `sort_at` (UTC, no zone).
-fn sort_at(key: &SortKey) -> Option<NaiveDateTime> {
-    DateTime::from_timestamp_millis(key.placed_at_millis).map(|t| t.naive_utc())
+/// The cursor's millisecond as the view's `sort_at` (UTC, no zone), held
+/// to years 1 to 9999 so PostgreSQL can compare it (any order is inside).
+fn sort_at(key: &SortKey) -> NaiveDateTime {
+    const FIRST_MILLI: i64 = -62_135_596_800_000;
+    const LAST_MILLI: i64 = 253_402_300_799_999;
+    DateTime::from_timestamp_millis(key.placed_at_millis.clamp(FIRST_MILLI, LAST_MILLI))
+        .expect("clamped into chrono's range")
+        .naive_utc()
 }
 
 impl PgReadModel {
@@ -99,13 +103,11 @@ impl PgReadModel {
         q: Option<&str>,
         limit: usize,
         after: Option<&SortKey>,
-    ) -> Result<SearchPage, IndexError> {
+    ) -> sqlx::Result<SearchPage> {
         let query = q.and_then(prefix_query);
-        let after_at = after.map(|a| sort_at(a).context("cursor time out of range"));
-        let after_at = after_at.transpose()?;
-        let after_id = after
-            .map(|a| a.id.parse::<Uuid>().context("cursor id"))
-            .transpose()?;
+        let after_at = after.map(sort_at);
+        // A cursor's id is checked when it is decoded.
+        let after_id = after.map(|a| a.id.parse::<Uuid>().unwrap_or(Uuid::max()));
         let rows: Vec<OrderRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM order_list
              WHERE user_id = $1
@@ -120,8 +122,7 @@ impl PgReadModel {
         .bind(after_id.unwrap_or(Uuid::nil()))
         .bind(limit as i64 + 1)
         .fetch_all(&self.db)
-        .await
-        .map_err(read_failed)?;
+        .await?;
         let mut orders: Vec<OrderDocument> = rows.into_iter().map(Into::into).collect();
         let next = if orders.len() > limit {
             orders.truncate(limit);
@@ -136,20 +137,19 @@ impl PgReadModel {
     }
 
     /// One order of one user.
-    pub async fn find(&self, user_id: Uuid, id: Uuid) -> Result<Option<OrderDocument>, IndexError> {
+    pub async fn find(&self, user_id: Uuid, id: Uuid) -> sqlx::Result<Option<OrderDocument>> {
         let row: Option<OrderRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM order_list WHERE id = $1 AND user_id = $2"
         ))
         .bind(id)
         .bind(user_id)
         .fetch_optional(&self.db)
-        .await
-        .map_err(read_failed)?;
+        .await?;
         Ok(row.map(Into::into))
     }
 
     /// One user's counters, if anything is counted yet.
-    pub async fn summary(&self, user_id: Uuid) -> Result<Option<SummaryDocument>, IndexError> {
+    pub async fn summary(&self, user_id: Uuid) -> sqlx::Result<Option<SummaryDocument>> {
         type Row = (
             i64,
             i64,
@@ -163,8 +163,7 @@ impl PgReadModel {
         )
         .bind(user_id)
         .fetch_optional(&self.db)
-        .await
-        .map_err(read_failed)?;
+        .await?;
         Ok(row.map(
             |(revision, orders_placed, orders_cancelled, spent_cents, last_order_at)| {
                 SummaryDocument {
@@ -178,10 +177,6 @@ impl PgReadModel {
             },
         ))
     }
-}
-
-fn read_failed(e: sqlx::Error) -> IndexError {
-    IndexError::Other(anyhow::Error::new(e).context("Failed to read the same-database read model"))
 }
 
 #[cfg(test)]

@@ -283,6 +283,9 @@ async fn javascript_disabled_form_path() {
 /// to `visible` the moment search can find it.
 #[tokio::test]
 async fn slow_search_turns_rows_delayed() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let mut settings = test_settings().await;
     // Nothing refreshes the index on its own, and the projector waits for a
     // refresh: the order stays unsearchable until this test refreshes.
