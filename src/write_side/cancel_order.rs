@@ -82,11 +82,8 @@ pub async fn cancel_order(
         },
     )
     .await?;
-    let mut order = order;
     if let Some(work) = in_transaction {
         work.run(&mut tx, &appended).await?;
-        // Its notice commits with it: visible at once.
-        order.visible = true;
     }
     tx.commit().await?;
     metrics::counter!("sightline_orders_cancelled_total").increment(1);

@@ -112,8 +112,9 @@ pub async fn place_order(
         placed_at,
         status: OrderStatus::Placed,
         version: 1,
-        // Visible already when its notice committed with it.
-        visible: in_transaction.is_some(),
+        // The contract's receipt says `false` in both modes: the notice
+        // (with READ_STORE=postgres already recorded) is what announces it.
+        visible: false,
     }))
 }
 
