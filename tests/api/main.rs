@@ -36,3 +36,4 @@ mod es_proxy;
 mod graduation;
 mod proofs;
 mod properties;
+mod same_database;
