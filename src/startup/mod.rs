@@ -60,6 +60,11 @@ impl Application {
                 noticed,
                 "READ_STORE=postgres: reads from this database; no relay, projector or Elasticsearch"
             );
+            if !settings.runs(Role::Web) {
+                tracing::warn!(
+                    "READ_STORE=postgres has no relay or projector to run: this instance only samples the outbox"
+                );
+            }
         }
         // Elasticsearch being down must not stop the write side: the relay
         // keeps the backlog and catches up once it is back.
