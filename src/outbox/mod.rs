@@ -102,15 +102,22 @@ pub async fn after(db: &PgPool, after: i64, limit: i64) -> sqlx::Result<Vec<Outb
     .await
 }
 
-/// Up to `limit` unpublished, unparked events after `after`, in id order,
-/// without claiming them (the same-database mode's start-up catch-up).
-pub async fn unpublished_after(
+/// Up to `limit` unpublished, unparked events after `after` whose order
+/// version has no notice yet, in id order, without claiming them (the
+/// same-database mode's start-up catch-up: in that mode every event stays
+/// unpublished, and all but what the relay left undelivered are noticed).
+pub async fn unnoticed_after(
     db: &PgPool,
     after: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<OutboxEvent>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL AND NOT parked AND id > $1
+        "SELECT {COLUMNS} FROM outbox o
+         WHERE published_at IS NULL AND NOT parked AND id > $1
+           AND NOT EXISTS (SELECT 1 FROM notices n
+                            WHERE n.order_id = o.aggregate_id
+                              AND n.order_version >= o.aggregate_version
+                              AND n.kind = 'order-visible')
          ORDER BY id LIMIT $2"
     ))
     .bind(after)

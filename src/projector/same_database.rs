@@ -62,15 +62,17 @@ pub async fn apply(conn: &mut PgConnection, events: &[OutboxEvent]) -> anyhow::R
     Ok(recorded.len())
 }
 
-/// Applies every unpublished event (left by the Elasticsearch mode's relay)
-/// in batches: what was committed but not yet projected when the mode was
-/// switched is counted and noticed now. Returns the notices recorded.
+/// Applies every unpublished event without a notice (left by the
+/// Elasticsearch mode's relay) in batches: what was committed but not yet
+/// projected when the mode was switched is counted and noticed now — a
+/// noticed event was counted before its notice, in either mode. Returns the
+/// notices recorded.
 #[tracing::instrument(skip(db))]
 pub async fn catch_up(db: &PgPool, batch_size: i64) -> anyhow::Result<usize> {
     let mut after = 0;
     let mut recorded = 0;
     loop {
-        let events = outbox::unpublished_after(db, after, batch_size)
+        let events = outbox::unnoticed_after(db, after, batch_size)
             .await
             .context("Failed to read the unpublished events")?;
         let Some(last) = events.last() else { break };
