@@ -35,6 +35,13 @@ pub struct Settings {
     #[arg(long, env = "INDEX_PREFIX", default_value = "sightline-")]
     pub index_prefix: String,
 
+    /// Where query handlers read: `elasticsearch` (a separate read store fed
+    /// by the relay and projector) or `postgres` (a read shape over the same
+    /// database: an order is visible, and noticed, the moment it commits;
+    /// no relay, no projector, no Elasticsearch needed).
+    #[arg(long, env = "READ_STORE", value_enum, default_value_t = ReadStoreKind::Elasticsearch)]
+    pub read_store: ReadStoreKind,
+
     /// Most outbox events the relay takes in one batch.
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
     pub relay_batch_size: i64,
@@ -300,6 +307,15 @@ pub enum Role {
     Projector,
 }
 
+/// Which store answers the query handlers (`READ_STORE`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStoreKind {
+    /// Elasticsearch, fed through the outbox, relay and projector.
+    Elasticsearch,
+    /// The same PostgreSQL database, through the read side's own shape.
+    Postgres,
+}
+
 /// What wakes the relay to look for new outbox events.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayWake {
@@ -535,6 +551,7 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &redact_url(&self.database_url))
             .field("elasticsearch_url", &redact_url(&self.elasticsearch_url))
             .field("index_prefix", &self.index_prefix)
+            .field("read_store", &self.read_store)
             .field("relay_batch_size", &self.relay_batch_size)
             .field("relay_concurrency", &self.relay_concurrency)
             .field("relay_poll_ms", &self.relay_poll_ms)

@@ -32,6 +32,12 @@ pub struct App {
     pub db: PgPool,
     /// The read model. Query handlers read it; only the projector writes it.
     pub read_store: ReadStore,
+    /// What query handlers read: the read store above, or with
+    /// `READ_STORE=postgres` the same-database shape.
+    pub read_model: crate::read_side::model::ReadModel,
+    /// Work done inside each order's write transaction: with
+    /// `READ_STORE=postgres`, its summary and notice (none otherwise).
+    pub in_transaction: Option<Arc<dyn crate::write_side::InTransaction>>,
     /// Fans recorded notices out to this instance's SSE streams and long polls.
     pub hub: Arc<NoticeHub>,
     pub settings: Settings,

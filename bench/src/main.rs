@@ -95,6 +95,10 @@ const USERS: usize = 100;
 /// A sustained rate keeps p99 within this.
 const SUSTAINED_P99_MS: f64 = 1000.0;
 
+/// The same-database read model (`READ_STORE=postgres`): measured beside
+/// the default (Elasticsearch) in the visibility and maximum-rate parts.
+const SAME_DATABASE: &[(&str, &str)] = &[("READ_STORE", "postgres")];
+
 /// The seed's settings, as knobs of today's code.
 const SEED_SETTINGS: &[(&str, &str)] = &[
     ("RELAY_WAKE", "poll"),
@@ -130,6 +134,10 @@ struct Results {
     seed: Option<(LoadResult, LoadResult)>,
     steps: Vec<(u32, LoadResult, bool)>,
     max_sustained: Option<u32>,
+    /// The same, with `READ_STORE=postgres`.
+    pg_visibility: Vec<(u32, LoadResult)>,
+    pg_steps: Vec<(u32, LoadResult, bool)>,
+    pg_max_sustained: Option<u32>,
     sse: Option<capacity::Capacity>,
     /// Per bus (`inprocess`, `nats`): the 200/s scenario and the maximum
     /// sustained rate.
@@ -220,6 +228,13 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             eprintln!("  {rate}/s: {}", line(&r));
             results.visibility.push((rate, r));
         }
+        eprintln!("[2/5] visibility latency, READ_STORE=postgres");
+        for rate in VISIBILITY_RATES {
+            let label = format!("visibility-postgres-{rate}");
+            let r = load::scenario(&bench, &label, SAME_DATABASE, USERS, rate.into(), step).await?;
+            eprintln!("  {rate}/s: {}", line(&r));
+            results.pg_visibility.push((rate, r));
+        }
     }
 
     if runs(Part::Seed) {
@@ -234,28 +249,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
 
     if runs(Part::Max) {
         eprintln!("[4/5] maximum sustained rate (p99 <= 1 s)");
-        for rate in RATE_STEPS {
-            let label = format!("max-{rate}");
-            let r = load::scenario(&bench, &label, &[], USERS, rate.into(), step).await?;
-            let ok = r.sustained(SUSTAINED_P99_MS);
-            eprintln!(
-                "  {rate}/s: {} -> {}",
-                line(&r),
-                if ok { "sustained" } else { "not sustained" }
-            );
-            results.steps.push((rate, r, ok));
-            if !ok {
-                break;
-            }
-        }
-        results.max_sustained = Some(
-            results
-                .steps
-                .iter()
-                .take_while(|(_, _, ok)| *ok)
-                .last()
-                .map_or(0, |(rate, _, _)| *rate),
-        );
+        let (steps, max) = max_rate(&bench, "max", &[], step).await?;
+        (results.steps, results.max_sustained) = (steps, Some(max));
+        eprintln!("[4/5] maximum sustained rate, READ_STORE=postgres");
+        let (steps, max) = max_rate(&bench, "max-postgres", SAME_DATABASE, step).await?;
+        (results.pg_steps, results.pg_max_sustained) = (steps, Some(max));
     }
 
     if runs(Part::Sse) {
@@ -295,13 +293,47 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `latest.json` document.
-fn report(r: &Results, machine: Value) -> Option<Value> {
-    let floor = r.floor.as_ref()?;
-    let (seed, tuned) = r.seed.as_ref()?;
-    let sse = r.sse.as_ref()?;
-    let visibility: serde_json::Map<String, Value> = r
-        .visibility
+/// Offers the rate steps in turn until one is not sustained; returns the
+/// steps and the highest sustained rate (0 if none).
+async fn max_rate(
+    bench: &Bench,
+    label: &str,
+    settings: &[(&str, &str)],
+    step: Duration,
+) -> anyhow::Result<(Vec<(u32, LoadResult, bool)>, u32)> {
+    let mut steps = Vec::new();
+    for rate in RATE_STEPS {
+        let r = load::scenario(
+            bench,
+            &format!("{label}-{rate}"),
+            settings,
+            USERS,
+            rate.into(),
+            step,
+        )
+        .await?;
+        let ok = r.sustained(SUSTAINED_P99_MS);
+        eprintln!(
+            "  {rate}/s: {} -> {}",
+            line(&r),
+            if ok { "sustained" } else { "not sustained" }
+        );
+        steps.push((rate, r, ok));
+        if !ok {
+            break;
+        }
+    }
+    let max = steps
+        .iter()
+        .take_while(|(_, _, ok)| *ok)
+        .last()
+        .map_or(0, |(rate, _, _)| *rate);
+    Ok((steps, max))
+}
+
+/// Latency percentiles per offered rate, as `latest.json` records them.
+fn visibility_json(visibility: &[(u32, LoadResult)]) -> serde_json::Map<String, Value> {
+    visibility
         .iter()
         .map(|(rate, r)| {
             let v = json!({
@@ -312,7 +344,15 @@ fn report(r: &Results, machine: Value) -> Option<Value> {
             });
             (rate.to_string(), v)
         })
-        .collect();
+        .collect()
+}
+
+/// The `latest.json` document.
+fn report(r: &Results, machine: Value) -> Option<Value> {
+    let floor = r.floor.as_ref()?;
+    let (seed, tuned) = r.seed.as_ref()?;
+    let sse = r.sse.as_ref()?;
+    let visibility = visibility_json(&r.visibility);
     let bus: serde_json::Map<String, Value> = r
         .bus
         .iter()
@@ -331,6 +371,17 @@ fn report(r: &Results, machine: Value) -> Option<Value> {
         "bus": bus,
         "floor_p50_ms": round2(floor.p50_sum()),
         "visibility": visibility,
+        // One database or two (README): the same steps in both modes.
+        "read_store": {
+            "elasticsearch": {
+                "visibility": visibility,
+                "max_sustained_rate": r.max_sustained?,
+            },
+            "postgres": {
+                "visibility": visibility_json(&r.pg_visibility),
+                "max_sustained_rate": r.pg_max_sustained?,
+            },
+        },
         "seed_settings_p50_ms": round2(seed.latency.p50),
         "tuned_p50_ms": round2(tuned.latency.p50),
         "max_sustained_rate": r.max_sustained?,
@@ -497,6 +548,9 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
         for (rate, v) in &r.visibility {
             row(&mut o, &format!("{rate}/s"), v);
         }
+        for (rate, v) in &r.pg_visibility {
+            row(&mut o, &format!("{rate}/s READ_STORE=postgres"), v);
+        }
         let _ = writeln!(
             o,
             "\nWhere the time goes: the server's relay batches, mean ms per stage (waiting: an event's \
@@ -538,6 +592,35 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
             );
         }
         let _ = writeln!(o, "  maximum sustained: {max}/s");
+    }
+    if let Some(max) = r.pg_max_sustained {
+        let _ = writeln!(o, "\nMaximum sustained rate, READ_STORE=postgres");
+        header(&mut o);
+        for (rate, v, ok) in &r.pg_steps {
+            row(
+                &mut o,
+                &format!("{rate}/s {}", if *ok { "ok" } else { "FAIL" }),
+                v,
+            );
+        }
+        let _ = writeln!(o, "  maximum sustained: {max}/s");
+    }
+    // The cost of the separate read store: its latency over the same
+    // database's, at the same offered rate.
+    if !r.pg_visibility.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nOne database or two: visibility p50, 201 -> order-visible"
+        );
+    }
+    for ((rate, es), (_, pg)) in r.visibility.iter().zip(&r.pg_visibility) {
+        let _ = writeln!(
+            o,
+            "  {rate}/s: Elasticsearch p50 {} ms = {:.1} x READ_STORE=postgres p50 {} ms",
+            num(es.latency.p50),
+            es.latency.p50 / pg.latency.p50.max(0.001),
+            num(pg.latency.p50)
+        );
     }
     if let Some(s) = &r.sse {
         let _ = writeln!(o, "\nSSE capacity (one instance)");

@@ -46,9 +46,10 @@ pub struct OutboxEvent {
     pub relay_attempt: i32,
 }
 
-/// Appends an event inside the caller's transaction. `pg_notify` is
-/// transactional too: the relay is woken only if the transaction commits.
-pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<()> {
+/// Appends an event inside the caller's transaction and returns it as
+/// stored. `pg_notify` is transactional too: the relay is woken only if the
+/// transaction commits.
+pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<OutboxEvent> {
     // The transaction takes its id (if it has none yet) before the event
     // takes its outbox id: a rebuild that saw that outbox id missing knows,
     // once every transaction older than its snapshot has ended, that the id
@@ -57,11 +58,12 @@ pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<()
         .bind(WAKE_CHANNEL)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
+    sqlx::query_as(&format!(
         "INSERT INTO outbox (event_id, event_type, schema_version, aggregate_id,
                              aggregate_version, user_id, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING {COLUMNS}"
+    ))
     .bind(Uuid::new_v4())
     .bind(event.event_type)
     .bind(event.schema_version)
@@ -69,9 +71,8 @@ pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<()
     .bind(event.aggregate_version)
     .bind(event.user_id)
     .bind(event.payload)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// Claims up to `limit` unpublished events, oldest first, locking them for the
@@ -106,6 +107,50 @@ pub async fn after(db: &PgPool, after: i64, limit: i64) -> sqlx::Result<Vec<Outb
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// Up to `limit` unpublished, unparked events after `after` whose order
+/// version has no notice yet, in id order, without claiming them (the
+/// same-database mode's start-up catch-up: in that mode every event stays
+/// unpublished, and all but what the relay left undelivered are noticed).
+pub async fn unnoticed_after(
+    db: &PgPool,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<OutboxEvent>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM outbox o
+         WHERE published_at IS NULL AND NOT parked AND id > $1
+           AND NOT EXISTS (SELECT 1 FROM notices n
+                            WHERE n.order_id = o.aggregate_id
+                              AND n.order_version >= o.aggregate_version
+                              AND n.kind = 'order-visible')
+         ORDER BY id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Marks published those of `ids` whose order version is already noticed:
+/// a `rebuild` run in the same-database mode (no relay) has written them
+/// into the new index, so the relay of the Elasticsearch mode, once
+/// switched to, starts after them. An event not yet noticed is left to the
+/// relay, which then notices it.
+pub async fn mark_replayed(db: &PgPool, ids: &[i64]) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE outbox o SET published_at = clock_timestamp()
+         WHERE o.id = ANY($1) AND o.published_at IS NULL AND NOT o.parked
+           AND EXISTS (SELECT 1 FROM notices n
+                        WHERE n.order_id = o.aggregate_id
+                          AND n.order_version >= o.aggregate_version
+                          AND n.kind = 'order-visible')",
+    )
+    .bind(ids)
+    .execute(db)
+    .await?
+    .rows_affected())
 }
 
 /// The events with ids in any of the inclusive ranges `starts[i]..=ends[i]`,

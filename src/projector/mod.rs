@@ -7,10 +7,12 @@
 //! waits for a refresh of the orders index that started after that write
 //! (shared with any other batch in flight, see [`refresher`]), and only then
 //! records the notices. Summaries are read by id in real time, so they need
-//! no refresh. No business rules, no validation.
+//! no refresh. No business rules, no validation. (With `READ_STORE=postgres`
+//! nothing is moved: see [`same_database`].)
 
 pub mod nats_consumer;
 pub mod refresher;
+pub mod same_database;
 pub mod steps;
 pub mod summaries;
 

@@ -121,12 +121,26 @@ pub async fn count(
     if events.is_empty() {
         return Ok(vec![]);
     }
+    let mut tx = db.begin().await?;
+    let summaries = count_in(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(summaries)
+}
+
+/// [`count`] inside the caller's transaction (the same-database mode counts
+/// an order's event in the order's own transaction).
+pub async fn count_in(
+    tx: &mut sqlx::PgConnection,
+    events: &[(Uuid, Uuid, &OrderEvent)],
+) -> sqlx::Result<Vec<SummaryDocument>> {
+    if events.is_empty() {
+        return Ok(vec![]);
+    }
     let event_ids: Vec<Uuid> = events.iter().map(|(id, _, _)| *id).collect();
     let mut user_ids: Vec<Uuid> = events.iter().map(|(_, user, _)| *user).collect();
     user_ids.sort();
     user_ids.dedup();
 
-    let mut tx = db.begin().await?;
     let fresh: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO projector_inbox (event_id) SELECT * FROM UNNEST($1::uuid[])
          ON CONFLICT DO NOTHING RETURNING event_id",
@@ -169,7 +183,6 @@ pub async fn count(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     // Users with nothing counted yet (revision 0) have nothing to show.
     Ok(summaries.into_values().filter(|s| s.revision > 0).collect())
 }

@@ -1,8 +1,12 @@
 //! The read side: every query of orders is answered by the read model
-//! (Elasticsearch), except the explicit read-your-writes paths.
+//! ([`model::ReadModel`]: Elasticsearch, or with `READ_STORE=postgres` the
+//! same-database shape in [`postgres`]), except the explicit
+//! read-your-writes paths.
 
 pub mod document;
 pub mod index;
+pub mod model;
+pub mod postgres;
 pub mod read_your_writes;
 
 use axum::extract::State;
@@ -60,6 +64,15 @@ pub struct OrderList {
     pub orders: Vec<OrderView>,
     /// Pass as `cursor` for the next page; null on the last.
     pub next_cursor: Option<String>,
+}
+
+impl From<model::ReadError> for AppError {
+    fn from(e: model::ReadError) -> Self {
+        match e {
+            model::ReadError::Index(e) => e.into(),
+            model::ReadError::Database(e) => AppError::Database(e),
+        }
+    }
 }
 
 impl From<IndexError> for AppError {
@@ -156,7 +169,7 @@ pub async fn list_page(
         None => vec![],
     };
     let page = state
-        .read_store
+        .read_model
         .search(user.id, q, limit, after.as_ref())
         .await?;
     let found: Vec<OrderView> = page.orders.into_iter().map(|d| d.into_view()).collect();
@@ -218,7 +231,7 @@ pub(crate) async fn get_order(
     user: CurrentUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> AppResult<impl IntoResponse> {
-    match state.read_store.find(user.id, id).await {
+    match state.read_model.find(user.id, id).await {
         Ok(Some(doc)) => {
             return Ok((
                 read_source_header(ReadSource::ReadModel),
@@ -263,7 +276,7 @@ pub(crate) async fn get_summary(
 ) -> AppResult<impl IntoResponse> {
     let summary =
         state
-            .read_store
+            .read_model
             .summary(user.id)
             .await?
             .unwrap_or_else(|| document::SummaryDocument {

@@ -141,16 +141,24 @@ pub async fn owns_order(db: &sqlx::PgPool, user_id: Uuid, id: Uuid) -> sqlx::Res
 
 /// An order's version and status once none of its events is pending or
 /// parked: every version was made searchable (the relay publishes an event
-/// only after its notice is recorded). The visibility poll asks this only
-/// when the order has no notice left, i.e. its notices were pruned.
-pub async fn settled_version(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<Option<(i32, String)>> {
+/// only after its notice is recorded). With `same_database`
+/// (`READ_STORE=postgres`) every committed version is visible and nothing
+/// publishes the outbox, so the current version is settled. The visibility
+/// poll asks this only when the order has no notice left, i.e. its notices
+/// were pruned.
+pub async fn settled_version(
+    db: &sqlx::PgPool,
+    id: Uuid,
+    same_database: bool,
+) -> sqlx::Result<Option<(i32, String)>> {
     sqlx::query_as(
         "SELECT version, status FROM orders o
          WHERE o.id = $1
-           AND NOT EXISTS (SELECT 1 FROM outbox
-                            WHERE aggregate_id = $1 AND (published_at IS NULL OR parked))",
+           AND ($2 OR NOT EXISTS (SELECT 1 FROM outbox
+                                   WHERE aggregate_id = $1 AND (published_at IS NULL OR parked)))",
     )
     .bind(id)
+    .bind(same_database)
     .fetch_optional(db)
     .await
 }

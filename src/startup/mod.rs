@@ -3,6 +3,7 @@
 
 pub mod in_process_bus;
 pub mod nats_bus;
+pub mod same_database;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +14,18 @@ use tokio::task::JoinHandle;
 
 use crate::auth::password::Hashing;
 use crate::auth::throttle::{Policy, Throttle};
-use crate::config::{BusKind, Role, Settings, redact_in, redact_url};
+use crate::config::{BusKind, ReadStoreKind, Role, Settings, redact_in, redact_url};
 use crate::db::{connect_and_migrate, connect_pool};
 use crate::projector::Projector;
 use crate::read_side::index::ReadStore;
+use crate::read_side::model::ReadModel;
+use crate::read_side::postgres::PgReadModel;
 use crate::relay::Relay;
 use crate::shutdown::ShutdownSignal;
 use crate::state::{App, AppState};
 use crate::visibility::hub::{self, NoticeHub};
 use crate::visibility::notice_log;
+use crate::write_side::InTransaction;
 use crate::{monitoring, telemetry, web};
 use in_process_bus::InProcessBus;
 
@@ -46,9 +50,26 @@ impl Application {
         let db = connect_and_migrate(&settings).await?;
         let pipeline_db = connect_pool(&settings, pipeline_pool_size).await?;
         let read_store = ReadStore::from_settings(&settings)?;
+        let same_database = settings.read_store == ReadStoreKind::Postgres;
+        if same_database {
+            // Whatever the Elasticsearch mode left unprojected is visible
+            // here already: notice it before anyone listens.
+            let noticed = crate::projector::same_database::catch_up(&db, 1000)
+                .await
+                .context("Failed to notice what the relay had not yet delivered")?;
+            tracing::info!(
+                noticed,
+                "READ_STORE=postgres: reads from this database; no relay, projector or Elasticsearch"
+            );
+            if !settings.runs(Role::Web) {
+                tracing::warn!(
+                    "READ_STORE=postgres has no relay or projector to run: this instance only samples the outbox"
+                );
+            }
+        }
         // Elasticsearch being down must not stop the write side: the relay
         // keeps the backlog and catches up once it is back.
-        if let Err(e) = read_store.ensure_exists().await {
+        else if let Err(e) = read_store.ensure_exists().await {
             tracing::warn!(
                 "Elasticsearch is not usable at {} ({}) — start it with `scripts/services start elasticsearch`; orders are kept and indexed once it is up",
                 redact_url(&settings.elasticsearch_url),
@@ -67,7 +88,18 @@ impl Application {
             .context("Failed to read the bound address")?
             .port();
 
+        let (read_model, in_transaction): (ReadModel, Option<Arc<dyn InTransaction>>) =
+            if same_database {
+                (
+                    ReadModel::Postgres(PgReadModel::new(db.clone())),
+                    Some(Arc::new(same_database::NoticeInTransaction)),
+                )
+            } else {
+                (ReadModel::Elasticsearch(read_store.clone()), None)
+            };
         let state = AppState(Arc::new(App {
+            read_model,
+            in_transaction,
             hub: Arc::new(NoticeHub::new(head, settings.sse_buffer)),
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),
@@ -108,11 +140,13 @@ impl Application {
             BusKind::Nats => Some(nats_bus::NatsWiring::connect(&state.settings).await?),
             BusKind::Inprocess => None,
         };
-        if state.settings.runs(Role::Relay) {
+        // The same-database mode has nothing to publish the outbox to.
+        let publishes = state.settings.read_store == ReadStoreKind::Elasticsearch;
+        if publishes && state.settings.runs(Role::Relay) {
             tasks.push(spawn_pipeline(&state, nats.as_ref()));
         }
         if let Some(nats) = &nats {
-            if state.settings.runs(Role::Projector) {
+            if publishes && state.settings.runs(Role::Projector) {
                 tasks.push(nats.spawn_projector(
                     &state.settings,
                     state.pipeline_db.clone(),
@@ -131,6 +165,7 @@ impl Application {
             pipeline: state.pipeline.clone(),
             lag_slo: state.settings.lag_slo(),
             metrics: state.metrics.clone(),
+            same_database: state.settings.read_store == ReadStoreKind::Postgres,
         };
         tasks.push(tokio::spawn(monitoring::run(
             sampler,

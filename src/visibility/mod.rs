@@ -1,6 +1,7 @@
 //! Visibility: telling clients the moment their order is searchable.
 //!
-//! - `notice_log` — the durable log the projector records notices in
+//! - `notice_log` — the durable log the projector records notices in (with
+//!   `READ_STORE=postgres`: the order's own transaction does)
 //! - `hub` — fans new notices out to this instance's clients
 //! - `notice_buffer` — one user's notices not yet read by all its subscribers
 //! - `sse` — `GET /api/events`, where the notice leaves

@@ -171,11 +171,27 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
     if notices.is_empty() {
         return Ok(vec![]);
     }
+    let mut tx = db.begin().await?;
+    let recorded = record_in(&mut tx, notices).await?;
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// [`record`] inside the caller's transaction: the same-database mode
+/// records an order's notice in the order's own transaction. The lock is
+/// held until that transaction ends, so take it last (after any row locks)
+/// and commit soon: every other recording waits for it.
+pub async fn record_in(
+    tx: &mut sqlx::PgConnection,
+    notices: &[NewNotice],
+) -> sqlx::Result<Vec<Notice>> {
+    if notices.is_empty() {
+        return Ok(vec![]);
+    }
     let users: Vec<Uuid> = notices.iter().map(|n| n.user_id).collect();
     let orders: Vec<Uuid> = notices.iter().map(|n| n.order_id).collect();
     let versions: Vec<i32> = notices.iter().map(|n| n.order_version).collect();
     let kinds: Vec<&str> = notices.iter().map(|n| n.kind).collect();
-    let mut tx = db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(locks::NOTICE_RECORD)
         .execute(&mut *tx)
@@ -238,7 +254,6 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
         rows.push((notice, head.0, head.1.clone()));
     }
     if rows.is_empty() {
-        tx.commit().await?;
         return Ok(vec![]);
     }
     // The order nextval hands values out in is not promised; sorted, they
@@ -301,7 +316,6 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
         .bind(CHANNEL)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(recorded)
 }
 

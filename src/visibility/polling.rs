@@ -172,7 +172,12 @@ async fn current(state: &AppState, user_id: Uuid, id: Uuid) -> AppResult<Current
     let latest = notice_log::latest_for_order(&state.db, id).await?;
     let visible = notice_log::latest_visible(&state.db, id).await?;
     if latest.is_none()
-        && let Some((version, status)) = read_your_writes::settled_version(&state.db, id).await?
+        && let Some((version, status)) = read_your_writes::settled_version(
+            &state.db,
+            id,
+            state.settings.read_store == crate::config::ReadStoreKind::Postgres,
+        )
+        .await?
     {
         let stand_in = Notice {
             seq: 0,

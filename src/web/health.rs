@@ -49,7 +49,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
     .await
     .is_ok_and(|r| r.is_ok());
-    let elasticsearch = state.read_store.ping().await;
+    // The same-database mode does not use Elasticsearch at all.
+    let same_database = state.settings.read_store == crate::config::ReadStoreKind::Postgres;
+    let elasticsearch = same_database || state.read_store.ping().await;
     let word = |up: bool| if up { "up" } else { "down" };
     // A distributed bus down is like Elasticsearch down: writes go on, the
     // backlog waits (its last look, at most a couple of seconds old).
@@ -70,7 +72,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Json(json!({
             "status": overall,
             "postgres": word(postgres),
-            "elasticsearch": word(elasticsearch),
+            "elasticsearch": if same_database { "not used" } else { word(elasticsearch) },
             "bus": bus,
         })),
     )

@@ -58,6 +58,8 @@ struct StatusPage {
 fn overall(sample: &Sample) -> (&'static str, &'static str) {
     if !sample.postgres {
         ("down", "PostgreSQL is down: writes are refused")
+    } else if sample.same_database {
+        ("ok", "Healthy (READ_STORE=postgres: visible at commit)")
     } else if !sample.elasticsearch {
         (
             "degraded",
@@ -199,11 +201,22 @@ pub async fn page(State(state): State<AppState>) -> Response {
         },
         slo: seconds(sample.slo_seconds),
         slo_seconds: sample.slo_seconds,
-        backlog: sample.backlog.map_or_else(unknown, |b| b.to_string()),
+        backlog: match sample.backlog {
+            None => unknown(),
+            Some(b) if sample.same_database => format!(
+                "none: READ_STORE=postgres shows orders at commit ({b} event{} kept unpublished for a later move, not lag)",
+                if b == 1 { "" } else { "s" }
+            ),
+            Some(b) => b.to_string(),
+        },
         dead_letters: sample.dead_letters.map_or_else(unknown, |d| d.to_string()),
         last_batch: last_batch(&sample, state.settings.runs(Role::Relay)),
         postgres: up(sample.postgres),
-        elasticsearch: up(sample.elasticsearch),
+        elasticsearch: if sample.same_database {
+            "not used"
+        } else {
+            up(sample.elasticsearch)
+        },
         relay_state,
         relay,
         bus_state,

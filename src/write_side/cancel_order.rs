@@ -5,6 +5,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::InTransaction;
 use super::store::{self, StoredOrder};
 use crate::auth::CurrentUser;
 use crate::error::{AppError, AppResult};
@@ -19,8 +20,13 @@ pub struct Cancellation {
 
 /// Cancels the user's order; cancelling a cancelled order changes nothing.
 /// Another user's order is reported as unknown.
-#[tracing::instrument(skip(db, user), fields(user = %user.username))]
-pub async fn cancel_order(db: &PgPool, user: &CurrentUser, id: Uuid) -> AppResult<Cancellation> {
+#[tracing::instrument(skip(db, in_transaction, user), fields(user = %user.username))]
+pub async fn cancel_order(
+    db: &PgPool,
+    in_transaction: Option<&dyn InTransaction>,
+    user: &CurrentUser,
+    id: Uuid,
+) -> AppResult<Cancellation> {
     let mut tx = db.begin().await?;
     // The user row first, as when placing: one lock order, no deadlocks, and
     // this user's positions keep committing in order.
@@ -64,7 +70,7 @@ pub async fn cancel_order(db: &PgPool, user: &CurrentUser, id: Uuid) -> AppResul
         },
         cancelled_at,
     };
-    outbox::append(
+    let appended = outbox::append(
         &mut tx,
         NewEvent {
             event_type: events::ORDER_CANCELLED,
@@ -76,6 +82,9 @@ pub async fn cancel_order(db: &PgPool, user: &CurrentUser, id: Uuid) -> AppResul
         },
     )
     .await?;
+    if let Some(work) = in_transaction {
+        work.run(&mut tx, &appended).await?;
+    }
     tx.commit().await?;
     metrics::counter!("sightline_orders_cancelled_total").increment(1);
     Ok(Cancellation { order, write_seq })

@@ -4,8 +4,10 @@
 //! - `place_order` — where it is committed (one transaction, outbox included)
 //! - `cancel_order` — the one change an order can go through
 //! - `store` — reading an order back from the write database
+//! - `in_transaction` — the seam for work start-up adds to a write's transaction
 
 pub mod cancel_order;
+pub mod in_transaction;
 pub mod place_order;
 pub mod store;
 pub mod validation;
@@ -27,6 +29,8 @@ use crate::state::AppState;
 use place_order::Placed;
 use store::StoredOrder;
 use uuid::Uuid;
+
+pub use in_transaction::InTransaction;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -89,10 +93,13 @@ pub(crate) async fn create_order(
     // Per user: one account cannot crowd out everyone else's writes.
     state.limits.writes.check(user.id)?;
     let order = validation::validate(request)?;
-    let (status, stored) = match place_order::place_order(&state.db, &user, order).await? {
-        Placed::Created(o) => (StatusCode::CREATED, o),
-        Placed::AlreadyPlaced(o) => (StatusCode::OK, o),
-    };
+    let (status, stored) =
+        match place_order::place_order(&state.db, state.in_transaction.as_deref(), &user, order)
+            .await?
+        {
+            Placed::Created(o) => (StatusCode::CREATED, o),
+            Placed::AlreadyPlaced(o) => (StatusCode::OK, o),
+        };
     let location = format!("/api/orders/{}", stored.id);
     Ok((
         status,
@@ -121,7 +128,8 @@ pub(crate) async fn cancel(
     ApiPath(id): ApiPath<Uuid>,
 ) -> AppResult<Json<WriteReceipt>> {
     state.limits.writes.check(user.id)?;
-    let cancellation = cancel_order::cancel_order(&state.db, &user, id).await?;
+    let cancellation =
+        cancel_order::cancel_order(&state.db, state.in_transaction.as_deref(), &user, id).await?;
     Ok(Json(WriteReceipt::new(
         &cancellation.order,
         cancellation.write_seq,

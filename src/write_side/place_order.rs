@@ -1,10 +1,12 @@
 //! Where an order is committed: the order, its items and its `OrderPlaced`
 //! event go into PostgreSQL in one transaction. Nothing here talks to
-//! Elasticsearch or a bus — the outbox row is the only way out.
+//! Elasticsearch or a bus — the outbox row is the only way out (start-up
+//! may add work to the transaction through [`InTransaction`]).
 
 use anyhow::Context;
 use sqlx::PgPool;
 
+use super::InTransaction;
 use super::store::{self, StoredOrder};
 use super::validation::ValidOrder;
 use crate::auth::CurrentUser;
@@ -19,8 +21,13 @@ pub enum Placed {
     AlreadyPlaced(StoredOrder),
 }
 
-#[tracing::instrument(skip(db, user, order), fields(order_id = %order.id, user = %user.username))]
-pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> AppResult<Placed> {
+#[tracing::instrument(skip(db, in_transaction, user, order), fields(order_id = %order.id, user = %user.username))]
+pub async fn place_order(
+    db: &PgPool,
+    in_transaction: Option<&dyn InTransaction>,
+    user: &CurrentUser,
+    order: ValidOrder,
+) -> AppResult<Placed> {
     let mut tx = db.begin().await?;
 
     // Taking the user row first serialises this user's writes: positions
@@ -75,7 +82,7 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
         note: order.note.clone(),
         placed_at,
     };
-    outbox::append(
+    let appended = outbox::append(
         &mut tx,
         NewEvent {
             event_type: events::ORDER_PLACED,
@@ -87,6 +94,9 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
         },
     )
     .await?;
+    if let Some(work) = in_transaction {
+        work.run(&mut tx, &appended).await?;
+    }
     tx.commit().await?;
     metrics::counter!("sightline_orders_placed_total").increment(1);
 
@@ -102,6 +112,8 @@ pub async fn place_order(db: &PgPool, user: &CurrentUser, order: ValidOrder) -> 
         placed_at,
         status: OrderStatus::Placed,
         version: 1,
+        // The contract's receipt says `false` in both modes: the notice
+        // (with READ_STORE=postgres already recorded) is what announces it.
         visible: false,
     }))
 }

@@ -60,6 +60,13 @@ impl Server {
             .env("INDEX_PREFIX", &settings.index_prefix)
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("RELAY_POLL_MS", "500")
+            .env(
+                "READ_STORE",
+                match settings.read_store {
+                    sightline::config::ReadStoreKind::Postgres => "postgres",
+                    sightline::config::ReadStoreKind::Elasticsearch => "elasticsearch",
+                },
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())

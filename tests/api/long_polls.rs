@@ -22,6 +22,9 @@ async fn poll(app: &TestApp, user: &TestUser, path: String) -> Value {
 /// asked; they must still be waiting when it is released, and answer with it.
 #[tokio::test]
 async fn a_long_poll_about_a_version_waits_for_that_version() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let settings = test_settings().await;
     let app = spawn_app_with(settings.clone()).await;
     let user = app.new_user().await;

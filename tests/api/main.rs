@@ -37,5 +37,8 @@ mod typed_client;
 // Tests that prove the promise by driving the real code (issue 9).
 mod binary;
 mod es_proxy;
+// Moving between READ_STORE=postgres and Elasticsearch (issue 14).
+mod graduation;
 mod proofs;
 mod properties;
+mod same_database;

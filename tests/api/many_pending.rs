@@ -54,6 +54,9 @@ async fn expected(app: &TestApp, user_id: Uuid, sku_like: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_token_lists_every_pending_order_also_beyond_a_thousand() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let owner = Owner {

@@ -98,6 +98,9 @@ async fn metrics_expose_the_pipeline_once_an_order_is_visible() {
 
 #[tokio::test]
 async fn status_page_shows_backlog_lag_and_health() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     // Two orders held back: the first in the projector's hands, the second

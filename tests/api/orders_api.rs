@@ -719,6 +719,9 @@ async fn a_consistency_token_always_includes_my_orders_up_to_it() {
 /// only reads presenting its token (and the owner's GET by id) show it.
 #[tokio::test]
 async fn read_your_writes_while_the_pipeline_is_held() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;
@@ -807,6 +810,9 @@ async fn read_your_writes_while_the_pipeline_is_held() {
 
 #[tokio::test]
 async fn another_users_token_does_not_reveal_their_orders() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let alice = app.new_user().await;
     let bob = app.new_user().await;
@@ -826,6 +832,9 @@ async fn another_users_token_does_not_reveal_their_orders() {
 
 #[tokio::test]
 async fn visibility_turns_true_once_the_notice_is_recorded_and_a_long_poll_returns_it() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;
@@ -870,6 +879,9 @@ async fn visibility_turns_true_once_the_notice_is_recorded_and_a_long_poll_retur
 
 #[tokio::test]
 async fn a_long_poll_without_a_notice_answers_false_when_the_wait_ends() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;
@@ -932,6 +944,9 @@ async fn bad_waits_are_400_and_unknown_or_other_users_orders_404() {
 /// published: the event is delivered again, and nothing is duplicated.
 #[tokio::test]
 async fn redelivering_a_projected_event_duplicates_nothing() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let (mut events, _) = app.open_events_ready(&user).await;

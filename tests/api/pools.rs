@@ -116,6 +116,9 @@ async fn batches_waiting(app: &TestApp) -> i64 {
 /// Every batch still gets its connections, and the web keeps taking orders.
 #[tokio::test]
 async fn a_high_relay_concurrency_starves_neither_itself_nor_the_web() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     const BATCHES: usize = 16;
     let mut settings = test_settings().await;
     settings.relay_concurrency = BATCHES as u16;

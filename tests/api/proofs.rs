@@ -115,6 +115,9 @@ async fn assert_hidden_until_released(
 /// has run, and a list made on receiving it includes the order.
 #[tokio::test]
 async fn no_notice_leaves_before_search_sees_the_order_one_batch_at_a_time() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let (proxy, app) = app_behind_es_proxy(1).await;
     let user = app.new_user().await;
     let (mut stream, _) = app.open_events_ready(&user).await;
@@ -137,6 +140,9 @@ async fn no_notice_leaves_before_search_sees_the_order_one_batch_at_a_time() {
 /// be noticed, until that refresh runs.
 #[tokio::test]
 async fn no_notice_leaves_before_search_sees_the_order_with_batches_in_flight() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let (proxy, app) = app_behind_es_proxy(4).await;
     let user = app.new_user().await;
     let (mut stream, _) = app.open_events_ready(&user).await;
@@ -191,6 +197,9 @@ async fn no_notice_leaves_before_search_sees_the_order_with_batches_in_flight() 
 /// block is lifted the order becomes visible, noticed and counted once.
 #[tokio::test]
 async fn an_item_elasticsearch_turns_away_with_429_is_retried_not_parked() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let (proxy, app) = app_behind_es_proxy(1).await;
     let user = app.new_user().await;
     let (mut stream, _) = app.open_events_ready(&user).await;
@@ -251,6 +260,9 @@ async fn an_item_elasticsearch_turns_away_with_429_is_retried_not_parked() {
 /// exactly as many as were delivered again — and records and sends nothing new.
 #[tokio::test]
 async fn a_redelivery_counts_each_event_as_an_acknowledged_duplicate() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let settings = test_settings().await;
     let _data = TestData(settings.clone());
     let server = Server::start(&settings, &settings.elasticsearch_url, &[]).await;
@@ -305,6 +317,9 @@ async fn a_redelivery_counts_each_event_as_an_acknowledged_duplicate() {
 /// pass from before its POST to the notice's arrival.
 #[tokio::test]
 async fn commit_to_searchable_and_to_notice_sent_are_observed_for_this_order() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let settings = test_settings().await;
     let _data = TestData(settings.clone());
     let server = Server::start(&settings, &settings.elasticsearch_url, &[]).await;
@@ -358,6 +373,9 @@ async fn commit_to_searchable_and_to_notice_sent_are_observed_for_this_order() {
 /// process-wide, and every app's monitor in this test binary sets them.
 #[tokio::test]
 async fn a_lagging_pipeline_breaches_the_slo_without_touching_readiness() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let settings = test_settings().await;
     let _data = TestData(settings.clone());
     let server = Server::start(
@@ -464,6 +482,9 @@ async fn a_lagging_pipeline_breaches_the_slo_without_touching_readiness() {
 /// published, searchable and noticed — and exits cleanly, in time.
 #[tokio::test]
 async fn sigterm_finishes_the_batch_in_hand_hints_streams_and_exits_in_time() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let mut settings = test_settings().await;
     settings.index_refresh_interval = "-1".to_owned();
     let _data = TestData(settings.clone());

@@ -835,6 +835,9 @@ async fn check_final(
 
 #[test]
 fn any_delivery_ends_equal_to_exactly_once_in_order() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -160,6 +160,9 @@ fn print_rate(report: &RebuildReport) {
 
 #[tokio::test]
 async fn a_rebuild_swaps_in_an_identical_index_and_sends_no_notices() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let mut ids = Vec::new();
@@ -245,6 +248,9 @@ async fn a_rebuild_swaps_in_an_identical_index_and_sends_no_notices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_placed_while_a_rebuild_runs_are_all_searchable_after_it() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let mut seeded = Vec::new();
@@ -310,6 +316,9 @@ async fn orders_placed_while_a_rebuild_runs_are_all_searchable_after_it() {
 
 #[tokio::test]
 async fn an_interrupted_rebuild_resumes_into_the_same_index() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     for i in 0..12 {
@@ -372,6 +381,9 @@ async fn an_interrupted_rebuild_resumes_into_the_same_index() {
 
 #[tokio::test]
 async fn prune_deletes_only_old_published_events_and_a_rebuild_then_refuses_to_shrink() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     let app = spawn_app().await;
     let user = app.new_user().await;
     let mut ids = Vec::new();

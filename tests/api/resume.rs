@@ -3,6 +3,7 @@
 //! privacy of stream ids, and retention.
 
 use serde_json::Value;
+use sightline::config::ReadStoreKind;
 use sightline::visibility::notice_log::{self, NewNotice, ORDER_VISIBLE};
 use sightline::visibility::retention;
 use uuid::Uuid;
@@ -382,7 +383,10 @@ async fn pruning_never_breaks_a_resume_inside_the_retention_bound() {
         .unwrap();
     assert_eq!(polled["visible"], true, "{polled}");
     assert_eq!(polled["version"], 1, "{polled}");
-    assert!(!fresh.visibility(&user, &ids[1]).await);
+    // (The same-database read model lists every committed order, so there
+    // a parked event hides nothing.)
+    let parked_hides = crate::helpers::test_read_store() == ReadStoreKind::Elasticsearch;
+    assert_eq!(fresh.visibility(&user, &ids[1]).await, !parked_hides);
     assert!(fresh.visibility(&user, &ids[2]).await);
 
     // Inside the bound: the client last saw the second notice (pruned), the

@@ -140,6 +140,9 @@ async fn es_count(app: &TestApp, query: Value) -> i64 {
 
 #[tokio::test]
 async fn concurrent_slow_and_rolled_back_writers_skip_nothing_and_stall_nothing() {
+    if crate::helpers::skip_without_elasticsearch() {
+        return;
+    }
     // Several relay batches in flight at once, so they race each other too.
     let mut settings = test_settings().await;
     settings.relay_concurrency = 4;

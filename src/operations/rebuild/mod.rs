@@ -27,6 +27,13 @@
 //!    new one, and a list made right after a notice still finds its order.
 //!
 //! It records no notices: clients hear nothing about old orders.
+//!
+//! Run with `READ_STORE=postgres` (graduating to Elasticsearch while the
+//! same-database mode serves; no relay runs), it also marks each replayed
+//! event published once the new index has it and its order version is
+//! noticed: the relay, once the mode is switched, starts after them and
+//! delivers only what committed since — nothing missing, nothing noticed
+//! twice (see the README's *Moving between the modes*).
 
 mod cli;
 mod log;
@@ -131,6 +138,7 @@ pub async fn run(
             ..report_of(&row, started)
         },
         row,
+        mark_published: settings.read_store == crate::config::ReadStoreKind::Postgres,
         batch_size: options.batch_size.max(1),
         stop_after: options.stop_after_batches,
         batches: 0,
@@ -301,6 +309,8 @@ struct Rebuild {
     store: ReadStore,
     row: log::RebuildRow,
     report: RebuildReport,
+    /// Marks what it replayed published (same-database mode: no relay runs).
+    mark_published: bool,
     batch_size: i64,
     stop_after: Option<u64>,
     batches: u64,
@@ -520,6 +530,10 @@ impl Rebuild {
         }
         let index = self.row.orders_index.clone();
         self.report.rejected += write_all(&self.store, &index, writes).await?;
+        if self.mark_published {
+            let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+            outbox::mark_replayed(&self.db, &ids).await?;
+        }
         self.report.replayed += events.len() as u64;
         let bar = &self.bar;
         if bar.position() + events.len() as u64 > bar.length().unwrap_or(0) {

@@ -607,7 +607,7 @@ pub(super) async fn orders_response(
     .collect();
 
     // The summary is a second read model; the page stands without it.
-    let summary = match state.read_store.summary(user.id).await {
+    let summary = match state.read_model.summary(user.id).await {
         Ok(doc) => SummaryView::from_document(doc),
         Err(e) => {
             tracing::warn!(error = %e, "summary unavailable");
@@ -817,7 +817,9 @@ pub(super) async fn place_order_form(
         }
     };
     let placed = match state.limits.writes.check(user.id) {
-        Ok(()) => place_order::place_order(&state.db, &user, order).await,
+        Ok(()) => {
+            place_order::place_order(&state.db, state.in_transaction.as_deref(), &user, order).await
+        }
         Err(e) => Err(e),
     };
     match placed {
@@ -858,7 +860,9 @@ pub(super) async fn cancel_order_form(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Response {
     let cancelled = match state.limits.writes.check(user.id) {
-        Ok(()) => cancel_order::cancel_order(&state.db, &user, id).await,
+        Ok(()) => {
+            cancel_order::cancel_order(&state.db, state.in_transaction.as_deref(), &user, id).await
+        }
         Err(e) => Err(e),
     };
     match cancelled {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sightline::config::Settings;
+use sightline::config::{ReadStoreKind, Settings};
 use sightline::shutdown::ShutdownSignal;
 use sightline::startup::Application;
 use sqlx::postgres::PgPoolOptions;
@@ -67,6 +67,7 @@ pub async fn test_settings() -> Settings {
     // Many tests place orders as fast as a script would: the per-user write
     // limit has tests of its own (limits.rs), which set it.
     settings.write_burst = 0;
+    settings.read_store = test_read_store();
 
     let mut url = url::Url::parse(&settings.database_url).expect("DATABASE_URL is a URL");
     let db_name = format!("test_{suffix}");
@@ -80,6 +81,32 @@ pub async fn test_settings() -> Settings {
     url.set_path(&db_name);
     settings.database_url = url.to_string();
     settings
+}
+
+/// The read store this run's tests use: `SIGHTLINE_TEST_READ_STORE`
+/// (`elasticsearch`, the default, or `postgres`). `scripts/test` runs the
+/// `api` binary once in each mode: one suite, two modes (not the app's own
+/// `READ_STORE`, so a developer's `.env` does not switch the tests).
+pub fn test_read_store() -> ReadStoreKind {
+    match std::env::var("SIGHTLINE_TEST_READ_STORE").as_deref() {
+        Ok("postgres") => ReadStoreKind::Postgres,
+        Ok("elasticsearch") | Ok("") | Err(_) => ReadStoreKind::Elasticsearch,
+        Ok(other) => panic!("SIGHTLINE_TEST_READ_STORE={other:?}: use elasticsearch or postgres"),
+    }
+}
+
+/// For a test about Elasticsearch itself (its faults, the relay and
+/// projector feeding it, rebuilds): true — skip the test — when this run
+/// uses the same-database read model, which has none of those. Call it
+/// first: `if helpers::skip_without_elasticsearch() { return; }`.
+pub fn skip_without_elasticsearch() -> bool {
+    let skip = test_read_store() != ReadStoreKind::Elasticsearch;
+    if skip {
+        eprintln!(
+            "skipped: this test is about the Elasticsearch read store (SIGHTLINE_TEST_READ_STORE=postgres)"
+        );
+    }
+    skip
 }
 
 pub async fn spawn_app() -> TestApp {
