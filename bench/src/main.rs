@@ -162,36 +162,6 @@ fn bus_knobs(bus: &'static str, label: &str) -> Vec<(&'static str, &'static str)
     knobs
 }
 
-/// The maximum-rate search on `bus`: the last step whose p99 held.
-async fn max_sustained(
-    bench: &Bench,
-    bus: &'static str,
-    step: Duration,
-) -> anyhow::Result<(Vec<(u32, LoadResult, bool)>, u32)> {
-    let mut steps = Vec::new();
-    for rate in RATE_STEPS {
-        let label = format!("{bus}-max-{rate}");
-        let knobs = bus_knobs(bus, &label);
-        let r = load::scenario(bench, &label, &knobs, USERS, rate.into(), step).await?;
-        let ok = r.sustained(SUSTAINED_P99_MS);
-        eprintln!(
-            "  {bus} {rate}/s: {} -> {}",
-            line(&r),
-            if ok { "sustained" } else { "not sustained" }
-        );
-        steps.push((rate, r, ok));
-        if !ok {
-            break;
-        }
-    }
-    let max = steps
-        .iter()
-        .take_while(|(_, _, ok)| *ok)
-        .last()
-        .map_or(0, |(rate, _, _)| *rate);
-    Ok((steps, max))
-}
-
 async fn run(cli: &Cli) -> anyhow::Result<()> {
     let quick = cli.quick;
     let step = Duration::from_secs(cli.step_secs.unwrap_or(if quick { 10 } else { 60 }));
@@ -249,10 +219,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
 
     if runs(Part::Max) {
         eprintln!("[4/5] maximum sustained rate (p99 <= 1 s)");
-        let (steps, max) = max_rate(&bench, "max", &[], step).await?;
+        let (steps, max) = max_rate(&bench, "max", |_| vec![], step).await?;
         (results.steps, results.max_sustained) = (steps, Some(max));
         eprintln!("[4/5] maximum sustained rate, READ_STORE=postgres");
-        let (steps, max) = max_rate(&bench, "max-postgres", SAME_DATABASE, step).await?;
+        let (steps, max) =
+            max_rate(&bench, "max-postgres", |_| SAME_DATABASE.to_vec(), step).await?;
         (results.pg_steps, results.pg_max_sustained) = (steps, Some(max));
     }
 
@@ -271,7 +242,13 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             let max = match (bus, results.max_sustained) {
                 // Measured already with the same (default) settings.
                 ("inprocess", Some(max)) => max,
-                _ => max_sustained(&bench, bus, step).await?.1,
+                // A stream per step: every step's server starts its outbox
+                // ids again, which one stream's duplicate window would drop.
+                _ => {
+                    max_rate(&bench, &format!("{bus}-max"), |label| bus_knobs(bus, label), step)
+                        .await?
+                        .1
+                }
             };
             results.bus.push((bus, r, max));
         }
@@ -298,23 +275,18 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
 async fn max_rate(
     bench: &Bench,
     label: &str,
-    settings: &[(&str, &str)],
+    // The server's settings for a step, by its label.
+    settings: impl Fn(&str) -> Vec<(&'static str, &'static str)>,
     step: Duration,
 ) -> anyhow::Result<(Vec<(u32, LoadResult, bool)>, u32)> {
     let mut steps = Vec::new();
     for rate in RATE_STEPS {
-        let r = load::scenario(
-            bench,
-            &format!("{label}-{rate}"),
-            settings,
-            USERS,
-            rate.into(),
-            step,
-        )
-        .await?;
+        let step_label = format!("{label}-{rate}");
+        let knobs = settings(&step_label);
+        let r = load::scenario(bench, &step_label, &knobs, USERS, rate.into(), step).await?;
         let ok = r.sustained(SUSTAINED_P99_MS);
         eprintln!(
-            "  {rate}/s: {} -> {}",
+            "  {label} {rate}/s: {} -> {}",
             line(&r),
             if ok { "sustained" } else { "not sustained" }
         );
