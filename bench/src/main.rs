@@ -245,9 +245,14 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 // A stream per step: every step's server starts its outbox
                 // ids again, which one stream's duplicate window would drop.
                 _ => {
-                    max_rate(&bench, &format!("{bus}-max"), |label| bus_knobs(bus, label), step)
-                        .await?
-                        .1
+                    max_rate(
+                        &bench,
+                        &format!("{bus}-max"),
+                        |label| bus_knobs(bus, label),
+                        step,
+                    )
+                    .await?
+                    .1
                 }
             };
             results.bus.push((bus, r, max));

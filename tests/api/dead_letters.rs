@@ -217,14 +217,7 @@ async fn an_event_elasticsearch_rejects_is_parked_the_pipeline_goes_on_and_a_ret
     );
     let (_, list) = app.list(&user, "/api/orders?q=FIXED-SKU").await;
     assert_eq!(order_ids(&list), vec![poison_id.clone()]);
-    let summary: Value = app
-        .get(&user, "/api/summary")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary: Value = app.user_json(&user, "/api/summary").await;
     assert_eq!(summary["orders_placed"], 2, "{summary}");
 
     // A retry of a retried event is refused: it is no longer dead.

@@ -316,15 +316,7 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
         })
         .await;
         assert!(sample["failure"]["since"].as_i64().unwrap() <= sample["t"].as_i64().unwrap());
-        let page = app
-            .http
-            .get(app.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = app.text_of("/status").await;
         assert!(page.contains(&format!("{kind} since")), "{page}");
         let m = app.metrics_text().await;
         assert_eq!(metric_value(&m, &failing), Some(1.0), "{m}");
@@ -389,14 +381,7 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
         );
     }
     // And the summary counted every order once.
-    let summary: Value = app
-        .get(&user, "/api/summary")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary: Value = app.user_json(&user, "/api/summary").await;
     assert_eq!(summary["orders_placed"], BURST, "{summary}");
 }
 

@@ -141,25 +141,9 @@ async fn relay_and_projectors_in_separate_instances_deliver_every_order_once() {
     })
     .await
     .expect("/metrics never showed the bus");
-    let status = web
-        .http
-        .get(web.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = web.text_of("/status").await;
     assert!(status.contains("NATS: 3/3 nodes up"), "{status}");
-    let ready: serde_json::Value = web
-        .http
-        .get(web.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = web.json_of("/readyz").await;
     assert_eq!(ready["bus"], "up", "{ready}");
     assert_eq!(ready["status"], "ready", "{ready}");
 }

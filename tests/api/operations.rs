@@ -159,15 +159,7 @@ async fn status_page_shows_backlog_lag_and_health() {
     // Visible comes a moment before the relay's commit marks it published.
     let deadline = tokio::time::Instant::now() + WAIT;
     let page = loop {
-        let page = app
-            .http
-            .get(app.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = app.text_of("/status").await;
         if page.contains(r#"<dd data-field="backlog">0</dd>"#) {
             break page;
         }

@@ -239,14 +239,7 @@ async fn an_item_elasticsearch_turns_away_with_429_is_retried_not_parked() {
     assert_noticed_and_listed(&app, &user, &mut stream, &id).await;
     assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
     assert_eq!(notices_of(&app, &id).await, 1);
-    let summary: Value = app
-        .get(&user, "/api/summary")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary: Value = app.user_json(&user, "/api/summary").await;
     assert_eq!(
         summary["orders_placed"], 1,
         "counted once over the retries: {summary}"

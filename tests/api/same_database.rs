@@ -63,14 +63,7 @@ async fn an_order_is_listed_counted_and_noticed_in_its_own_commit() {
     assert_eq!(source, "read-model");
     assert_eq!(order_ids(&list), vec![id.to_owned()]);
     assert_eq!(list["orders"][0]["visible"], true);
-    let summary: Value = app
-        .get(&user, "/api/summary")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let summary: Value = app.user_json(&user, "/api/summary").await;
     assert_eq!(summary["orders_placed"], 1);
     // Nothing publishes the outbox in this mode: the event is kept.
     assert_eq!(
@@ -140,15 +133,7 @@ async fn status_and_readiness_say_the_outbox_is_kept_not_late() {
     app.place_simple_order(&user, "KEPT").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let page = loop {
-        let page = app
-            .http
-            .get(app.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = app.text_of("/status").await;
         if page.contains("1 event kept unpublished for a later move, not lag") {
             break page;
         }
@@ -160,15 +145,7 @@ async fn status_and_readiness_say_the_outbox_is_kept_not_late() {
         page.contains(r#"<dd data-field="elasticsearch">not used</dd>"#),
         "{page}"
     );
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.json_of("/readyz").await;
     assert_eq!(
         ready,
         json!({ "status": "ready", "postgres": "up", "elasticsearch": "not used" })

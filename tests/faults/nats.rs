@@ -399,15 +399,7 @@ async fn without_a_quorum_nothing_is_acknowledged_and_all_is_delivered_once_it_r
     );
     // Still taking writes, and saying what is wrong.
     wait_for("readiness says the bus is down", async || {
-        let ready: Value = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: Value = app.json_of("/readyz").await;
         ready["status"] == "degraded" && ready["bus"] == "down"
     })
     .await;

@@ -389,6 +389,24 @@ impl TestApp {
 
     /// Lists the user's orders (`path_and_query` starts with `/api/orders`);
     /// asserts 200 and returns the `X-Read-Source` header with the body.
+    /// The body of `GET path` without a session (pages, /status, /metrics).
+    pub async fn text_of(&self, path: &str) -> String {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// The JSON of `GET path` without a session (/readyz, /healthz).
+    pub async fn json_of(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    /// The JSON of `GET path` as `user`.
+    pub async fn user_json(&self, user: &TestUser, path: &str) -> Value {
+        let response = self.get(user, path).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     pub async fn list(&self, user: &TestUser, path_and_query: &str) -> (String, Value) {
         let response = self.get(user, path_and_query).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "GET {path_and_query}");
