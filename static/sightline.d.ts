@@ -120,6 +120,15 @@ export interface ErrorBody {
   error?: string;
   code?: string;
   field?: string;
+  /** A 422's every broken rule. */
+  errors?: FieldError[];
+}
+
+/** One broken rule of a 422: the field (a path such as `items[1].quantity`), a code, plain words. */
+export interface FieldError {
+  field: string;
+  code: string;
+  message: string;
 }
 
 /** An error answer of the API (or a failure to reach it: `status` 0). */
@@ -133,6 +142,8 @@ export class SightlineError extends Error {
   error: string;
   /** The field that broke a rule (422 `invalid`). */
   field?: string;
+  /** Every broken rule of a 422. */
+  errors?: FieldError[];
   /** For `order_failed`: the server's reason. */
   orderError?: string;
   cause?: unknown;
@@ -160,6 +171,8 @@ export interface PlaceOrderOptions {
 
 export interface WhenVisibleOptions {
   signal?: AbortSignal;
+  /** Wait for this version (or a newer one): after a cancel, the version it returned. */
+  version?: number;
   /** Reject with code 'timeout' after this long (default: never). */
   timeoutMs?: number;
   baseUrl?: string;
@@ -199,3 +212,57 @@ export function whenVisible(id: string, options?: WhenVisibleOptions): Promise<V
 
 /** Calls `onNotice` for every notice of the signed-in user; returns the function that unsubscribes. */
 export function subscribe(onNotice: (notice: Notice) => void, options?: SubscribeOptions): () => void;
+
+/** What `cancelOrder` resolves with: the order as the write side now holds it. */
+export interface CancelledOrder extends Order {
+  consistency_token: string;
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+  baseUrl?: string;
+  token?: string | null;
+}
+
+/** `POST /api/orders/{id}/cancel`; pass the answer's `version` to `whenVisible`. */
+export function cancelOrder(
+  id: string,
+  options?: RequestOptions & { keepalive?: boolean },
+): Promise<CancelledOrder>;
+
+/** `GET /api/orders/{id}`: from search, or the write side before search has it. */
+export function getOrder(id: string, options?: RequestOptions): Promise<Order>;
+
+export interface ListOrdersOptions extends RequestOptions {
+  /** Every word must begin a word of the SKUs or note. */
+  q?: string;
+  limit?: number;
+  cursor?: string;
+  consistencyToken?: string;
+}
+
+/** A page of orders, newest first. */
+export interface OrderPage {
+  orders: Order[];
+  next_cursor: string | null;
+  /** `X-Read-Source`: `read-model`, `merged` or `write-db`. */
+  readSource: string | null;
+}
+
+/** `GET /api/orders` (503 while search is unreachable). */
+export function listOrders(options?: ListOrdersOptions): Promise<OrderPage>;
+
+/** The user's counters. */
+export interface Summary {
+  user_id: string;
+  orders_placed: number;
+  orders_cancelled: number;
+  /** Cents per currency, of orders placed and not cancelled. */
+  spent_cents: Record<string, number>;
+  last_order_at: string | null;
+  /** Bumped on every change. */
+  revision: number;
+}
+
+/** `GET /api/summary`. */
+export function getSummary(options?: RequestOptions): Promise<Summary>;

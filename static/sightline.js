@@ -219,7 +219,11 @@ async function getJson(o, path, init = {}) {
 /**
  * POST /api/orders/{id}/cancel. Resolves with the order as the write side
  * now holds it (`status: 'cancelled'`, `visible: false` until search has the
- * cancellation); rejects with a SightlineError (404 unknown, 409 not cancellable).
+ * cancellation; pass its `version` to `whenVisible`); rejects with a
+ * SightlineError (404 unknown, 409 not cancellable).
+ * @param {string} id
+ * @param {import('./sightline.js').RequestOptions & { keepalive?: boolean }} [options]
+ * @returns {Promise<import('./sightline.js').CancelledOrder>}
  */
 export async function cancelOrder(id, { signal, baseUrl, token, keepalive = false } = {}) {
   const o = options({ baseUrl, token });
@@ -231,7 +235,13 @@ export async function cancelOrder(id, { signal, baseUrl, token, keepalive = fals
   return json;
 }
 
-/** GET /api/orders/{id}: one of the user's orders (from search, or the write side before search has it). */
+/**
+ * GET /api/orders/{id}: one of the user's orders (from search, or the write
+ * side before search has it).
+ * @param {string} id
+ * @param {import('./sightline.js').RequestOptions} [options]
+ * @returns {Promise<import('./sightline.js').Order>}
+ */
 export async function getOrder(id, { signal, baseUrl, token } = {}) {
   const o = options({ baseUrl, token });
   const { json } = await getJson(o, `/api/orders/${encodeURIComponent(id)}`, { signal });
@@ -243,6 +253,8 @@ export async function getOrder(id, { signal, baseUrl, token } = {}) {
  * `q` matches the beginnings of words of SKUs and note ("wid" finds WIDGET-42).
  * Resolves `{ orders, next_cursor, readSource }`; a 503 (search unreachable)
  * rejects with a SightlineError of status 503.
+ * @param {import('./sightline.js').ListOrdersOptions} [options]
+ * @returns {Promise<import('./sightline.js').OrderPage>}
  */
 export async function listOrders({ q, limit, cursor, consistencyToken, signal, baseUrl, token } = {}) {
   const o = options({ baseUrl, token });
@@ -256,7 +268,12 @@ export async function listOrders({ q, limit, cursor, consistencyToken, signal, b
   return { ...json, readSource: response.headers.get('x-read-source') };
 }
 
-/** GET /api/summary: the user's counters (`orders_placed`, `orders_cancelled`, `spent_cents` per currency, `last_order_at`). */
+/**
+ * GET /api/summary: the user's counters (`orders_placed`,
+ * `orders_cancelled`, `spent_cents` per currency, `last_order_at`).
+ * @param {import('./sightline.js').RequestOptions} [options]
+ * @returns {Promise<import('./sightline.js').Summary>}
+ */
 export async function getSummary({ signal, baseUrl, token } = {}) {
   const o = options({ baseUrl, token });
   const { json } = await getJson(o, '/api/summary', { signal });

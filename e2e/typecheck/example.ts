@@ -4,11 +4,16 @@
 // ("sightline": "file:../static" in e2e/package.json). Never run.
 import {
   SightlineError,
+  cancelOrder,
   configure,
+  getOrder,
+  getSummary,
+  listOrders,
   newOrderId,
   placeOrder,
   subscribe,
   whenVisible,
+  type FieldError,
   type ConnectionState,
   type Notice,
   type PlacedOrder,
@@ -71,6 +76,25 @@ export async function buy(signal: AbortSignal): Promise<Visible | null> {
   } finally {
     stop();
   }
+}
+
+export async function manage(id: string): Promise<number> {
+  const order = await getOrder(id);
+  const cancelled = await cancelOrder(order.id);
+  // The placing's notice does not answer this: the cancel's version does.
+  await whenVisible(cancelled.id, { version: cancelled.version });
+  const page = await listOrders({ q: 'wid', limit: 20 });
+  seen.push(`${page.orders.length} ${page.next_cursor ?? ''} ${page.readSource ?? ''}`);
+  const summary = await getSummary();
+  try {
+    await placeOrder({ items: [{ sku: '', quantity: 0, unit_price_cents: 1 }] });
+  } catch (e) {
+    if (e instanceof SightlineError && e.errors) {
+      const rules: FieldError[] = e.errors;
+      seen.push(...rules.map((r) => `${r.field} ${r.code}: ${r.message}`));
+    }
+  }
+  return summary.orders_placed + (summary.spent_cents['USD'] ?? 0);
 }
 
 // Mistakes the declarations catch.

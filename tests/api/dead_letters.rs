@@ -253,6 +253,9 @@ async fn an_event_of_an_unknown_future_version_is_parked_not_a_crash() {
     );
     app.wait_until_visible(&user, &after_id).await;
 
+    // The owner's notice is recorded in the projector's batch; the relay
+    // parks the event when that batch comes back, a moment later.
+    wait_for_dead_letters(&app, outbox_id, |count, _| count == 1).await;
     let error: String = sqlx::query_scalar("SELECT error FROM dead_letters WHERE outbox_id = $1")
         .bind(outbox_id)
         .fetch_one(&app.db)

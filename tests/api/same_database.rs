@@ -148,6 +148,11 @@ async fn status_and_readiness_say_the_outbox_is_kept_not_late() {
     let ready: Value = app.json_of("/readyz").await;
     assert_eq!(
         ready,
-        json!({ "status": "ready", "postgres": "up", "elasticsearch": "not used" })
+        json!({
+            "status": "ready",
+            "postgres": "up",
+            "elasticsearch": "not used",
+            "bus": "not used"
+        })
     );
 }
