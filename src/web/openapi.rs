@@ -90,11 +90,41 @@ pub enum UpDown {
     Down,
 }
 
+/// Elasticsearch as `/readyz` sees it: `not used` in the same-database mode
+/// (`READ_STORE=postgres`).
+#[derive(Serialize, ToSchema)]
+pub enum ReadStoreState {
+    #[serde(rename = "up")]
+    Up,
+    #[serde(rename = "down")]
+    Down,
+    #[serde(rename = "not used")]
+    NotUsed,
+}
+
+/// The bus as `/readyz` sees it: `in-process` (one machine), NATS `up` or
+/// `down` (or `unknown` before its first look), `not used` in the
+/// same-database mode.
+#[derive(Serialize, ToSchema)]
+pub enum BusState {
+    #[serde(rename = "in-process")]
+    InProcess,
+    #[serde(rename = "up")]
+    Up,
+    #[serde(rename = "down")]
+    Down,
+    #[serde(rename = "unknown")]
+    Unknown,
+    #[serde(rename = "not used")]
+    NotUsed,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
     pub status: ReadinessStatus,
     pub postgres: UpDown,
-    pub elasticsearch: UpDown,
+    pub elasticsearch: ReadStoreState,
+    pub bus: BusState,
 }
 
 /// This document.

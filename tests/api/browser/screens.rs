@@ -23,7 +23,10 @@ use super::harness::{Browser, Cdp, with_browser, with_two_browsers};
 use super::page::*;
 use super::{LIVE, PASSWORD};
 use crate::direct_writes::{Owner, insert_order, one_item};
-use crate::helpers::{TcpProxy, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{
+    TcpProxy, skip_without_elasticsearch, spawn_app, spawn_app_with, test_read_store, test_settings,
+};
+use sightline::config::ReadStoreKind;
 
 /// A screen a person uses.
 #[derive(Clone, Copy, Debug)]
@@ -524,6 +527,10 @@ async fn search_matches_the_beginnings_of_words_as_you_type() {
 /// is back the page recovers by itself and the order turns Confirmed.
 #[tokio::test]
 async fn with_search_down_the_page_shows_the_write_sides_orders_and_recovers_by_itself() {
+    // About the separate read store going away: the same-database mode has none.
+    if skip_without_elasticsearch() {
+        return;
+    }
     let mut settings = test_settings().await;
     let target = url::Url::parse(&settings.elasticsearch_url).unwrap();
     let proxy = TcpProxy::start(format!(
@@ -674,56 +681,74 @@ async fn axe_core_finds_no_serious_problem_on_any_page() {
         wait_for(&client, &visible_row(&cancelled)).await?;
         app.cancel_order(&user, &cancelled).await;
         wait_for(&client, &format!(r#"{}[data-status="cancelled"][data-state="visible"]"#, row(&cancelled))).await?;
-        // Search refuses this one for good: its owner hears order-failed.
-        let failed = Uuid::new_v4();
-        let owner = Owner {
-            id: app.user_id(&user).await,
-            username: username.clone(),
-        };
-        let mut tx = app.db.begin().await?;
-        // 40,000 characters: Elasticsearch refuses a keyword that long.
-        insert_order(&mut tx, &owner, failed, one_item(&"X".repeat(40_000)), 2).await?;
-        tx.commit().await?;
-        wait_for(&client, &format!(r#"{}[data-state="failed"]"#, row(&failed.to_string()))).await?;
+        // With a separate read store there are three more states: an order
+        // search refuses, one taking longer, one still saving. The
+        // same-database mode has no projection, so none of them.
+        let pipeline = test_read_store() == ReadStoreKind::Elasticsearch;
+        let mut hold = None;
+        let mut saving = None;
+        if pipeline {
+            // Search refuses this one for good: its owner hears order-failed.
+            let failed = Uuid::new_v4();
+            let owner = Owner {
+                id: app.user_id(&user).await,
+                username: username.clone(),
+            };
+            let mut tx = app.db.begin().await?;
+            // 40,000 characters: Elasticsearch refuses a keyword that long.
+            insert_order(&mut tx, &owner, failed, one_item(&"X".repeat(40_000)), 2).await?;
+            tx.commit().await?;
+            wait_for(&client, &format!(r#"{}[data-state="failed"]"#, row(&failed.to_string()))).await?;
 
-        // Notices held: one order turns "Taking longer than usual", the next
-        // is still "Saving…" while axe looks.
-        let hold = app.hold_notices().await;
-        let delayed = place_order_through_form(&client, "DELAYED", 1, 100, "").await?;
-        wait_for(&client, &format!(r#"{}[data-state="delayed"]"#, row(&delayed))).await?;
-        let saving = place_order_through_form(&client, "SAVING", 1, 100, "").await?;
+            // Notices held: one order turns "Taking longer than usual", the
+            // next is still "Saving…" while axe looks.
+            hold = Some(app.hold_notices().await);
+            let delayed = place_order_through_form(&client, "DELAYED", 1, 100, "").await?;
+            wait_for(&client, &format!(r#"{}[data-state="delayed"]"#, row(&delayed))).await?;
+            saving = Some(place_order_through_form(&client, "SAVING", 1, 100, "").await?);
+        } else {
+            for sku in ["FOURTH", "FIFTH"] {
+                let id = place_order_through_form(&client, sku, 1, 100, "").await?;
+                wait_for(&client, &visible_row(&id)).await?;
+            }
+        }
         // The sixth write: refused (429), a "Not placed" row.
         fill_order_form(&client, "REFUSED", 1, 100, "").await?;
         submit_order_form(&client).await?;
         wait_for(&client, r#"#orders tr[data-state="rejected"]"#).await?;
         let states = client
             .execute(
-                "return [...document.querySelectorAll('#orders tbody tr')].map(r => r.dataset.state + '/' + r.dataset.status).sort();",
+                "return [...new Set([...document.querySelectorAll('#orders tbody tr')].map(r => r.dataset.state + '/' + r.dataset.status))].sort();",
                 vec![],
             )
             .await?;
-        ensure!(
-            states
-                == json!([
-                    "delayed/placed",
-                    "failed/placed",
-                    "pending/placed",
-                    "rejected/placed",
-                    "visible/cancelled",
-                    "visible/placed"
-                ]),
-            "rows in every state: {states}"
-        );
+        let expected = if pipeline {
+            json!([
+                "delayed/placed",
+                "failed/placed",
+                "pending/placed",
+                "rejected/placed",
+                "visible/cancelled",
+                "visible/placed"
+            ])
+        } else {
+            json!(["rejected/placed", "visible/cancelled", "visible/placed"])
+        };
+        ensure!(states == expected, "rows in every state: {states}");
         shot(&client, DESKTOP, "every-state").await?;
         axe(&client, "orders-1280").await?;
         use_screen(&client, PHONE).await?;
         shot(&client, PHONE, "every-state").await?;
         axe(&client, "orders-390").await?;
-        ensure!(
-            row_state(&client, &saving).await? == "pending",
-            "the Saving… row was still saving while axe looked"
-        );
-        hold.release().await;
+        if let Some(saving) = saving {
+            ensure!(
+                row_state(&client, &saving).await? == "pending",
+                "the Saving… row was still saving while axe looked"
+            );
+        }
+        if let Some(hold) = hold {
+            hold.release().await;
+        }
         use_screen(&client, DESKTOP).await?;
         client.goto(&app.url("/status")).await?;
         axe(&client, "status").await?;
