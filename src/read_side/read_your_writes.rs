@@ -230,12 +230,9 @@ pub fn merge_into_page(
 /// The words a search looks for: runs of letters and digits, lower-cased
 /// (as Elasticsearch's standard analyzer splits "WIDGET-42" into "widget",
 /// "42"). At most 16, so a long query cannot fan out into many clauses.
+/// Every read model's search takes its words from here.
 pub fn query_words(q: &str) -> Vec<String> {
-    q.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .take(16)
-        .collect()
+    words(q).take(16).collect()
 }
 
 /// The write-side stand-in for the index's search: every word of `q` begins
@@ -245,24 +242,19 @@ pub fn matches_query(order: &OrderView, q: Option<&str>) -> bool {
     if wanted.is_empty() {
         return true;
     }
-    let mut haystack: Vec<String> = order
-        .items
-        .iter()
-        .flat_map(|i| query_words_all(&i.sku))
-        .collect();
+    let mut haystack: Vec<String> = order.items.iter().flat_map(|i| words(&i.sku)).collect();
     if let Some(note) = &order.note {
-        haystack.extend(query_words_all(note));
+        haystack.extend(words(note));
     }
     wanted
         .iter()
         .all(|w| haystack.iter().any(|h| h.starts_with(w.as_str())))
 }
 
-fn query_words_all(text: &str) -> Vec<String> {
+fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
-        .collect()
 }
 
 #[cfg(test)]

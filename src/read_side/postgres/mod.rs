@@ -70,10 +70,9 @@ const COLUMNS: &str = "id, user_id, username, note, total_cents, currency, place
 /// `None` when `q` has no word. Only letters and digits reach `to_tsquery`,
 /// so no input can be a query operator.
 pub fn prefix_query(q: &str) -> Option<String> {
-    let words: Vec<String> = q
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| format!("{}:*", w.to_lowercase()))
+    let words: Vec<String> = crate::read_side::read_your_writes::query_words(q)
+        .into_iter()
+        .map(|w| format!("{w}:*"))
         .collect();
     (!words.is_empty()).then(|| words.join(" & "))
 }
