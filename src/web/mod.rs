@@ -2,6 +2,7 @@
 //! apply to all of them.
 
 pub mod cors;
+pub mod event_streams;
 pub mod health;
 pub mod pages;
 pub mod serve;

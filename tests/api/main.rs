@@ -10,6 +10,7 @@ mod cors;
 mod dead_letters;
 mod errors_api;
 mod es_faults;
+mod event_streams;
 mod events_api;
 mod instances;
 mod lifecycle;
