@@ -386,8 +386,9 @@ impl Bench {
         }
         for (owners, hashes) in owners.chunks(5000).zip(hashes.chunks(5000)) {
             sqlx::query(
-                "INSERT INTO sessions (token_hash, user_id, expires_at)
-                 SELECT h, u, now() + interval '1 day' FROM UNNEST($1::bytea[], $2::uuid[]) AS t(h, u)",
+                "INSERT INTO sessions (token_hash, user_id, expires_at, absolute_expires_at)
+                 SELECT h, u, now() + interval '1 day', now() + interval '1 day'
+                 FROM UNNEST($1::bytea[], $2::uuid[]) AS t(h, u)",
             )
             .bind(hashes)
             .bind(owners)
