@@ -206,6 +206,9 @@ async fn write_response(
         (false, None) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
+    // The head is written: its headers and extensions (a request id among
+    // them) would otherwise stay for as long as the stream lives.
+    drop(parts);
     if no_body {
         return stream.write_all(&out).await;
     }
