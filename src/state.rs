@@ -53,6 +53,8 @@ pub struct App {
     pub pipeline_db: PgPool,
     /// Caps on streams, polls and writes (see `http::limits`).
     pub limits: crate::http::limits::Limits,
+    /// Wakes the relay after write requests (see `outbox::wake`).
+    pub relay_waker: Arc<crate::outbox::wake::RelayWaker>,
 }
 
 /// Per-address limits count the client a trusted proxy names, not the proxy.

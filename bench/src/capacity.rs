@@ -243,9 +243,10 @@ async fn hold(
     let (mut rss_before, mut streams_before) = (0, 0);
     let mut curve = Vec::new();
     let started = Instant::now();
-    for (i, tokens) in batches.iter().enumerate() {
+    let total = tokens.len();
+    for (i, batch) in batches.iter().enumerate() {
         let file = bench.out_dir.join(format!("sse-tokens-{i}.txt"));
-        std::fs::write(&file, tokens.join("\n"))?;
+        std::fs::write(&file, batch.join("\n"))?;
         let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8));
         let mut client = ClientProcess::spawn(server, source, &file).await?;
         let (ok, bad) = client.ready().await?;
@@ -259,7 +260,7 @@ async fn hold(
             tokio::time::sleep(Duration::from_secs(2)).await;
             rss_before = rss_bytes(pid)?;
             streams_before = connected;
-        } else if CURVE_POINTS.contains(&asked) && asked < tokens.len() {
+        } else if CURVE_POINTS.contains(&asked) && asked < total {
             tokio::time::sleep(Duration::from_secs(2)).await;
             curve.push((connected, rss_bytes(pid)?));
         }

@@ -14,8 +14,8 @@ pub struct Sampler {
     task: JoinHandle<HashMap<String, u64>>,
 }
 
-/// Starts sampling the sessions of the benchmark's databases (one server
-/// runs at a time).
+/// Starts sampling the sessions of this run's databases (one server runs
+/// at a time).
 pub fn start(admin: PgPool) -> Sampler {
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -29,10 +29,11 @@ pub fn start(admin: PgPool) -> Sampler {
             let rows: Result<Vec<(String, i64)>, _> = sqlx::query_as(
                 "SELECT coalesce(wait_event_type || ':' || wait_event, 'cpu'), count(*)
                  FROM pg_stat_activity
-                 WHERE datname LIKE 'bench\\_%' AND state = 'active'
+                 WHERE datname LIKE $1 AND state = 'active'
                    AND pid <> pg_backend_pid()
                  GROUP BY 1",
             )
+            .bind(format!("bench{}\\_%", std::process::id()))
             .fetch_all(&admin)
             .await;
             for (event, n) in rows.unwrap_or_default() {

@@ -79,6 +79,7 @@ impl Application {
             monitor: Default::default(),
             pipeline: Default::default(),
             pipeline_db,
+            relay_waker: Default::default(),
         }));
         Ok(Self {
             listener,
@@ -122,6 +123,11 @@ impl Application {
             tasks.push(tokio::spawn(hub::run(
                 state.hub.clone(),
                 state.pipeline_db.clone(),
+                state.shutdown.subscribe(),
+            )));
+            tasks.push(tokio::spawn(crate::outbox::wake::run(
+                state.relay_waker.clone(),
+                state.db.clone(),
                 state.shutdown.subscribe(),
             )));
         }

@@ -24,6 +24,7 @@ mod outbox_retry;
 mod pages_without_browser;
 mod pools;
 mod rebuild;
+mod relay_wake;
 mod resume;
 mod sessions;
 mod smoke;
