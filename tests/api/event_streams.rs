@@ -10,9 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::helpers::{
-    TestApp, TestUser, WAIT, metric_value, spawn_app, spawn_app_with, test_settings,
-};
+use crate::helpers::{TestApp, TestUser, WAIT, spawn_app, spawn_app_with, test_settings};
 
 /// A connection that has sent `request` as its first bytes.
 async fn send(app: &TestApp, request: &str) -> BufReader<TcpStream> {
@@ -136,19 +134,27 @@ async fn a_client_that_goes_away_ends_its_stream_at_once() {
     let mut settings = test_settings().await;
     // No heartbeat would notice the closed socket: only reading it can.
     settings.sse_heartbeat_secs = 3600;
+    // One stream per user: the next opens only once the last has ended.
+    settings.max_streams_per_user = 1;
     let app = spawn_app_with(settings).await;
     let user = app.new_user().await;
-    let streams = |metrics: String| metric_value(&metrics, "sightline_sse_streams").unwrap_or(0.0);
 
     let mut stream = send(&app, &stream_request(&user, None)).await;
     let (status, _) = read_head(&mut stream).await;
     assert_eq!(status, 200);
     read_event(&mut stream, "ready", "cursor").await;
-    assert_eq!(streams(app.metrics_text().await), 1.0);
+    let mut second = send(&app, &stream_request(&user, None)).await;
+    let (status, _) = read_head(&mut second).await;
+    assert_eq!(status, 429, "the first stream holds the user's one place");
 
     drop(stream);
     let started = Instant::now();
-    while streams(app.metrics_text().await) != 0.0 {
+    loop {
+        let mut next = send(&app, &stream_request(&user, None)).await;
+        if read_head(&mut next).await.0 == 200 {
+            read_event(&mut next, "ready", "cursor").await;
+            break;
+        }
         assert!(
             started.elapsed() < WAIT,
             "the stream outlived its client by {WAIT:?}"
