@@ -306,10 +306,10 @@ async fn run(
     streams: usize,
     probe_duration: Duration,
 ) -> anyhow::Result<Capacity> {
-    // IDLE_USERS owners of the idle streams, then the probe user.
+    // The owner of every idle stream, then the probe user.
     let users = bench.seed_users(server, IDLE_USERS + 1).await?;
     let (idle_users, probe_user) = users.split_at(IDLE_USERS);
-    let owners: Vec<_> = (0..streams).map(|i| idle_users[i % IDLE_USERS]).collect();
+    let owners = vec![idle_users[0]; streams];
     let idle_tokens = bench.seed_sessions(server, &owners).await?;
     let probe_token = bench.seed_sessions(server, probe_user).await?;
 

@@ -41,7 +41,7 @@ const COALESCE: usize = 16 * 1024;
 /// What the first bytes of a connection turned out to be.
 pub enum FirstRequest {
     /// A request for an event stream, parsed, for [`serve`].
-    Stream(Request<Body>),
+    Stream(Box<Request<Body>>),
     /// Anything else: for hyper, starting with the bytes already read.
     Other(Vec<u8>),
     /// The client closed before sending anything.
@@ -101,7 +101,7 @@ fn may_be_stream(buf: &[u8], paths: &[&str]) -> Option<bool> {
 
 enum Parsed {
     Partial,
-    Stream(Request<Body>),
+    Stream(Box<Request<Body>>),
     Other,
 }
 
@@ -112,7 +112,7 @@ fn parse(buf: &[u8]) -> Parsed {
         Ok(httparse::Status::Partial) => Parsed::Partial,
         // Only a head that came alone: pipelined bytes after it are hyper's.
         Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-            request(&head).map_or(Parsed::Other, Parsed::Stream)
+            request(&head).map_or(Parsed::Other, |r| Parsed::Stream(Box::new(r)))
         }
         _ => Parsed::Other,
     }
@@ -152,9 +152,10 @@ fn request(head: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
 pub async fn serve(
     mut stream: TcpStream,
     router: Router,
-    mut request: Request<Body>,
+    request: Box<Request<Body>>,
     peer: SocketAddr,
 ) {
+    let mut request = *request;
     request.extensions_mut().insert(ConnectInfo(peer));
     // Boxed, so the routing's state is freed once the response is made
     // instead of sizing this connection's task for as long as it streams.
