@@ -61,6 +61,8 @@ pub struct App {
     pub limits: crate::http::limits::Limits,
     /// A distributed bus's latest look (`BUS=nats`), for `/status`.
     pub bus: Arc<crate::bus::BusWatch>,
+    /// Wakes the relay after write requests (see `outbox::wake`).
+    pub relay_waker: Arc<crate::outbox::wake::RelayWaker>,
 }
 
 /// Per-address limits count the client a trusted proxy names, not the proxy.

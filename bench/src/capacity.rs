@@ -7,17 +7,20 @@
 //! split over several child processes (`bench sse-clients`), each binding its
 //! own loopback source address (127.0.0.2, 127.0.0.3, …).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use sightline::visibility::notice_log::{self, NewNotice};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
+use uuid::Uuid;
 
 use super::load::{self, Streams};
 use super::server::{Bench, Server, rss_bytes};
@@ -26,8 +29,15 @@ use super::stats::Summary;
 
 /// Streams per client process (well below the 20,000 open files allowed).
 const PER_PROCESS: usize = 4_500;
-/// Users that own the idle streams of the shared shape (sessions are per stream).
-pub const IDLE_USERS: usize = 20;
+/// Users that own the idle streams of the shared shape (sessions are per
+/// stream): one, so a notice to that user fans out to every idle stream.
+pub const IDLE_USERS: usize = 1;
+
+/// Points of the memory curve (streams open), one user per stream.
+const CURVE_POINTS: [usize; 3] = [2_000, 8_000, 18_000];
+
+/// Notices recorded one at a time for the hub-only latency probe.
+const HUB_SAMPLES: usize = 300;
 
 /// The shared shape holds hundreds of streams per user, and each client
 /// process thousands from one address: far past the default caps, which
@@ -74,14 +84,21 @@ pub struct Capacity {
     /// 201 → `order-visible` on the probe stream, ms.
     pub notice: Summary,
     pub notice_lost: usize,
-    /// Idle streams that received the closing fan-out notice.
+    /// Recorded with `notice_log::record` → arrival on the probe stream, ms
+    /// (the hub alone, without the pipeline).
+    pub hub_notice: Summary,
+    pub hub_notice_lost: usize,
+    /// Idle streams that received the fan-out notice (one notice recorded
+    /// for the user owning them all), and when, ms after it was recorded.
     pub fanout_received: usize,
-    pub fanout_ms: f64,
+    pub fanout: Summary,
 }
 
 /// Memory per stream when every idle stream is its own user's (so each
 /// costs the hub a notice buffer as well), on a server of its own.
 pub struct PerUser {
+    /// (streams open, server RSS) at each point of `CURVE_POINTS` reached.
+    pub curve: Vec<(usize, u64)>,
     pub connected: usize,
     pub failed: usize,
     pub rss_before: u64,
@@ -118,6 +135,7 @@ async fn one_user_per_stream(bench: &Bench, streams: usize) -> anyhow::Result<Pe
             held.connected, held.failed
         );
         let per_user = PerUser {
+            curve: held.curve.clone(),
             connected: held.connected,
             failed: held.failed,
             rss_before: held.rss_before,
@@ -181,6 +199,8 @@ struct Held {
     rss_before: u64,
     rss_after: u64,
     streams_before: usize,
+    /// (streams open, RSS) at each point of `CURVE_POINTS` passed.
+    curve: Vec<(usize, u64)>,
 }
 
 impl Held {
@@ -194,7 +214,8 @@ impl Held {
 /// `PER_PROCESS` streams, each on its own loopback source address. A first
 /// tenth goes first, alone, to warm up what does not grow per stream (the
 /// database pool, allocator arenas); the memory per stream is the growth
-/// from there to all of them.
+/// from there to all of them. The processes start one after another, cut
+/// at the points of `CURVE_POINTS`, where the server's RSS is read too.
 async fn hold(
     bench: &Bench,
     server: SocketAddr,
@@ -202,36 +223,47 @@ async fn hold(
     tokens: &[String],
 ) -> anyhow::Result<Held> {
     let warm_count = (tokens.len() / 10).max(1).min(tokens.len());
-    let (warm_tokens, rest) = tokens.split_at(warm_count);
-    let processes = rest.len().div_ceil(PER_PROCESS).max(1);
-    let per = rest.len().div_ceil(processes).max(1);
-    let batches: Vec<&[String]> = std::iter::once(warm_tokens)
-        .chain(rest.chunks(per))
+    let mut cuts: Vec<usize> = CURVE_POINTS
+        .iter()
+        .copied()
+        .filter(|&p| p > warm_count && p < tokens.len())
         .collect();
+    cuts.push(tokens.len());
+    let mut batches: Vec<&[String]> = vec![&tokens[..warm_count]];
+    let mut at = warm_count;
+    for cut in cuts {
+        while at < cut {
+            let end = (at + PER_PROCESS).min(cut);
+            batches.push(&tokens[at..end]);
+            at = end;
+        }
+    }
     let mut clients = Vec::new();
     let (mut connected, mut failed) = (0, 0);
     let (mut rss_before, mut streams_before) = (0, 0);
+    let mut curve = Vec::new();
     let started = Instant::now();
-    for (i, tokens) in batches.iter().enumerate() {
+    let total = tokens.len();
+    for (i, batch) in batches.iter().enumerate() {
         let file = bench.out_dir.join(format!("sse-tokens-{i}.txt"));
-        std::fs::write(&file, tokens.join("\n"))?;
+        std::fs::write(&file, batch.join("\n"))?;
         let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8));
-        clients.push(ClientProcess::spawn(server, source, &file).await?);
+        let mut client = ClientProcess::spawn(server, source, &file).await?;
+        let (ok, bad) = client.ready().await?;
+        let _ = std::fs::remove_file(&file);
+        clients.push(client);
+        connected += ok;
+        failed += bad;
+        let asked: usize = batches[..=i].iter().map(|b| b.len()).sum();
         if i == 0 {
             // The warm-up batch first, alone.
-            (connected, failed) = clients[0].ready().await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             rss_before = rss_bytes(pid)?;
             streams_before = connected;
+        } else if CURVE_POINTS.contains(&asked) && asked < total {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            curve.push((connected, rss_bytes(pid)?));
         }
-    }
-    for client in &mut clients[1..] {
-        let (ok, bad) = client.ready().await?;
-        connected += ok;
-        failed += bad;
-    }
-    for i in 0..clients.len() {
-        let _ = std::fs::remove_file(bench.out_dir.join(format!("sse-tokens-{i}.txt")));
     }
     eprintln!(
         "  {connected} streams from {} processes in {:.1} s",
@@ -240,6 +272,7 @@ async fn hold(
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = rss_bytes(pid)?;
+    curve.push((connected, rss_after));
     Ok(Held {
         clients,
         connected,
@@ -247,6 +280,7 @@ async fn hold(
         rss_before,
         rss_after,
         streams_before,
+        curve,
     })
 }
 
@@ -272,12 +306,11 @@ async fn run(
     streams: usize,
     probe_duration: Duration,
 ) -> anyhow::Result<Capacity> {
-    // IDLE_USERS owners of the idle streams, then the probe user.
+    // The owner of every idle stream, then the probe user.
     let users = bench.seed_users(server, IDLE_USERS + 1).await?;
     let (idle_users, probe_user) = users.split_at(IDLE_USERS);
-    let owners: Vec<_> = (0..streams).map(|i| idle_users[i % IDLE_USERS]).collect();
+    let owners = vec![idle_users[0]; streams];
     let idle_tokens = bench.seed_sessions(server, &owners).await?;
-    let owner_tokens = bench.seed_sessions(server, idle_users).await?;
     let probe_token = bench.seed_sessions(server, probe_user).await?;
 
     let probe = Streams::open(server.addr, &probe_token).await?;
@@ -301,6 +334,7 @@ async fn run(
         rss_before,
         rss_after,
         streams_before,
+        curve: _,
     } = hold(bench, server.addr, server.pid, &idle_tokens).await?;
     eprintln!("  sightline: {connected} idle streams open ({failed} failed)");
 
@@ -324,19 +358,29 @@ async fn run(
         load::latencies(&offered.created, &visible, Instant::now())
     };
 
-    // Liveness: one order per idle user reaches every idle stream.
-    let fanout_started = Instant::now();
-    let fanout = load::offer(
-        &bench.http,
-        &server.base,
-        &owner_tokens,
-        100.0,
-        Duration::from_secs_f64(IDLE_USERS as f64 / 100.0),
-    )
-    .await;
-    if let Some(e) = fanout.first_error {
-        bail!("a fan-out order failed: {e}");
+    // The hub alone: notices recorded with the notice log's own function,
+    // one at a time, each timed from `record`'s return (committed) to its
+    // arrival on the probe stream.
+    let mut recorded = HashMap::new();
+    for _ in 0..HUB_SAMPLES {
+        let order_id = Uuid::new_v4();
+        record(&server.db, probe_user[0], order_id).await?;
+        recorded.insert(order_id, Instant::now());
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    probe
+        .wait_for(&recorded, Duration::from_secs(5), Duration::from_secs(30))
+        .await;
+    let (hub_samples, hub_notice_lost) = {
+        let visible = probe.visible.lock().unwrap();
+        load::latencies(&recorded, &visible, Instant::now())
+    };
+
+    // Fan-out: one notice to the user owning every idle stream; each client
+    // process keeps the wall-clock time each stream got it.
+    record(&server.db, idle_users[0], Uuid::new_v4()).await?;
+    let recorded_at = SystemTime::now();
+    let fanout_started = Instant::now();
     let mut open = 0;
     let mut fanout_received = 0;
     while fanout_started.elapsed() < Duration::from_secs(30) {
@@ -349,9 +393,17 @@ async fn run(
         if fanout_received >= open {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let fanout_ms = fanout_started.elapsed().as_secs_f64() * 1000.0;
+    let mut fanout = Vec::with_capacity(fanout_received);
+    for client in &mut clients {
+        for at in client.arrivals().await? {
+            let ms = at
+                .duration_since(recorded_at)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            fanout.push(ms);
+        }
+    }
     for client in clients {
         client.stop().await;
     }
@@ -371,6 +423,7 @@ async fn run(
             / connected.saturating_sub(streams_before).max(1) as f64,
         floor_rss_per_connection: f64::NAN,
         per_user: PerUser {
+            curve: Vec::new(),
             connected: 0,
             failed: 0,
             rss_before: 0,
@@ -380,9 +433,30 @@ async fn run(
         },
         notice: Summary::of(samples),
         notice_lost,
+        hub_notice: Summary::of(hub_samples),
+        hub_notice_lost,
         fanout_received,
-        fanout_ms,
+        fanout: Summary::of(fanout),
     })
+}
+
+/// Records one `order-visible` notice for `user` through the server's own
+/// notice log (as the projector does once the order is searchable).
+pub async fn record(db: &sqlx::PgPool, user: Uuid, order_id: Uuid) -> anyhow::Result<()> {
+    notice_log::record(
+        db,
+        &[NewNotice {
+            user_id: user,
+            order_id,
+            order_version: 1,
+            kind: notice_log::ORDER_VISIBLE,
+            status: "placed",
+            error: None,
+        }],
+    )
+    .await
+    .context("Failed to record a notice")?;
+    Ok(())
 }
 
 /// A `bench sse-clients` child, spoken to over its stdin and stdout.
@@ -436,6 +510,23 @@ impl ClientProcess {
         self.line("ready").await
     }
 
+    /// When each stream got its first `order-visible` (wall clock).
+    async fn arrivals(&mut self) -> anyhow::Result<Vec<SystemTime>> {
+        self.stdin.write_all(b"times\n").await?;
+        self.stdin.flush().await?;
+        let line = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
+            .await
+            .context("sse-clients did not answer in a minute")??
+            .context("sse-clients exited")?;
+        let mut parts = line.split_whitespace();
+        if parts.next() != Some("times") {
+            bail!("sse-clients said `{line}`, expected `times …`");
+        }
+        parts
+            .map(|micros| Ok(UNIX_EPOCH + Duration::from_micros(micros.parse()?)))
+            .collect()
+    }
+
     /// (open, received an `order-visible`).
     async fn report(&mut self) -> anyhow::Result<(usize, usize)> {
         self.stdin.write_all(b"report\n").await?;
@@ -468,16 +559,18 @@ pub async fn clients(args: ClientArgs) -> anyhow::Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
     let reported_error = Arc::new(AtomicUsize::new(0));
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let total = tokens.len();
     for token in tokens {
-        let (connected, failed, open, received, reported_error, gate) = (
+        let (connected, failed, open, received, reported_error, gate, arrivals) = (
             connected.clone(),
             failed.clone(),
             open.clone(),
             received.clone(),
             reported_error.clone(),
             gate.clone(),
+            arrivals.clone(),
         );
         let (server, source) = (args.server, args.source);
         tokio::spawn(async move {
@@ -507,6 +600,10 @@ pub async fn clients(args: ClientArgs) -> anyhow::Result<()> {
             while let Ok(Some(event)) = stream.next().await {
                 if !seen && event.kind == "order-visible" {
                     seen = true;
+                    let at = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros());
+                    arrivals.lock().unwrap().push(at);
                     received.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -523,12 +620,21 @@ pub async fn clients(args: ClientArgs) -> anyhow::Result<()> {
     );
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     while let Some(command) = commands.next_line().await? {
-        if command.trim() == "report" {
-            println!(
+        match command.trim() {
+            "report" => println!(
                 "alive {} {}",
                 open.load(Ordering::Relaxed),
                 received.load(Ordering::Relaxed)
-            );
+            ),
+            "times" => {
+                let times = arrivals.lock().unwrap();
+                let mut line = String::from("times");
+                for at in times.iter() {
+                    line.push_str(&format!(" {at}"));
+                }
+                println!("{line}");
+            }
+            _ => {}
         }
     }
     // Closing every socket at once is the quickest way out.

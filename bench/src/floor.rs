@@ -36,13 +36,13 @@ const WARM_UP: usize = 20;
 
 pub async fn measure(bench: &Bench, samples: usize) -> anyhow::Result<Floor> {
     let n = bench.next_number();
-    let name = format!("bench_{n}");
+    let name = bench.database_name(n);
     let db = bench.create_database(&name).await?;
     let postgres = postgres(&db, samples).await;
     db.close().await;
     bench.drop_database(&name).await?;
 
-    let index = format!("bench-{n}-floor");
+    let index = format!("{}floor", bench.index_prefix(n));
     let elasticsearch = elasticsearch(bench, &index, samples).await;
     bench.delete_indices(&index).await?;
 
@@ -104,9 +104,8 @@ async fn postgres(db: &sqlx::PgPool, samples: usize) -> anyhow::Result<Summary> 
         .bind(payload)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("SELECT pg_notify('bench_floor', '')")
-            .execute(&mut *tx)
-            .await?;
+        // No NOTIFY: the write path wakes the relay after the commit
+        // (`outbox::wake`), outside the transaction.
         tx.commit().await?;
         if i >= WARM_UP {
             times.push(ms(started.elapsed()));

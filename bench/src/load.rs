@@ -210,6 +210,9 @@ pub struct LoadResult {
     /// Relay batches and the events they carried, warm-up included.
     pub batches: u64,
     pub events: u64,
+    /// PostgreSQL wait events of the server's sessions during the step
+    /// (samples, most frequent first; see `waits`).
+    pub waits: Vec<(String, u64)>,
 }
 
 impl LoadResult {
@@ -253,7 +256,12 @@ pub async fn scenario(
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
     let server = bench.start_server(label, knobs).await?;
+    let waits = super::waits::start(bench.admin.clone());
     let mut result = measure(bench, &server, users, rate, duration).await;
+    let waits = waits.finish().await;
+    if let Ok(r) = result.as_mut() {
+        r.waits = waits;
+    }
     // The server's own view (lag histograms, counters), for digging deeper.
     if let Ok(response) = bench
         .http
@@ -367,6 +375,7 @@ async fn measure(
         stages: Vec::new(),
         batches: 0,
         events: 0,
+        waits: Vec::new(),
     })
 }
 

@@ -1,6 +1,6 @@
 //! The system under test: the release `sightline serve` binary as a child
-//! process, each scenario with its own fresh database (`bench_<n>`), index
-//! prefix (`bench-<n>-`) and free port, removed again afterwards.
+//! process, each scenario with its own fresh database (`bench<pid>_<n>`), index
+//! prefix (`bench<pid>-<n>-`) and free port, removed again afterwards.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -181,9 +181,22 @@ impl Bench {
         Ok(bench)
     }
 
-    /// A fresh scenario number: database `bench_<n>`, indices `bench-<n>-*`.
+    /// A fresh scenario number: database `bench<pid>_<n>`, indices
+    /// `bench<pid>-<n>-*`.
     pub fn next_number(&self) -> u32 {
         self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Scenario `n`'s database. The bench's own process id is part of the
+    /// name, so benchmarks run at once on one PostgreSQL (several worktrees
+    /// on a shared machine) never take each other's data for leftovers.
+    pub fn database_name(&self, n: u32) -> String {
+        format!("bench{}_{n}", std::process::id())
+    }
+
+    /// Scenario `n`'s index prefix (see [`Bench::database_name`]).
+    pub fn index_prefix(&self, n: u32) -> String {
+        format!("bench{}-{n}-", std::process::id())
     }
 
     pub fn database_url(&self, name: &str) -> String {
@@ -225,16 +238,26 @@ impl Bench {
         Ok(())
     }
 
-    /// Removes what an interrupted run left behind.
+    /// Removes what interrupted runs left behind: the databases and
+    /// indices of bench processes that no longer run (a run still going,
+    /// from another worktree say, keeps its own).
     pub async fn remove_leftovers(&self) -> anyhow::Result<()> {
         let names: Vec<String> =
-            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname ~ '^bench[0-9]+_'")
                 .fetch_all(&self.admin)
                 .await?;
+        let mut dead = std::collections::BTreeSet::new();
         for name in names {
-            self.drop_database(&name).await?;
+            let pid = name["bench".len()..].split('_').next().unwrap_or_default();
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                self.drop_database(&name).await?;
+                dead.insert(pid.to_owned());
+            }
         }
-        self.delete_indices("bench-*").await
+        for pid in dead {
+            self.delete_indices(&format!("bench{pid}-*")).await?;
+        }
+        Ok(())
     }
 
     /// Starts `sightline serve` on a fresh database and index prefix with
@@ -246,8 +269,8 @@ impl Bench {
         knobs: &[(&str, &str)],
     ) -> anyhow::Result<Server> {
         let n = self.next_number();
-        let name = format!("bench_{n}");
-        let prefix = format!("bench-{n}-");
+        let name = self.database_name(n);
+        let prefix = self.index_prefix(n);
         self.create_database(&name).await?.close().await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?

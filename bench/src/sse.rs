@@ -35,6 +35,17 @@ pub async fn connect(
     path: &str,
     token: Option<&str>,
 ) -> anyhow::Result<SseStream> {
+    connect_resuming(server, source, path, token, None).await
+}
+
+/// [`connect`], resuming after `last_event_id` when given.
+pub async fn connect_resuming(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    path: &str,
+    token: Option<&str>,
+    last_event_id: Option<&str>,
+) -> anyhow::Result<SseStream> {
     let socket = if server.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -56,6 +67,9 @@ pub async fn connect(
     );
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if let Some(id) = last_event_id {
+        request.push_str(&format!("Last-Event-ID: {id}\r\n"));
     }
     request.push_str("\r\n");
     tcp.write_all(request.as_bytes()).await?;

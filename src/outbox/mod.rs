@@ -7,6 +7,7 @@
 //! Published rows stay: the outbox doubles as the event log.
 
 pub mod events;
+pub mod wake;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -15,7 +16,8 @@ use uuid::Uuid;
 
 use crate::locks;
 
-/// The channel the relay listens on; a commit that appends events wakes it.
+/// The channel the relay listens on: written to after writes (see `wake`)
+/// and by the commands that hand events back to the relay.
 pub const WAKE_CHANNEL: &str = "sightline_outbox";
 
 pub struct NewEvent {
@@ -47,15 +49,16 @@ pub struct OutboxEvent {
 }
 
 /// Appends an event inside the caller's transaction and returns it as
-/// stored. `pg_notify` is transactional too: the relay is woken only if the
-/// transaction commits.
+/// stored. It does not wake the relay: a NOTIFY here would serialise every
+/// write's commit on PostgreSQL's notification-queue lock; the web wakes it
+/// once the request is answered ([`wake`]), and the relay's safety poll
+/// covers the rest.
 pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<OutboxEvent> {
     // The transaction takes its id (if it has none yet) before the event
     // takes its outbox id: a rebuild that saw that outbox id missing knows,
     // once every transaction older than its snapshot has ended, that the id
     // will never appear (see `operations::rebuild`).
-    sqlx::query("SELECT pg_current_xact_id(), pg_notify($1, '')")
-        .bind(WAKE_CHANNEL)
+    sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *conn)
         .await?;
     sqlx::query_as(&format!(

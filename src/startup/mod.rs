@@ -113,6 +113,7 @@ impl Application {
             pipeline: Default::default(),
             pipeline_db,
             bus: Default::default(),
+            relay_waker: Default::default(),
         }));
         Ok(Self {
             listener,
@@ -175,6 +176,11 @@ impl Application {
             tasks.push(tokio::spawn(hub::run(
                 state.hub.clone(),
                 state.pipeline_db.clone(),
+                state.shutdown.subscribe(),
+            )));
+            tasks.push(tokio::spawn(crate::outbox::wake::run(
+                state.relay_waker.clone(),
+                state.db.clone(),
                 state.shutdown.subscribe(),
             )));
         }

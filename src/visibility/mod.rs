@@ -22,8 +22,12 @@ use axum::routing::get;
 
 use crate::state::AppState;
 
+/// Where the event stream is served (the accept loop serves it without
+/// hyper's per-connection buffers: `web::event_streams`).
+pub const EVENTS_PATH: &str = "/api/events";
+
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/events", get(sse::events))
+        .route(EVENTS_PATH, get(sse::events))
         .route("/api/orders/{id}/visibility", get(polling::visibility))
 }

@@ -2,6 +2,7 @@
 //! apply to all of them.
 
 pub mod cors;
+pub mod event_streams;
 pub mod health;
 pub mod openapi;
 pub mod pages;
@@ -75,6 +76,23 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
             move |request: Request, next: Next| crate::http::limits::body_timeout(timeout, request, next)
         }))
         .layer(axum::middleware::from_fn(health::track_requests))
+        // After a request that may have written (answered, so committed or
+        // not), the relay is woken: one NOTIFY for many writes, outside
+        // their transactions (see `outbox::wake`).
+        .layer(axum::middleware::from_fn({
+            let waker = state.relay_waker.clone();
+            move |request: Request, next: Next| {
+                let waker = waker.clone();
+                async move {
+                    let reads = request.method().is_safe();
+                    let response = next.run(request).await;
+                    if !reads {
+                        waker.wake();
+                    }
+                    response
+                }
+            }
+        }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -7,6 +7,9 @@
 //! straight through hyper keeps it at 8 KiB (nothing here speaks cleartext
 //! HTTP/2: browsers only use it over TLS, which a proxy in front terminates).
 //!
+//! A connection whose first request is an event stream is served by
+//! `event_streams` instead, without hyper's 16 KiB of buffers.
+//!
 //! The loop also caps open connections (`MAX_CONNECTIONS`) and records each
 //! connection's peer address for the per-address limits.
 
@@ -27,6 +30,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
+use super::event_streams::{self, FirstRequest, Rewind};
+
 /// Serves `router` until `stop` resolves, then gives the open connections up
 /// to `drain` to finish (SSE streams end at once on the application's
 /// shutdown; a client that stopped reading would otherwise hold the exit).
@@ -43,6 +48,8 @@ pub async fn serve(
     max_connections: usize,
 ) {
     let connections = GracefulShutdown::new();
+    // Tells connections still reading their first request head to close.
+    let (stopping, _) = tokio::sync::watch::channel(false);
     let open = Arc::new(Semaphore::new(max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     metrics::gauge!("sightline_http_connections_max").set(max_connections as f64);
@@ -82,28 +89,53 @@ pub async fn serve(
         // Notices are small writes that should leave at once.
         let _ = stream.set_nodelay(true);
         // A `Router` clone is a reference count, not a copy of the routes.
-        // The peer's address rides along in every request's extensions, as
-        // axum's `ConnectInfo` (see `client_addr`).
-        let service = router
-            .clone()
-            .map_request(move |request: hyper::Request<Incoming>| {
-                let mut request = request.map(Body::new);
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-        let connection = http1::Builder::new()
-            // Enables the default 30 s limit on reading a request head.
-            .timer(TokioTimer::new())
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = connections.watch(connection);
+        let router = router.clone();
+        // Held until the connection ends, so the drain waits for it.
+        let watcher = connections.watcher();
+        let mut stopping = stopping.subscribe();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let mut stream = stream;
+            let first = tokio::select! {
+                first = tokio::time::timeout(
+                    HEAD_TIMEOUT,
+                    event_streams::read_first(&mut stream, STREAM_PATHS),
+                ) => first.ok().and_then(Result::ok),
+                // Nothing asked yet: nothing to finish.
+                _ = stopping.wait_for(|stopping| *stopping) => None,
+            };
+            match first {
+                Some(FirstRequest::Stream(request)) => {
+                    let _watched = watcher;
+                    drop(stopping);
+                    event_streams::serve(stream, router, request, peer).await;
+                }
+                Some(FirstRequest::Other(read)) => {
+                    // The peer's address rides along in every request's
+                    // extensions, as axum's `ConnectInfo` (see `client_addr`).
+                    let service = router.map_request(move |request: hyper::Request<Incoming>| {
+                        let mut request = request.map(Body::new);
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        request
+                    });
+                    let connection = http1::Builder::new()
+                        // Enables the default 30 s limit on reading a request head.
+                        .timer(TokioTimer::new())
+                        .serve_connection(
+                            TokioIo::new(Rewind::new(stream, read)),
+                            TowerToHyperService::new(service),
+                        );
+                    // Boxed: the task's own size is what every idle stream pays.
+                    if let Err(e) = Box::pin(watcher.watch(connection)).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                Some(FirstRequest::Closed) | None => {}
             }
             drop(permit);
             metrics::gauge!("sightline_http_connections").decrement(1.0);
         });
     }
+    let _ = stopping.send(true);
     drop(listener);
     if tokio::time::timeout(drain, connections.shutdown())
         .await
@@ -115,6 +147,14 @@ pub async fn serve(
         );
     }
 }
+
+/// Event stream paths: when one is a connection's first request, the
+/// stream is served without hyper's buffers (see `event_streams`).
+const STREAM_PATHS: &[&str] = &[crate::visibility::EVENTS_PATH];
+
+/// How long a connection may take to send its first request head (hyper's
+/// own limit for later heads on the connection).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Refusals answered at once; more are closed without an answer, so a flood
 /// of connections cannot make refusing them cost more than a few sockets.
