@@ -452,6 +452,7 @@ pub async fn record(db: &sqlx::PgPool, user: Uuid, order_id: Uuid) -> anyhow::Re
             kind: notice_log::ORDER_VISIBLE,
             status: "placed",
             error: None,
+            committed_at: None,
         }],
     )
     .await

@@ -35,6 +35,7 @@ pub async fn measure(bench: &Bench, notices: usize) -> anyhow::Result<Replay> {
                     kind: notice_log::ORDER_VISIBLE,
                     status: "placed",
                     error: None,
+                    committed_at: None,
                 })
                 .collect();
             notice_log::record(&server.db, &batch).await?;

@@ -195,6 +195,7 @@ impl Projector {
                 kind: notice_log::ORDER_VISIBLE,
                 status: order_event.status().as_str(),
                 error: None,
+                committed_at: Some(event.created_at),
             });
             delivery.taken.push(event.id);
             // Once per event: a redelivery of what search already shows is no
@@ -304,6 +305,7 @@ fn failed_notice(event: &OutboxEvent, reason: &str) -> NewNotice {
         } else {
             "the order could not be made searchable".to_owned()
         }),
+        committed_at: Some(event.created_at),
     }
 }
 

@@ -53,6 +53,7 @@ pub async fn apply(conn: &mut PgConnection, events: &[OutboxEvent]) -> anyhow::R
             kind: notice_log::ORDER_VISIBLE,
             status: order_event.status().as_str(),
             error: None,
+            committed_at: Some(event.created_at),
         })
         .collect();
     let recorded = notice_log::record_in(conn, &notices)

@@ -2,8 +2,11 @@
 //! streams and long polls, keyed by user.
 //!
 //! One database subscription per instance (LISTEN on the notice channel),
-//! never one per client. On every wake-up the hub reads the log after the last
-//! cursor it dispatched, so a lost notification or a dropped connection delays
+//! never one per client. A notification carries the notices its recording
+//! committed; when they follow the last `seq` the hub dispatched, it sends
+//! them as they are. Otherwise — a gap, a notification too big to carry
+//! them, a reconnect, or the half-second safety timer — it reads the log
+//! after that `seq`, so a lost notification or a dropped connection delays
 //! notices but never loses them.
 
 use std::collections::HashMap;
@@ -145,6 +148,25 @@ impl NoticeHub {
         metrics::gauge!("sightline_notice_head").set(inner.head as f64);
     }
 
+    /// Sends the notices a notification carries when they follow the head
+    /// with nothing between (the log's `seq`s are commit order, and
+    /// notifications arrive in commit order), saving the read of the log.
+    /// False when the log must be read instead: no notices carried, or a
+    /// gap before them — a notification missed, or a number a rolled-back
+    /// recording took.
+    fn dispatch_carried(&self, payload: &str) -> bool {
+        let Some(notices) = notice_log::carried(payload) else {
+            return false;
+        };
+        let follows = notices[0].seq <= self.head() + 1
+            && notices.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        if !follows {
+            return false;
+        }
+        self.dispatch(&notices);
+        true
+    }
+
     /// Reads the log after the head until it is drained.
     async fn catch_up(&self, db: &PgPool) -> sqlx::Result<()> {
         loop {
@@ -164,16 +186,26 @@ pub async fn run(hub: Arc<NoticeHub>, db: PgPool, mut shutdown: Shutdown) {
     let db = &db;
     let mut listener: Option<PgListener> = None;
     let mut failures = 0u32;
+    // Whether the log must be read: at start, after a (re)connect, a gap, a
+    // notification without notices, a lost one (the timer) or a failed read.
+    let mut read_log = true;
     loop {
         if listener.is_none() {
             listener = connect_listener(db).await;
+            // Whatever committed before the LISTEN was heard by nobody.
+            read_log = true;
         }
-        match hub.catch_up(db).await {
-            Ok(()) => failures = 0,
-            Err(e) => {
-                failures += 1;
-                if failures == 1 {
-                    tracing::warn!(error = %e, "notice hub cannot read the log; retrying");
+        if read_log {
+            match hub.catch_up(db).await {
+                Ok(()) => {
+                    failures = 0;
+                    read_log = false;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "notice hub cannot read the log; retrying");
+                    }
                 }
             }
         }
@@ -183,15 +215,18 @@ pub async fn run(hub: Arc<NoticeHub>, db: PgPool, mut shutdown: Shutdown) {
             _ = shutdown.recv() => return,
             received = async {
                 match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
+                    Some(l) => l.recv().await.map(Some),
                     None => std::future::pending().await,
                 }
-            } => {
-                if received.is_err() {
-                    listener = None;
+            } => match received {
+                Ok(Some(notification)) => {
+                    if !hub.dispatch_carried(notification.payload()) {
+                        read_log = true;
+                    }
                 }
-            }
-            _ = tokio::time::sleep(wait) => {}
+                _ => listener = None,
+            },
+            _ = tokio::time::sleep(wait) => read_log = true,
         }
     }
 }
@@ -220,6 +255,52 @@ mod tests {
             visible_at: chrono::Utc::now(),
             committed_at: None,
         }
+    }
+
+    fn carrying(notices: &[Notice]) -> String {
+        notice_log::payload(notices)
+    }
+
+    /// The receiver's next notice if one is there now.
+    fn next(receiver: &mut NoticeReceiver) -> Option<Notice> {
+        use futures::FutureExt;
+        receiver.recv().now_or_never().map(|r| r.unwrap())
+    }
+
+    #[test]
+    fn carried_notices_that_follow_the_head_are_sent_and_a_gap_asks_for_the_log() {
+        let hub = NoticeHub::new(4, 8);
+        let mut receiver = hub.subscribe(Uuid::from_u128(1)).receiver;
+        let mut first = notice(5, 7, notice_log::ORDER_VISIBLE);
+        first.committed_at = Some(chrono::Utc::now());
+        let carried = [first.clone(), notice(6, 8, notice_log::ORDER_VISIBLE)];
+        assert!(hub.dispatch_carried(&carrying(&carried)));
+        assert_eq!(hub.head(), 6);
+        let got = next(&mut receiver).unwrap();
+        // What reaches the stream is the notice as recorded, commit time too.
+        assert_eq!(got, first);
+        assert_eq!(next(&mut receiver).unwrap().seq, 6);
+
+        // Seq 7 was never seen: the log must be read, nothing is sent.
+        assert!(!hub.dispatch_carried(&carrying(&[notice(8, 9, "order-visible")])));
+        // A gap inside one notification is a gap too.
+        let inner_gap = [notice(7, 9, "order-visible"), notice(9, 9, "order-visible")];
+        assert!(!hub.dispatch_carried(&carrying(&inner_gap)));
+        // Too many to carry: the notification carries none and the hub reads
+        // the log.
+        let many: Vec<Notice> = (7..100)
+            .map(|seq| notice(seq, 9, "order-visible"))
+            .collect();
+        assert_eq!(carrying(&many), "");
+        assert!(!hub.dispatch_carried(""));
+        assert_eq!(hub.head(), 6);
+        assert!(next(&mut receiver).is_none());
+
+        // Notices the log already gave are skipped, the new one is sent.
+        let overlapping = [notice(6, 8, "order-visible"), notice(7, 9, "order-visible")];
+        assert!(hub.dispatch_carried(&carrying(&overlapping)));
+        assert_eq!(next(&mut receiver).unwrap().seq, 7);
+        assert!(next(&mut receiver).is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -28,7 +28,7 @@ pub const CHANNEL: &str = "sightline_notices";
 pub const ORDER_VISIBLE: &str = "order-visible";
 pub const ORDER_FAILED: &str = "order-failed";
 
-#[derive(sqlx::FromRow, Serialize, Clone, Debug, PartialEq)]
+#[derive(sqlx::FromRow, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Notice {
     /// Global, internal: the hubs' catch-up order. Never shown to clients
     /// (it would count every other user's notices between two of yours).
@@ -47,8 +47,9 @@ pub struct Notice {
     /// When the notice was recorded.
     pub visible_at: DateTime<Utc>,
     /// When the event behind it was committed (its outbox row's `created_at`).
-    /// Only the hub's read ([`after`]) fills it in, for the commit → sent
-    /// histogram; `None` elsewhere and once the event is pruned.
+    /// For the commit → sent histogram: the hub's read ([`after`]) fills it
+    /// in, and so does [`record`] from what its caller knew (the hubs get it
+    /// with the notification); `None` elsewhere and once the event is pruned.
     #[sqlx(default)]
     #[serde(skip)]
     pub committed_at: Option<DateTime<Utc>>,
@@ -150,10 +151,20 @@ pub struct NewNotice {
     pub kind: &'static str,
     pub status: &'static str,
     pub error: Option<String>,
+    /// When its event was committed (the outbox row's `created_at`), if the
+    /// caller knows: carried to the hubs with the notice, never stored.
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str =
     "seq, user_id, user_seq, chain, order_id, order_version, kind, status, error, visible_at";
+
+/// A notice's event's commit time (its outbox row's `created_at`), as a
+/// column of a query over `notices`.
+const COMMITTED_AT: &str = "(SELECT o.created_at FROM outbox o
+                              WHERE o.aggregate_id = notices.order_id
+                                AND o.aggregate_version = notices.order_version
+                              ORDER BY o.id LIMIT 1) AS committed_at";
 
 /// Records notices for order versions that search now shows. Recording the
 /// same version again does nothing, so redelivery never sends a notice twice;
@@ -288,6 +299,11 @@ pub async fn record_in(
     .fetch_all(&mut *tx)
     .await?;
     recorded.sort_by_key(|n| n.seq);
+    // Sorted by `seq`, the rows are in the order their numbers were handed
+    // out, which is the order of `rows`.
+    for (notice, row) in recorded.iter_mut().zip(&rows) {
+        notice.committed_at = row.0.committed_at;
+    }
 
     let (head_users, head_seqs, head_chains): (Vec<Uuid>, Vec<i64>, Vec<String>) = heads
         .into_iter()
@@ -312,22 +328,65 @@ pub async fn record_in(
     .bind(&head_chains)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
+    sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
+        .bind(payload(&recorded))
         .execute(&mut *tx)
         .await?;
     Ok(recorded)
+}
+
+/// The most a NOTIFY payload may carry here (PostgreSQL refuses 8000 bytes
+/// or more; the rest is room for the channel's name).
+const PAYLOAD_LIMIT: usize = 7_900;
+
+/// One notice as a NOTIFY payload carries it: the notice and its event's
+/// commit time, which [`Notice`]'s own serialisation leaves out.
+#[derive(Serialize, Deserialize)]
+struct Carried<N> {
+    #[serde(flatten)]
+    notice: N,
+    committed_at: Option<DateTime<Utc>>,
+}
+
+/// What a recording's NOTIFY carries: the notices it recorded, in `seq`
+/// order, so a hub whose head is just before them can send them without
+/// reading the log (a database round trip per wake-up at every instance).
+/// Empty when they do not fit: the hub then reads the log, as it does for
+/// every wake-up it cannot vouch for.
+pub fn payload(recorded: &[Notice]) -> String {
+    let carried: Vec<Carried<&Notice>> = recorded
+        .iter()
+        .map(|n| Carried {
+            notice: n,
+            committed_at: n.committed_at,
+        })
+        .collect();
+    match serde_json::to_string(&carried) {
+        Ok(json) if json.len() < PAYLOAD_LIMIT => json,
+        _ => String::new(),
+    }
+}
+
+/// The notices a NOTIFY on [`CHANNEL`] carries, in `seq` order; `None` when
+/// it carries none (too many for one payload, or not one of ours).
+pub fn carried(payload: &str) -> Option<Vec<Notice>> {
+    let carried: Vec<Carried<Notice>> = serde_json::from_str(payload).ok()?;
+    let notices: Vec<Notice> = carried
+        .into_iter()
+        .map(|c| Notice {
+            committed_at: c.committed_at,
+            ..c.notice
+        })
+        .collect();
+    (!notices.is_empty()).then_some(notices)
 }
 
 /// Every user's notices after `seq`, in order (the hub's catch-up), with
 /// their events' commit times.
 pub async fn after(db: &PgPool, seq: i64, limit: i64) -> sqlx::Result<Vec<Notice>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS},
-                (SELECT o.created_at FROM outbox o
-                  WHERE o.aggregate_id = notices.order_id
-                    AND o.aggregate_version = notices.order_version
-                  ORDER BY o.id LIMIT 1) AS committed_at
+        "SELECT {COLUMNS}, {COMMITTED_AT}
          FROM notices WHERE seq > $1 ORDER BY seq LIMIT $2"
     ))
     .bind(seq)

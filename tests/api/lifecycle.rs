@@ -412,6 +412,7 @@ async fn a_notice_older_than_one_already_recorded_is_not_recorded() {
         kind: ORDER_VISIBLE,
         status,
         error: None,
+        committed_at: None,
     };
     let newer = notice_log::record(&app.db, &[notice(2, "cancelled")])
         .await

@@ -138,6 +138,7 @@ async fn a_replay_of_200000_notices_streams_them_all_in_order() {
                 kind: ORDER_VISIBLE,
                 status: "placed",
                 error: None,
+                committed_at: None,
             })
             .collect();
         assert_eq!(
