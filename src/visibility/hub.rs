@@ -264,7 +264,10 @@ mod tests {
     /// The receiver's next notice if one is there now.
     fn next(receiver: &mut NoticeReceiver) -> Option<Notice> {
         use futures::FutureExt;
-        receiver.recv().now_or_never().map(|r| r.unwrap())
+        receiver
+            .recv()
+            .now_or_never()
+            .map(|r| Notice::clone(&r.unwrap()))
     }
 
     #[test]

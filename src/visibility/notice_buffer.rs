@@ -12,14 +12,48 @@
 //! `Lagged`, and `Closed` once the sender is gone.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use axum::body::Bytes;
 use futures::Stream;
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::{RecvError, SendError};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::notice_log::Notice;
+
+/// A notice as every subscriber of its user receives it: one copy shared by
+/// all of them, and encoded as an SSE event once, by the first stream that
+/// sends it — a notice to a user with 18,000 streams is cloned and encoded
+/// once, not 18,000 times.
+#[derive(Debug)]
+pub struct LiveNotice {
+    notice: Notice,
+    event: OnceLock<Bytes>,
+}
+
+impl LiveNotice {
+    pub fn new(notice: Notice) -> Self {
+        Self {
+            notice,
+            event: OnceLock::new(),
+        }
+    }
+
+    /// The notice as an event: `encode`d by the first caller, shared after.
+    pub fn event(&self, encode: impl FnOnce(&Notice) -> Bytes) -> Bytes {
+        self.event.get_or_init(|| encode(&self.notice)).clone()
+    }
+}
+
+impl Deref for LiveNotice {
+    type Target = Notice;
+
+    fn deref(&self) -> &Notice {
+        &self.notice
+    }
+}
 
 /// The sending half, kept by the hub (one per user).
 pub struct NoticeSender {
@@ -50,7 +84,7 @@ struct State {
 }
 
 struct Slot {
-    notice: Notice,
+    notice: Arc<LiveNotice>,
     /// Subscribers that have still to read it.
     unread: usize,
 }
@@ -118,6 +152,7 @@ impl NoticeSender {
                 return Err(SendError(()));
             }
             let unread = state.receivers;
+            let notice = Arc::new(LiveNotice::new(notice));
             state.slots.push_back(Slot { notice, unread });
             state.tail += 1;
             if state.slots.len() > self.shared.capacity {
@@ -139,7 +174,7 @@ impl Drop for NoticeSender {
 }
 
 impl NoticeReceiver {
-    fn try_recv(shared: &Shared, next: &mut u64) -> Option<Result<Notice, RecvError>> {
+    fn try_recv(shared: &Shared, next: &mut u64) -> Option<Result<Arc<LiveNotice>, RecvError>> {
         let mut state = shared.lock();
         let head = state.head();
         if *next < head {
@@ -159,7 +194,7 @@ impl NoticeReceiver {
     }
 
     /// The next notice, as `broadcast::Receiver::recv` would give it.
-    pub async fn recv(&mut self) -> Result<Notice, RecvError> {
+    pub async fn recv(&mut self) -> Result<Arc<LiveNotice>, RecvError> {
         loop {
             let sent = self.shared.sent.notified();
             tokio::pin!(sent);
@@ -174,7 +209,9 @@ impl NoticeReceiver {
 
     /// The notices as a stream, with `BroadcastStream`'s items; it ends when
     /// the sender is gone.
-    pub fn into_stream(self) -> impl Stream<Item = Result<Notice, BroadcastStreamRecvError>> {
+    pub fn into_stream(
+        self,
+    ) -> impl Stream<Item = Result<Arc<LiveNotice>, BroadcastStreamRecvError>> {
         futures::stream::unfold(self, |mut receiver| async move {
             match receiver.recv().await {
                 Ok(notice) => Some((Ok(notice), receiver)),
@@ -250,6 +287,26 @@ mod tests {
         tokio::task::yield_now().await;
         sender.send(notice(4)).unwrap();
         assert_eq!(waiting.await.unwrap().unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_notice_is_shared_by_its_subscribers_and_encoded_once() {
+        let sender = NoticeSender::new(4);
+        let mut subscribers: Vec<_> = (0..3).map(|_| sender.subscribe()).collect();
+        sender.send(notice(1)).unwrap();
+        let encoded = std::sync::atomic::AtomicUsize::new(0);
+        let mut events = Vec::new();
+        for subscriber in &mut subscribers {
+            let live = subscriber.recv().await.unwrap();
+            events.push(live.event(|n| {
+                encoded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Bytes::from(format!("id: {}\n\n", n.seq))
+            }));
+        }
+        assert_eq!(encoded.into_inner(), 1, "encoded by the first stream only");
+        assert!(events.iter().all(|e| e == "id: 1\n\n"));
+        // The same bytes, not copies.
+        assert!(events.windows(2).all(|w| w[0].as_ptr() == w[1].as_ptr()));
     }
 
     #[tokio::test]

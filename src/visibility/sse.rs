@@ -173,7 +173,7 @@ pub async fn events(
                 // before (its cursor may be ahead of this instance's hub).
                 Ok(n) if n.user_id == user_id && n.user_seq > floor => {
                     count_live(&n);
-                    Some(notice_event(&n))
+                    Some(n.event(notice_event))
                 }
                 _ => None,
             })
