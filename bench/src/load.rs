@@ -204,6 +204,12 @@ pub struct LoadResult {
     pub bench_cpu: f64,
     /// Elasticsearch's CPU in the same window (0 when unknown).
     pub es_cpu: f64,
+    /// CPU of the PostgreSQL processes (every `postgres` process on the
+    /// machine: the bench's server is the only one), 1.0 = one core.
+    pub pg_cpu: f64,
+    /// Share of the whole machine's CPU time that was busy (`/proc/stat`),
+    /// 1.0 = every core: when it nears 1.0 the box, not a lock, is the wall.
+    pub machine_busy: f64,
     /// Where the server's relay batches spent their time: mean ms per
     /// stage, from its `BATCH_STAGE_SECONDS` histogram.
     pub stages: Vec<(String, f64)>,
@@ -336,6 +342,8 @@ async fn measure(
         cpu_seconds(std::process::id()),
         es_cpu_seconds(),
     );
+    let pg_before = postgres_cpu_seconds();
+    let machine_before = machine_ticks();
     let offered = offer(&bench.http, &server.base, &tokens, rate, duration).await;
     streams
         .wait_for(&offered.created, QUIET, Duration::from_secs(120))
@@ -345,6 +353,17 @@ async fn measure(
     let server_cpu = (cpu_seconds(server.pid) - cpu_before.0) / window;
     let bench_cpu = (cpu_seconds(std::process::id()) - cpu_before.1) / window;
     let es_cpu = (es_cpu_seconds() - cpu_before.2) / window;
+    let pg_cpu = postgres_cpu_seconds()
+        .iter()
+        .map(|(pid, after)| after - pg_before.get(pid).copied().unwrap_or(0.0))
+        .sum::<f64>()
+        / window;
+    let machine_after = machine_ticks();
+    let machine_busy = {
+        let busy = machine_after.0 - machine_before.0;
+        let total = machine_after.1 - machine_before.1;
+        if total > 0.0 { busy / total } else { 0.0 }
+    };
     if streams.closed() > 0 {
         eprintln!(
             "  warning: {} event stream(s) closed during the run",
@@ -372,6 +391,8 @@ async fn measure(
         server_cpu,
         bench_cpu,
         es_cpu,
+        pg_cpu,
+        machine_busy,
         stages: Vec::new(),
         batches: 0,
         events: 0,
@@ -380,6 +401,37 @@ async fn measure(
 }
 
 /// User + system CPU time of a process so far, in seconds (0 if unknown).
+/// CPU seconds of every process named `postgres`, by pid (backends that
+/// exit during a step take their time with them; the pools keep theirs open).
+fn postgres_cpu_seconds() -> HashMap<u32, f64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return HashMap::new();
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|pid| (pid, cpu_seconds(pid)))
+        .collect()
+}
+
+/// The machine's (busy, total) CPU ticks so far, from `/proc/stat`.
+fn machine_ticks() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else {
+        return (0.0, 0.0);
+    };
+    let ticks: Vec<f64> = cpu
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: f64 = ticks.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th.
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
 pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;

@@ -410,6 +410,14 @@ fn report(r: &Results, machine: Value) -> Option<Value> {
                 "p99_ms": round2(r.latency.p99),
                 "achieved_rate": round2(r.achieved_rate),
                 "sustained": ok,
+                // Where the CPU went, 1.0 = one core (machine: all cores).
+                "cpu": {
+                    "server": round2(r.server_cpu),
+                    "postgres": round2(r.pg_cpu),
+                    "elasticsearch": round2(r.es_cpu),
+                    "load_generator": round2(r.bench_cpu),
+                    "machine_busy": round2(r.machine_busy),
+                },
             })
         })
         .collect();
@@ -582,7 +590,7 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
     let header = |o: &mut String| {
         let _ = writeln!(
             o,
-            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8}",
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
             "load",
             "p50 ms",
             "p95 ms",
@@ -593,13 +601,15 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
             "lost",
             "srv cpu",
             "gen cpu",
-            "es cpu"
+            "es cpu",
+            "pg cpu",
+            "machine"
         );
     };
     let row = |o: &mut String, name: &str, r: &LoadResult| {
         let _ = writeln!(
             o,
-            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8.0} {:>7} {:>6} {:>8} {:>8} {:>8}",
+            "  {:<22} {:>9} {:>9} {:>9} {:>9} {:>8.0} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}",
             name,
             num(r.latency.p50),
             num(r.latency.p95),
@@ -610,14 +620,16 @@ fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Duration) 
             r.lost,
             format!("{:.0}%", r.server_cpu * 100.0),
             format!("{:.0}%", r.bench_cpu * 100.0),
-            format!("{:.0}%", r.es_cpu * 100.0)
+            format!("{:.0}%", r.es_cpu * 100.0),
+            format!("{:.0}%", r.pg_cpu * 100.0),
+            format!("{:.0}%", r.machine_busy * 100.0)
         );
     };
     let _ = writeln!(
         o,
         "\n(latency: POST's 201 -> order-visible on the owner's stream; lost: no notice when the wait ended, \
-         counted with the time waited; srv/gen/es cpu: CPU of the server / of this load generator / of \
-         Elasticsearch during the step, 100% = one core)"
+         counted with the time waited; srv/gen/es/pg cpu: CPU of the server / of this load generator / of \
+         Elasticsearch / of PostgreSQL during the step, 100% = one core; machine: share of all cores busy)"
     );
     if !r.visibility.is_empty() {
         let _ = writeln!(
