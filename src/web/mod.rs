@@ -14,6 +14,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::http::HeaderName;
 use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -70,6 +71,9 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound })
         // After every route: applies to the method routers registered so far.
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        // Innermost: a client that hangs up does not cancel what its request
+        // started (see `finish_after_hang_up`).
+        .layer(axum::middleware::from_fn(finish_after_hang_up))
         // Inside the request count, so a 408 is counted like any answer.
         .layer(axum::middleware::from_fn({
             let timeout = state.settings.body_timeout();
@@ -134,4 +138,22 @@ async fn vet_request_id(mut request: axum::extract::Request) -> axum::extract::R
         headers.remove("x-request-id");
     }
     request
+}
+
+/// Runs the handler in a task of its own, so that a client hanging up (hyper
+/// then drops the request's future) never stops it half-way: a transaction
+/// is committed or rolled back by its own code, never abandoned mid-query.
+/// An abandoned query's connection is closed under the pool's feet, and when
+/// many clients gave up at once under overload the web pool wedged with
+/// them: every request after failed with "pool timed out" until the load
+/// stopped (docs/BENCHMARKS.md, fourth session). A write the client no
+/// longer waits for still commits; its retry with the same id finds it.
+async fn finish_after_hang_up(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    match tokio::spawn(next.run(request).in_current_span()).await {
+        Ok(response) => response,
+        // A handler's panic stays a panic, as it was without the task.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => AppError::Unavailable("the server").into_response(),
+    }
 }

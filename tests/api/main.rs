@@ -14,6 +14,7 @@ mod errors_api;
 mod es_faults;
 mod event_streams;
 mod events_api;
+mod hang_ups;
 mod instances;
 mod lifecycle;
 mod limits;
