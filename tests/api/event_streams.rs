@@ -49,6 +49,19 @@ async fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<String>) {
     (status, lines)
 }
 
+/// A body framed by the head's `content-length`.
+async fn read_body(reader: &mut BufReader<TcpStream>, head: &[String]) -> Vec<u8> {
+    let length: usize = head
+        .iter()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .parse()
+        .unwrap();
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap();
+    body
+}
+
 /// The next chunk of a chunked body (`None` after the last one).
 async fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<String> {
     let mut size = String::new();
@@ -176,14 +189,7 @@ async fn other_first_requests_and_refused_streams_are_answered_as_before() {
     .await;
     let (status, head) = read_head(&mut refused).await;
     assert_eq!(status, 401, "{head:?}");
-    let length: usize = head
-        .iter()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .expect("a content-length")
-        .parse()
-        .unwrap();
-    let mut body = vec![0; length];
-    refused.read_exact(&mut body).await.unwrap();
+    let body = read_body(&mut refused, &head).await;
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["code"], "unauthorized", "{body}");
     let mut rest = Vec::new();
@@ -199,14 +205,7 @@ async fn other_first_requests_and_refused_streams_are_answered_as_before() {
     let mut both = send(&app, &pipelined).await;
     let (status, head) = read_head(&mut both).await;
     assert_eq!(status, 200, "{head:?}");
-    let length: usize = head
-        .iter()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .expect("a content-length")
-        .parse()
-        .unwrap();
-    let mut body = vec![0; length];
-    both.read_exact(&mut body).await.unwrap();
+    read_body(&mut both, &head).await;
     let (status, head) = read_head(&mut both).await;
     assert_eq!(status, 200, "{head:?}");
     assert!(!has(&head, "connection: close"), "{head:?}");
