@@ -242,6 +242,25 @@ pub struct Settings {
     #[arg(long, env = "WRITE_RATE_PER_MIN", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     pub write_rate_per_min: u32,
 
+    /// Write requests (every method but GET/HEAD/OPTIONS) this instance
+    /// works on at once; 0 (the default): three quarters of
+    /// `DATABASE_MAX_CONNECTIONS`, so reads and stream set-ups always find a
+    /// connection. See `http::admission`.
+    #[arg(long, env = "WRITE_CONCURRENCY", default_value_t = 0)]
+    pub write_concurrency: u32,
+
+    /// Write requests that may wait for a turn; past that a write is refused
+    /// at once with 503 `busy` and `Retry-After`. 0 (the default): eight per
+    /// turn.
+    #[arg(long, env = "WRITE_QUEUE", default_value_t = 0)]
+    pub write_queue: u32,
+
+    /// The longest a write waits for a turn before it is refused (503
+    /// `busy`), in milliseconds. Under the pool's 3 s acquire timeout, so a
+    /// write admitted is one the pool still serves.
+    #[arg(long, env = "WRITE_QUEUE_WAIT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub write_queue_wait_ms: u64,
+
     /// The bus between the relay and the projectors: `inprocess` (one
     /// machine: the relay hands batches straight to the projector in the
     /// same process) or `nats` (NATS JetStream: relay and projectors run in
@@ -479,6 +498,22 @@ impl Settings {
                     .join(",")
             ),
             n => Ok(n),
+        }
+    }
+
+    /// `WRITE_CONCURRENCY`, or three quarters of the web pool (at least 1).
+    pub fn write_concurrency(&self) -> usize {
+        match self.write_concurrency {
+            0 => (self.database_max_connections as usize * 3 / 4).max(1),
+            n => n as usize,
+        }
+    }
+
+    /// `WRITE_QUEUE`, or eight waiting per turn.
+    pub fn write_queue(&self) -> usize {
+        match self.write_queue {
+            0 => self.write_concurrency() * 8,
+            n => n as usize,
         }
     }
 

@@ -6,10 +6,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use crate::config::{Settings, redact_in};
+
+/// A pooled connection idle this long is pinged before it is handed out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// Opens the pool and applies pending migrations (every command that touches
 /// the database runs this first; sqlx serialises concurrent migrators).
@@ -47,6 +50,22 @@ pub async fn connect_pool(settings: &Settings, max_connections: u32) -> anyhow::
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
+        // sqlx pings every connection it returns to the pool (on release),
+        // and by default again on every acquire: two round trips around
+        // each query. Only a connection that sat idle may have died since
+        // its release ping (a PostgreSQL restart, an idle reaper), so only
+        // that one is pinged before use. Under load this is most of the
+        // pings gone, and an acquire that times out can no longer close a
+        // healthy connection mid-ping.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|e| {

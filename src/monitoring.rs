@@ -510,6 +510,11 @@ pub fn describe_metrics() {
             "The connection limit in force (MAX_CONNECTIONS, or sized from the open-file limit).",
         ),
         (
+            "sightline_write_admission_waiting",
+            Unit::Count,
+            "Write requests waiting for a turn (WRITE_CONCURRENCY) on this instance.",
+        ),
+        (
             "sightline_status_streams",
             Unit::Count,
             "Open /status/stream streams on this instance.",
@@ -561,6 +566,10 @@ pub fn describe_metrics() {
         (
             "sightline_connections_refused_total",
             "Connections refused at the connection limit (MAX_CONNECTIONS).",
+        ),
+        (
+            "sightline_write_admission_refused_total",
+            "Write requests refused with 503 busy before touching anything, by reason: queue_full (WRITE_QUEUE) or waited (WRITE_QUEUE_WAIT_MS).",
         ),
     ];
     for (name, help) in counters {

@@ -61,6 +61,9 @@ pub struct App {
     pub limits: crate::http::limits::Limits,
     /// A distributed bus's latest look (`BUS=nats`), for `/status`.
     pub bus: Arc<crate::bus::BusWatch>,
+    /// How many write requests are worked on at once, and how many wait
+    /// (see `http::admission`).
+    pub write_admission: Arc<crate::http::admission::WriteAdmission>,
     /// Wakes the relay after write requests (see `outbox::wake`).
     pub relay_waker: Arc<crate::outbox::wake::RelayWaker>,
 }

@@ -58,6 +58,10 @@ struct Cli {
     /// `--server-env RELAY_CONCURRENCY=1` (repeatable), for trying a knob.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     server_env: Vec<(String, String)>,
+    /// The maximum-rate search's steps instead of the default ladder, e.g.
+    /// `--only max --rates 1400` to offer one rate past capacity.
+    #[arg(long, value_name = "N", value_delimiter = ',')]
+    rates: Vec<u32>,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -92,7 +96,7 @@ enum Part {
 /// Offered rates of the visibility test, orders/s.
 const VISIBILITY_RATES: [u32; 3] = [50, 200, 1000];
 /// Steps of the maximum-rate search, orders/s.
-const RATE_STEPS: [u32; 10] = [200, 400, 700, 1000, 1400, 2000, 2800, 4000, 5600, 8000];
+pub(crate) const RATE_STEPS: [u32; 10] = [200, 400, 700, 1000, 1400, 2000, 2800, 4000, 5600, 8000];
 /// Users placing orders, each with an open stream.
 const USERS: usize = 100;
 /// A sustained rate keeps p99 within this.
@@ -209,6 +213,9 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let mut bench = Bench::new().await?;
     bench.server_env = cli.server_env.clone();
+    if !cli.rates.is_empty() {
+        bench.rate_steps = cli.rates.clone();
+    }
     bench.remove_leftovers().await?;
     let machine = machine(&bench).await?;
     let mode = if quick { "--quick" } else { "full" };
@@ -337,7 +344,7 @@ async fn max_rate(
     step: Duration,
 ) -> anyhow::Result<(Vec<(u32, LoadResult, bool)>, u32)> {
     let mut steps = Vec::new();
-    for rate in RATE_STEPS {
+    for &rate in &bench.rate_steps {
         let step_label = format!("{label}-{rate}");
         let knobs = settings(&step_label);
         let r = load::scenario(bench, &step_label, &knobs, USERS, rate.into(), step).await?;

@@ -70,6 +70,8 @@ pub struct Bench {
     /// `--server-env`: settings every server of this run gets, over the
     /// scenario's own (for trying a knob).
     pub server_env: Vec<(String, String)>,
+    /// The maximum-rate search's offered rates, lowest first (`--rates`).
+    pub rate_steps: Vec<u32>,
 }
 
 impl Bench {
@@ -163,6 +165,7 @@ impl Bench {
             work_dir,
             next: AtomicU32::new(1),
             server_env: Vec::new(),
+            rate_steps: crate::RATE_STEPS.to_vec(),
         };
         bench
             .http

@@ -1,7 +1,9 @@
 //! The HTTP layer every stage's handlers share: extractors that turn axum's
 //! rejections into the contract's JSON errors (here), who is asking
-//! ([`client_addr`]) and the per-user and per-address limits ([`limits`]).
+//! ([`client_addr`]), the per-user and per-address limits ([`limits`]) and
+//! how many writes the instance takes on at once ([`admission`]).
 
+pub mod admission;
 pub mod client_addr;
 pub mod limits;
 mod rejection;

@@ -57,14 +57,13 @@ pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<Ou
     // The transaction takes its id (if it has none yet) before the event
     // takes its outbox id: a rebuild that saw that outbox id missing knows,
     // once every transaction older than its snapshot has ended, that the id
-    // will never appear (see `operations::rebuild`).
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *conn)
-        .await?;
+    // will never appear (see `operations::rebuild`). The filter is evaluated
+    // before the row (and its `nextval` default) is formed, so one statement
+    // keeps that order without a round trip of its own.
     sqlx::query_as(&format!(
         "INSERT INTO outbox (event_id, event_type, schema_version, aggregate_id,
                              aggregate_version, user_id, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE pg_current_xact_id() IS NOT NULL
          RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())

@@ -104,6 +104,9 @@ impl Application {
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),
             limits: crate::http::limits::Limits::new(&settings),
+            write_admission: Arc::new(crate::http::admission::WriteAdmission::from_settings(
+                &settings,
+            )),
             db,
             read_store,
             settings,

@@ -71,8 +71,16 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(|| async { AppError::NotFound })
         // After every route: applies to the method routers registered so far.
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        // Innermost: a client that hangs up does not cancel what its request
-        // started (see `finish_after_hang_up`).
+        // Innermost, inside the hang-up task: a write waits for its turn
+        // there and holds it until its own code has finished.
+        .layer(axum::middleware::from_fn({
+            let admission = state.write_admission.clone();
+            move |request: Request, next: Next| {
+                crate::http::admission::admit_writes(admission.clone(), request, next)
+            }
+        }))
+        // A client that hangs up does not cancel what its request started
+        // (see `finish_after_hang_up`).
         .layer(axum::middleware::from_fn(finish_after_hang_up))
         // Inside the request count, so a 408 is counted like any answer.
         .layer(axum::middleware::from_fn({
@@ -142,12 +150,10 @@ async fn vet_request_id(mut request: axum::extract::Request) -> axum::extract::R
 
 /// Runs the handler in a task of its own, so that a client hanging up (hyper
 /// then drops the request's future) never stops it half-way: a transaction
-/// is committed or rolled back by its own code, never abandoned mid-query.
-/// An abandoned query's connection is closed under the pool's feet, and when
-/// many clients gave up at once under overload the web pool wedged with
-/// them: every request after failed with "pool timed out" until the load
-/// stopped (docs/BENCHMARKS.md, fourth session). A write the client no
-/// longer waits for still commits; its retry with the same id finds it.
+/// is committed or rolled back by its own code, never abandoned mid-query
+/// (an abandoned query's connection is closed under the pool's feet). A
+/// write the client no longer waits for still commits; its retry with the
+/// same id finds it. (Overload is `http::admission`'s concern.)
 async fn finish_after_hang_up(request: Request, next: Next) -> Response {
     use tracing::Instrument;
     match tokio::spawn(next.run(request).in_current_span()).await {

@@ -30,47 +30,50 @@ pub async fn place_order(
 ) -> AppResult<Placed> {
     let mut tx = db.begin().await?;
 
-    // Taking the user row first serialises this user's writes: positions
-    // commit in order (see `consistency`), and a concurrent retry of the same
-    // id waits here until the first attempt has committed.
-    let write_seq = store::next_write_position(&mut tx, user.id).await?;
-
-    let placed_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "INSERT INTO orders (id, user_id, user_write_seq, note, total_cents, currency)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (id) DO NOTHING
-         RETURNING placed_at",
-    )
-    .bind(order.id)
-    .bind(user.id)
-    .bind(write_seq)
-    .bind(&order.note)
-    .bind(order.total_cents)
-    .bind(&order.currency)
-    .fetch_optional(&mut *tx)
-    .await?;
-
-    let Some(placed_at) = placed_at else {
-        tx.rollback().await?;
-        return existing_order(db, user, &order).await;
-    };
-
     let (skus, quantities, prices): (Vec<_>, Vec<_>, Vec<_>) = order
         .items
         .iter()
         .map(|i| (i.sku.clone(), i.quantity, i.unit_price_cents))
         .collect();
-    sqlx::query(
-        "INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents)
-         SELECT $1, ord::int - 1, sku, qty, price
-         FROM UNNEST($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, qty, price, ord)",
+    // One statement, one round trip, for the user's position, the order and
+    // its items (each round trip costs PostgreSQL and this server CPU, the
+    // throughput wall of docs/BENCHMARKS.md). Its parts run in this order:
+    // `position` first — taking the user row serialises this user's writes,
+    // so positions commit in order (see `consistency`), and a concurrent
+    // retry of the same id waits there until the first attempt has
+    // committed; then the order, which on a taken id inserts nothing, and so
+    // no items either (they are inserted from the order row it returns).
+    let placed: Option<(chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "WITH position AS (
+             UPDATE users SET write_seq = write_seq + 1 WHERE id = $2 RETURNING write_seq
+         ), placed AS (
+             INSERT INTO orders (id, user_id, user_write_seq, note, total_cents, currency)
+             SELECT $1, $2, write_seq, $3, $4, $5 FROM position
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id, placed_at, user_write_seq
+         ), items AS (
+             INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents)
+             SELECT placed.id, t.ord::int - 1, t.sku, t.qty, t.price
+             FROM placed,
+                  UNNEST($6::text[], $7::int[], $8::bigint[]) WITH ORDINALITY AS t(sku, qty, price, ord)
+         )
+         SELECT placed_at, user_write_seq FROM placed",
     )
     .bind(order.id)
+    .bind(user.id)
+    .bind(&order.note)
+    .bind(order.total_cents)
+    .bind(&order.currency)
     .bind(&skus)
     .bind(&quantities)
     .bind(&prices)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+
+    let Some((placed_at, write_seq)) = placed else {
+        tx.rollback().await?;
+        return existing_order(db, user, &order).await;
+    };
 
     let event = events::OrderPlacedV2 {
         order_id: order.id,

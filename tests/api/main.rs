@@ -26,6 +26,7 @@ mod operations;
 mod operators;
 mod orders_api;
 mod outbox_retry;
+mod overload;
 mod pages_without_browser;
 mod pools;
 mod rebuild;

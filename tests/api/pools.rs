@@ -22,6 +22,9 @@ const WEB_POOL: u32 = 4;
 async fn a_flood_of_web_requests_does_not_stop_notices() {
     let mut settings = test_settings().await;
     settings.database_max_connections = WEB_POOL;
+    // Writes may take every connection of the web's pool (by default they
+    // leave a quarter to reads): the flood below is to empty it.
+    settings.write_concurrency = WEB_POOL;
     settings.relay_concurrency = 2;
     let app = spawn_app_with(settings.clone()).await;
     // Another web-only instance over the same data (with pools of its own):

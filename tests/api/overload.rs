@@ -1,0 +1,195 @@
+//! Past capacity, an instance refuses the excess writes at once and keeps
+//! serving the rest: a write with no turn (`WRITE_CONCURRENCY`) and no room
+//! in the line (`WRITE_QUEUE`), or one that waited its `WRITE_QUEUE_WAIT_MS`,
+//! is answered 503 `busy` with `Retry-After` before it touched anything;
+//! reads go on; the writes admitted commit; the refused one's retry with the
+//! same id is taken. Capacity is forced small and full by holding a row lock
+//! the admitted write waits on.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sightline_test_support::{
+    TestApp, TestUser, assert_error, metric_value, spawn_app_with, test_settings,
+};
+use uuid::Uuid;
+
+fn order(id: Uuid, sku: &str) -> Value {
+    json!({ "id": id, "items": [{ "sku": sku, "quantity": 1, "unit_price_cents": 700 }] })
+}
+
+/// Holds `user`'s row, so the next order of that user waits inside its
+/// write, holding its turn.
+async fn hold_user_row(
+    app: &TestApp,
+    user: &TestUser,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let user_id = app.user_id(user).await;
+    let mut held = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user_id)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    held
+}
+
+/// Waits until `/metrics` shows `series` at `value`.
+async fn until_metric(app: &TestApp, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric_value(&app.metrics_text().await, series) != Some(value) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never reached {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn until_locked(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = app
+            .count(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await;
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admitted write never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn orders_with(app: &TestApp, id: Uuid) -> i64 {
+    app.count(&format!("SELECT count(*) FROM orders WHERE id = '{id}'"))
+        .await
+}
+
+#[tokio::test]
+async fn a_write_past_the_line_is_refused_at_once_and_the_rest_go_on() {
+    let mut settings = test_settings().await;
+    settings.write_concurrency = 1;
+    settings.write_queue = 1;
+    settings.write_queue_wait_ms = 60_000;
+    let app = spawn_app_with(settings).await;
+    let (alice, bob) = (app.new_user().await, app.new_user().await);
+    let visible_before = app.place_simple_order(&bob, "BEFORE").await;
+    app.wait_until_visible(&bob, visible_before["id"].as_str().unwrap())
+        .await;
+
+    let held = hold_user_row(&app, &alice).await;
+    let (first, second, refused) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    // Alice's first order takes the one turn and waits on her row.
+    let first_post = tokio::spawn(
+        app.post(&alice, "/api/orders")
+            .json(&order(first, "FIRST"))
+            .send(),
+    );
+    until_locked(&app).await;
+    // Her second waits in the line (room for one).
+    let second_post = tokio::spawn(
+        app.post(&alice, "/api/orders")
+            .json(&order(second, "SECOND"))
+            .send(),
+    );
+    until_metric(&app, "sightline_write_admission_waiting", 1.0).await;
+
+    // Bob's order finds no turn and no room: refused now, with the lock still
+    // held — not after a pool timeout, and not half-written.
+    let response = app.place_order(&bob, &order(refused, "REFUSED")).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "a refusal says when to come back"
+    );
+    let body = assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
+    assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+    assert_eq!(
+        orders_with(&app, refused).await,
+        0,
+        "a refused write wrote nothing"
+    );
+    assert_eq!(
+        metric_value(
+            &app.metrics_text().await,
+            "sightline_write_admission_refused_total{reason=\"queue_full\"}"
+        ),
+        Some(1.0)
+    );
+
+    // Reads are not held back by a full line.
+    let (_, list) = app.list(&bob, "/api/orders").await;
+    assert_eq!(list["orders"][0]["id"], visible_before["id"]);
+
+    // The lock goes: the admitted and the waiting write both commit.
+    held.commit().await.unwrap();
+    assert_eq!(
+        first_post.await.unwrap().unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        second_post.await.unwrap().unwrap().status(),
+        StatusCode::CREATED
+    );
+    until_metric(&app, "sightline_write_admission_waiting", 0.0).await;
+
+    // The refused order's retry, same id, is taken and becomes visible once.
+    let retry = app.place_order(&bob, &order(refused, "REFUSED")).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    app.wait_until_visible(&bob, &refused.to_string()).await;
+    for id in [first, second, refused] {
+        assert_eq!(orders_with(&app, id).await, 1, "order {id}");
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_waits_too_long_for_a_turn_is_refused_and_writes_nothing() {
+    let mut settings = test_settings().await;
+    settings.write_concurrency = 1;
+    settings.write_queue = 10;
+    settings.write_queue_wait_ms = 300;
+    let app = spawn_app_with(settings).await;
+    let (alice, bob) = (app.new_user().await, app.new_user().await);
+
+    let held = hold_user_row(&app, &alice).await;
+    let first = Uuid::new_v4();
+    let first_post = tokio::spawn(
+        app.post(&alice, "/api/orders")
+            .json(&order(first, "FIRST"))
+            .send(),
+    );
+    until_locked(&app).await;
+
+    // Room in the line, but no turn within 300 ms: refused (the lock is
+    // still held, so no turn could have come).
+    let waited = Uuid::new_v4();
+    let response = app.place_order(&bob, &order(waited, "WAITED")).await;
+    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
+    assert_eq!(orders_with(&app, waited).await, 0);
+    assert_eq!(
+        metric_value(
+            &app.metrics_text().await,
+            "sightline_write_admission_refused_total{reason=\"waited\"}"
+        ),
+        Some(1.0)
+    );
+
+    held.commit().await.unwrap();
+    assert_eq!(
+        first_post.await.unwrap().unwrap().status(),
+        StatusCode::CREATED
+    );
+    // With the turn free again a write goes straight in.
+    let again = app.place_order(&bob, &order(waited, "WAITED")).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+}
