@@ -250,7 +250,7 @@ pub struct Settings {
     pub write_concurrency: u32,
 
     /// Write requests that may wait for a turn; past that a write is refused
-    /// at once with 503 `busy` and `Retry-After`. 0 (the default): eight per
+    /// at once with 503 `busy` and `Retry-After`. 0 (the default): 64 per
     /// turn.
     #[arg(long, env = "WRITE_QUEUE", default_value_t = 0)]
     pub write_queue: u32,
@@ -509,10 +509,12 @@ impl Settings {
         }
     }
 
-    /// `WRITE_QUEUE`, or eight waiting per turn.
+    /// `WRITE_QUEUE`, or 64 waiting per turn: a bound on memory, not the
+    /// working limit — that is the wait (`WRITE_QUEUE_WAIT_MS`), since how
+    /// many may wait a second depends on how fast writes commit.
     pub fn write_queue(&self) -> usize {
         match self.write_queue {
-            0 => self.write_concurrency() * 8,
+            0 => self.write_concurrency() * 64,
             n => n as usize,
         }
     }

@@ -9,10 +9,14 @@
 //! connection is timed out mid-ping or mid-connect and closed, the next one
 //! opens a connection it cannot finish either, and the instance stops
 //! committing anything until the load stops — the overload collapse of
-//! docs/BENCHMARKS.md (fourth session). Here the queue is short and FIFO
-//! (tokio's semaphore is fair), a write admitted is one the pool serves
-//! within its timeout, and the excess costs the server one answer each: past
-//! capacity the instance keeps committing at capacity.
+//! docs/BENCHMARKS.md (fourth session). Here the line is FIFO (tokio's
+//! semaphore is fair) and its wait bounded well under the pool's timeout,
+//! so a write admitted is one the pool serves at once (at most
+//! `WRITE_CONCURRENCY` hold connections), and the excess costs the server
+//! one answer each: past capacity the instance keeps committing at capacity.
+//! The wait, not the line's length, is the working limit — a stall of a few
+//! hundred milliseconds at a high rate queues hundreds of writes that all
+//! commit in time; the length only bounds memory.
 //!
 //! Reads are not gated: they take one short query each (or none, against
 //! the read store), and an Elasticsearch that answers slowly must not hold
