@@ -37,6 +37,7 @@ mod smoke;
 mod sse_clients;
 mod stress;
 mod typed_client;
+mod write_costs;
 
 // Tests that prove the promise by driving the real code (issue 9).
 mod binary;
