@@ -49,7 +49,8 @@ pub enum AppError {
     },
     #[error("{0} is unavailable, try again shortly")]
     Unavailable(&'static str),
-    /// A bounded resource (e.g. password hashing) is full: 503 at once.
+    /// A bounded resource (password hashing, the write admission) is full:
+    /// 503 with `Retry-After: 1`, nothing done.
     #[error("the server is busy, try again in a moment")]
     Busy,
     #[error(transparent)]

@@ -102,10 +102,9 @@ impl WriteAdmission {
         if !joined {
             return Err(Refusal::QueueFull);
         }
-        let _leave = LeaveLine(&self.waiting);
         metrics::gauge!("sightline_write_admission_waiting").increment(1.0);
+        let _leave = LeaveLine(&self.waiting);
         let turn = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
-        metrics::gauge!("sightline_write_admission_waiting").decrement(1.0);
         match turn {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; treat it like a wait that ran out.
@@ -121,6 +120,7 @@ struct LeaveLine<'a>(&'a AtomicUsize);
 impl Drop for LeaveLine<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("sightline_write_admission_waiting").decrement(1.0);
     }
 }
 

@@ -374,11 +374,18 @@ fn shared_answers(path: &str, method: HttpMethod, operation: &mut Operation) {
         );
     }
     if path != "/healthz" && path != "/api/openapi.json" {
-        let busy = if has_body && public {
-            " `busy`: password hashing is at its bound (`HASH_CONCURRENCY`)."
-        } else {
-            ""
-        };
+        let mut busy = String::new();
+        if has_body && public {
+            busy.push_str(" `busy`: password hashing is at its bound (`HASH_CONCURRENCY`).");
+        }
+        if !matches!(
+            method,
+            HttpMethod::Get | HttpMethod::Head | HttpMethod::Options
+        ) {
+            busy.push_str(
+                " `busy`: the instance has as many writes in hand and waiting as it takes (`WRITE_CONCURRENCY`, `WRITE_QUEUE`, `WRITE_QUEUE_WAIT_MS`); nothing was written, retry after `Retry-After` (an order with the same `id`).",
+            );
+        }
         add(
             operation,
             "503",

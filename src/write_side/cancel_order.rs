@@ -41,8 +41,10 @@ pub async fn cancel_order(
         return Err(AppError::NotFound);
     };
     if status == OrderStatus::Cancelled.as_str() {
-        // Nothing to do; the transaction rolls back on drop.
-        let order = store::load(db, id).await?.context("Order vanished")?;
+        // Nothing to do; the transaction rolls back on drop. Read through it:
+        // another connection while this one is held could wait on a pool
+        // that every write in hand is also holding (see `http::admission`).
+        let order = store::load(&mut *tx, id).await?.context("Order vanished")?;
         let write_seq = order.user_write_seq.max(write_seq - 1);
         return Ok(Cancellation { order, write_seq });
     }
