@@ -9,46 +9,22 @@ use serde_json::{Value, json};
 use sightline_test_support::spawn_app;
 use uuid::Uuid;
 
-/// Sessions of this test's database waiting on a lock.
-async fn waiting_on_locks(db: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .fetch_one(db)
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn an_order_whose_client_hung_up_mid_write_is_committed_once_and_found_on_retry() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let user_id = app.user_id(&user).await;
     let id = Uuid::new_v4();
     let body = json!({ "id": id, "items": [{ "sku": "HUNG-UP", "quantity": 1, "unit_price_cents": 500 }] });
 
     // Hold the user's row: the order's transaction, which takes it first,
     // waits inside the write with its connection.
-    let mut held = app.db.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-        .bind(user_id)
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let held = app.hold_user_row(&user).await;
 
     let request = tokio::spawn({
         let post = app.post(&user, "/api/orders").json(&body);
         async move { post.send().await }
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while waiting_on_locks(&app.db).await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the write never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.until_a_session_waits_on_a_lock().await;
     // The client gives up: its connection closes, and the server's request
     // future with it.
     request.abort();

@@ -10,29 +10,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sightline_test_support::{
-    TestApp, TestUser, assert_error, metric_value, spawn_app_with, test_settings,
-};
+use sightline_test_support::{TestApp, assert_error, metric_value, spawn_app_with, test_settings};
 use uuid::Uuid;
 
 fn order(id: Uuid, sku: &str) -> Value {
     json!({ "id": id, "items": [{ "sku": sku, "quantity": 1, "unit_price_cents": 700 }] })
-}
-
-/// Holds `user`'s row, so the next order of that user waits inside its
-/// write, holding its turn.
-async fn hold_user_row(
-    app: &TestApp,
-    user: &TestUser,
-) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let user_id = app.user_id(user).await;
-    let mut held = app.db.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
-        .bind(user_id)
-        .execute(&mut *held)
-        .await
-        .unwrap();
-    held
 }
 
 /// Waits until `/metrics` shows `series` at `value`.
@@ -42,26 +24,6 @@ async fn until_metric(app: &TestApp, series: &str, value: f64) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{series} never reached {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn until_locked(app: &TestApp) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting = app
-            .count(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .await;
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the admitted write never reached the lock"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -84,7 +46,7 @@ async fn a_write_past_the_line_is_refused_at_once_and_the_rest_go_on() {
     app.wait_until_visible(&bob, visible_before["id"].as_str().unwrap())
         .await;
 
-    let held = hold_user_row(&app, &alice).await;
+    let held = app.hold_user_row(&alice).await;
     let (first, second, refused) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     // Alice's first order takes the one turn and waits on her row.
     let first_post = tokio::spawn(
@@ -92,7 +54,7 @@ async fn a_write_past_the_line_is_refused_at_once_and_the_rest_go_on() {
             .json(&order(first, "FIRST"))
             .send(),
     );
-    until_locked(&app).await;
+    app.until_a_session_waits_on_a_lock().await;
     // Her second waits in the line (room for one).
     let second_post = tokio::spawn(
         app.post(&alice, "/api/orders")
@@ -161,14 +123,14 @@ async fn a_write_that_waits_too_long_for_a_turn_is_refused_and_writes_nothing() 
     let app = spawn_app_with(settings).await;
     let (alice, bob) = (app.new_user().await, app.new_user().await);
 
-    let held = hold_user_row(&app, &alice).await;
+    let held = app.hold_user_row(&alice).await;
     let first = Uuid::new_v4();
     let first_post = tokio::spawn(
         app.post(&alice, "/api/orders")
             .json(&order(first, "FIRST"))
             .send(),
     );
-    until_locked(&app).await;
+    app.until_a_session_waits_on_a_lock().await;
 
     // Room in the line, but no turn within 300 ms: refused (the lock is
     // still held, so no turn could have come).

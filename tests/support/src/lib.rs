@@ -379,6 +379,45 @@ impl TestApp {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }
 
+    /// Holds `user`'s row locked until the transaction ends: that user's
+    /// next write (which takes the row first) waits inside its transaction,
+    /// holding its connection (and its admission turn).
+    pub async fn hold_user_row(
+        &self,
+        user: &TestUser,
+    ) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let user_id = self.user_id(user).await;
+        let mut held = self.db.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        held
+    }
+
+    /// Waits (up to 10 s, else panics) until some session of this test's
+    /// database waits on a lock — a write has reached a held row.
+    pub async fn until_a_session_waits_on_a_lock(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting = self
+                .count(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .await;
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no write ever reached the held lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn user_id(&self, user: &TestUser) -> Uuid {
         sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
             .bind(&user.username)
