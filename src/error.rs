@@ -146,16 +146,24 @@ impl AppError {
     }
 }
 
-/// Errors that mean "PostgreSQL cannot be reached", as opposed to a bad query.
+/// Errors that mean "PostgreSQL cannot be reached", as opposed to a bad query:
+/// no connection at all, or one PostgreSQL ended or refuses — SQLSTATE class
+/// 08 (connection exception) and 57P01–57P03 (shut down by an operator,
+/// after a crash, or starting up). A pooled connection that was in use a
+/// moment before a restart is not pinged before its next query (see
+/// `db::connect_pool`), so that query is where the shutdown shows.
 pub fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
+    match e {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed
-    )
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }
 
 impl AppError {
@@ -219,3 +227,61 @@ impl IntoResponse for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    /// A database error with only a SQLSTATE, as PostgreSQL sends one.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn status_of(code: &'static str) -> StatusCode {
+        AppError::Database(sqlx::Error::Database(Box::new(Sqlstate(code))))
+            .status_and_code()
+            .0
+    }
+
+    #[test]
+    fn a_database_that_shut_down_or_dropped_the_connection_is_unavailable_not_a_bug() {
+        // Shut down by an operator, after a crash, starting up; connection exceptions.
+        for code in ["57P01", "57P02", "57P03", "08006", "08003", "08000"] {
+            assert_eq!(status_of(code), StatusCode::SERVICE_UNAVAILABLE, "{code}");
+        }
+        // A query's own failures stay server errors.
+        for code in ["42P01", "23505", "57014", "40001"] {
+            assert_eq!(status_of(code), StatusCode::INTERNAL_SERVER_ERROR, "{code}");
+        }
+    }
+}
