@@ -52,11 +52,14 @@ pub async fn connect_pool(settings: &Settings, max_connections: u32) -> anyhow::
         .acquire_timeout(Duration::from_secs(3))
         // sqlx pings every connection it returns to the pool (on release),
         // and by default again on every acquire: two round trips around
-        // each query. Only a connection that sat idle may have died since
-        // its release ping (a PostgreSQL restart, an idle reaper), so only
-        // that one is pinged before use. Under load this is most of the
+        // each query. Only a connection that sat idle is likely to have died
+        // since its release ping (a PostgreSQL restart, an idle reaper), so
+        // only that one is pinged before use. Under load this is most of the
         // pings gone, and an acquire that times out can no longer close a
-        // healthy connection mid-ping.
+        // healthy connection mid-ping. A connection used less than a second
+        // before a restart meets it on its next query instead: that request
+        // answers 503 `unavailable` (`error::is_connection_error`) and the
+        // release ping drops the connection.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
