@@ -24,7 +24,7 @@
 //! write with the same order id, which the write side deduplicates.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -43,15 +43,18 @@ pub struct WriteAdmission {
     queue: usize,
     wait: Duration,
     waiting: AtomicUsize,
+    /// Refusals so far, by [`Refusal`] (this instance's; `/metrics` has the
+    /// process's).
+    refused: [AtomicU64; 2],
 }
 
 /// Why a write was not admitted (a label of the refusals counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The queue was full on arrival.
-    QueueFull,
+    QueueFull = 0,
     /// It waited `WRITE_QUEUE_WAIT_MS` without a turn.
-    Waited,
+    Waited = 1,
 }
 
 impl WriteAdmission {
@@ -63,6 +66,7 @@ impl WriteAdmission {
             queue,
             wait,
             waiting: AtomicUsize::new(0),
+            refused: Default::default(),
         }
     }
 
@@ -84,6 +88,22 @@ impl WriteAdmission {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// Writes refused so far for `reason`.
+    pub fn refused(&self, reason: Refusal) -> u64 {
+        self.refused[reason as usize].load(Ordering::Relaxed)
+    }
+
+    fn refuse(&self, reason: Refusal) -> Refusal {
+        self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+        let label = match reason {
+            Refusal::QueueFull => "queue_full",
+            Refusal::Waited => "waited",
+        };
+        metrics::counter!("sightline_write_admission_refused_total", "reason" => label)
+            .increment(1);
+        reason
+    }
+
     /// A turn: at once when one is free, after a short wait in line when the
     /// line has room, else refused. The permit is the turn; dropping it (the
     /// request answered) gives it to the next in line.
@@ -100,7 +120,7 @@ impl WriteAdmission {
             })
             .is_ok();
         if !joined {
-            return Err(Refusal::QueueFull);
+            return Err(self.refuse(Refusal::QueueFull));
         }
         metrics::gauge!("sightline_write_admission_waiting").increment(1.0);
         let _leave = LeaveLine(&self.waiting);
@@ -108,7 +128,7 @@ impl WriteAdmission {
         match turn {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; treat it like a wait that ran out.
-            Ok(Err(_)) | Err(_) => Err(Refusal::Waited),
+            Ok(Err(_)) | Err(_) => Err(self.refuse(Refusal::Waited)),
         }
     }
 }
@@ -137,15 +157,7 @@ pub async fn admit_writes(
     }
     match admission.admit().await {
         Ok(_turn) => next.run(request).await,
-        Err(refusal) => {
-            let reason = match refusal {
-                Refusal::QueueFull => "queue_full",
-                Refusal::Waited => "waited",
-            };
-            metrics::counter!("sightline_write_admission_refused_total", "reason" => reason)
-                .increment(1);
-            AppError::Busy.into_response()
-        }
+        Err(_) => AppError::Busy.into_response(),
     }
 }
 
@@ -168,6 +180,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(gate.admit().await.err(), Some(Refusal::QueueFull));
+        assert_eq!(gate.refused(Refusal::QueueFull), 1);
 
         drop(first);
         assert_eq!(second.await.unwrap(), Ok("second"));
@@ -181,6 +194,13 @@ mod tests {
         let _held = gate.admit().await.expect("a free turn");
         assert_eq!(gate.admit().await.err(), Some(Refusal::Waited));
         assert_eq!(gate.waiting(), 0);
+        assert_eq!(
+            (
+                gate.refused(Refusal::Waited),
+                gate.refused(Refusal::QueueFull)
+            ),
+            (1, 0)
+        );
     }
 
     #[tokio::test]

@@ -129,6 +129,12 @@ impl Application {
         self.port
     }
 
+    /// This instance's write admission (tests read its line and refusals;
+    /// `/metrics` sums every instance of the process).
+    pub fn write_admission(&self) -> Arc<crate::http::admission::WriteAdmission> {
+        self.state.write_admission.clone()
+    }
+
     /// Triggers a graceful stop, as SIGTERM would.
     pub fn shutdown_signal(&self) -> ShutdownSignal {
         self.state.shutdown.clone()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sightline::http::admission::Refusal;
 use sightline_test_support::{TestApp, assert_error, metric_value, spawn_app_with, test_settings};
 use uuid::Uuid;
 
@@ -17,16 +18,22 @@ fn order(id: Uuid, sku: &str) -> Value {
     json!({ "id": id, "items": [{ "sku": sku, "quantity": 1, "unit_price_cents": 700 }] })
 }
 
-/// Waits until `/metrics` shows `series` at `value`.
-async fn until_metric(app: &TestApp, series: &str, value: f64) {
+/// Waits until `n` writes wait in the instance's line.
+async fn until_waiting(app: &TestApp, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric_value(&app.metrics_text().await, series) != Some(value) {
+    while app.write_admission.waiting() != n {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{series} never reached {value}"
+            "the line never held {n}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `/metrics` (the whole test process's) lists `series` at `min` or more.
+async fn counted_in_metrics(app: &TestApp, series: &str, min: f64) {
+    let value = metric_value(&app.metrics_text().await, series).unwrap_or(0.0);
+    assert!(value >= min, "{series} is {value}, expected at least {min}");
 }
 
 async fn orders_with(app: &TestApp, id: Uuid) -> i64 {
@@ -61,7 +68,7 @@ async fn a_write_past_the_line_is_refused_at_once_and_the_rest_go_on() {
             .json(&order(second, "SECOND"))
             .send(),
     );
-    until_metric(&app, "sightline_write_admission_waiting", 1.0).await;
+    until_waiting(&app, 1).await;
 
     // Bob's order finds no turn and no room: refused now, with the lock still
     // held — not after a pool timeout, and not half-written.
@@ -81,13 +88,13 @@ async fn a_write_past_the_line_is_refused_at_once_and_the_rest_go_on() {
         0,
         "a refused write wrote nothing"
     );
-    assert_eq!(
-        metric_value(
-            &app.metrics_text().await,
-            "sightline_write_admission_refused_total{reason=\"queue_full\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(app.write_admission.refused(Refusal::QueueFull), 1);
+    counted_in_metrics(
+        &app,
+        "sightline_write_admission_refused_total{reason=\"queue_full\"}",
+        1.0,
+    )
+    .await;
 
     // Reads are not held back by a full line.
     let (_, list) = app.list(&bob, "/api/orders").await;
@@ -103,7 +110,7 @@ async fn a_write_past_the_line_is_refused_at_once_and_the_rest_go_on() {
         second_post.await.unwrap().unwrap().status(),
         StatusCode::CREATED
     );
-    until_metric(&app, "sightline_write_admission_waiting", 0.0).await;
+    until_waiting(&app, 0).await;
 
     // The refused order's retry, same id, is taken and becomes visible once.
     let retry = app.place_order(&bob, &order(refused, "REFUSED")).await;
@@ -138,13 +145,13 @@ async fn a_write_that_waits_too_long_for_a_turn_is_refused_and_writes_nothing() 
     let response = app.place_order(&bob, &order(waited, "WAITED")).await;
     assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "busy").await;
     assert_eq!(orders_with(&app, waited).await, 0);
-    assert_eq!(
-        metric_value(
-            &app.metrics_text().await,
-            "sightline_write_admission_refused_total{reason=\"waited\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(app.write_admission.refused(Refusal::Waited), 1);
+    counted_in_metrics(
+        &app,
+        "sightline_write_admission_refused_total{reason=\"waited\"}",
+        1.0,
+    )
+    .await;
 
     held.commit().await.unwrap();
     assert_eq!(

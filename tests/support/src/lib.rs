@@ -33,6 +33,9 @@ pub struct TestApp {
     pub settings: Settings,
     /// A client that keeps no cookies; tests pass bearer tokens explicitly.
     pub http: reqwest::Client,
+    /// The instance's write admission: its line and its refusals, this
+    /// instance's alone (`/metrics` is the whole test process's).
+    pub write_admission: std::sync::Arc<sightline::http::admission::WriteAdmission>,
     shutdown: ShutdownSignal,
     /// Whether dropping this app removes the database and index (false for
     /// a further instance over another app's data: [`spawn_instance`]).
@@ -128,6 +131,7 @@ pub async fn spawn_instance(settings: Settings) -> TestApp {
         .expect("Failed to build the application");
     let port = app.port();
     let shutdown = app.shutdown_signal();
+    let write_admission = app.write_admission();
     tokio::spawn(app.run_until_stopped());
     let db = PgPoolOptions::new()
         .max_connections(5)
@@ -143,6 +147,7 @@ pub async fn spawn_instance(settings: Settings) -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
+        write_admission,
         shutdown,
         owns_data: false,
     }
