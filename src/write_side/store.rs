@@ -164,7 +164,8 @@ pub async fn owner_of(db: &PgPool, id: Uuid) -> sqlx::Result<Option<Uuid>> {
 /// Takes the user's next write position inside the caller's transaction.
 /// The row lock serialises one user's writes, so their positions commit in
 /// order (see `consistency`); every write takes it first, so there is one
-/// lock order and no deadlock.
+/// lock order and no deadlock. (Placing an order takes it with the same
+/// `UPDATE` as the first part of its one statement: `place_order`.)
 pub async fn next_write_position(tx: &mut sqlx::PgConnection, user_id: Uuid) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "UPDATE users SET write_seq = write_seq + 1 WHERE id = $1 RETURNING write_seq",

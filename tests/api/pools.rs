@@ -9,7 +9,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 use sightline::config::Role;
-use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{
     TestApp, WAIT, order_ids, spawn_app_with, spawn_instance, test_settings, visible_id,
@@ -40,13 +39,7 @@ async fn a_flood_of_web_requests_does_not_stop_notices() {
     // request takes a connection of the web's pool and keeps it, waiting for
     // the lock, for as long as the test wants.
     let flooder = app.new_user().await;
-    let mut lock = PgConnection::connect(&settings.database_url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
-    sqlx::query("SELECT 1 FROM users WHERE username = $1 FOR UPDATE")
-        .bind(&flooder.username)
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let lock = app.hold_user_row(&flooder).await;
     let flood: Vec<_> = (0..2 * WEB_POOL)
         .map(|n| {
             let request = app
@@ -90,7 +83,7 @@ async fn a_flood_of_web_requests_does_not_stop_notices() {
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.rollback().await.unwrap();
     let mut placed = 0;
     for request in flood {
         if request.await.unwrap().unwrap() == StatusCode::CREATED {
