@@ -53,4 +53,5 @@ pub mod locks;
 pub mod money;
 pub mod order;
 pub mod shutdown;
+pub mod supervision;
 pub mod telemetry;

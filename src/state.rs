@@ -66,6 +66,10 @@ pub struct App {
     pub write_admission: Arc<crate::http::admission::WriteAdmission>,
     /// Wakes the relay after write requests (see `outbox::wake`).
     pub relay_waker: Arc<crate::outbox::wake::RelayWaker>,
+    /// Whether every background task still runs (`/readyz`; see `supervision`).
+    pub task_health: Arc<crate::supervision::TaskHealth>,
+    /// The test seam that makes a background task panic.
+    pub task_faults: Arc<crate::supervision::TaskFaults>,
 }
 
 /// Per-address limits count the client a trusted proxy names, not the proxy.

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::auth::password::Hashing;
 use crate::auth::throttle::{Policy, Throttle};
@@ -23,6 +22,7 @@ use crate::read_side::postgres::PgReadModel;
 use crate::relay::Relay;
 use crate::shutdown::ShutdownSignal;
 use crate::state::{App, AppState};
+use crate::supervision::Tasks;
 use crate::visibility::hub::{self, NoticeHub};
 use crate::visibility::notice_log;
 use crate::write_side::InTransaction;
@@ -40,6 +40,9 @@ const CONNECTION_DRAIN: Duration = Duration::from_secs(4);
 /// How long background tasks get to finish their work after the server
 /// stops; with the drain, a stop takes under 10 s.
 const TASK_GRACE: Duration = Duration::from_secs(5);
+/// How long `/readyz` answers unready, naming a background task that died,
+/// before the instance stops and exits non-zero.
+const UNREADY_BEFORE_EXIT: Duration = Duration::from_secs(2);
 
 impl Application {
     /// Connects to PostgreSQL (migrating it), prepares the read model if
@@ -117,6 +120,8 @@ impl Application {
             pipeline_db,
             bus: Default::default(),
             relay_waker: Default::default(),
+            task_health: Default::default(),
+            task_faults: Default::default(),
         }));
         Ok(Self {
             listener,
@@ -135,6 +140,11 @@ impl Application {
         self.state.write_admission.clone()
     }
 
+    /// Makes a background task panic by name (tests: see `supervision`).
+    pub fn task_faults(&self) -> Arc<crate::supervision::TaskFaults> {
+        self.state.task_faults.clone()
+    }
+
     /// Triggers a graceful stop, as SIGTERM would.
     pub fn shutdown_signal(&self) -> ShutdownSignal {
         self.state.shutdown.clone()
@@ -142,10 +152,12 @@ impl Application {
 
     /// Serves HTTP and runs the pipeline until SIGINT, SIGTERM or the
     /// shutdown signal; then stops accepting, closes SSE streams, lets the
-    /// relay finish its batch, and returns.
+    /// relay finish its batch, and returns. If a background task ends on its
+    /// own first, the instance turns unready, stops the same way and
+    /// returns an error naming the task (the process exits non-zero).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let state = self.state;
-        let mut tasks = Vec::new();
+        let mut tasks = Tasks::new(state.task_faults.clone());
         let nats = match state.settings.bus {
             BusKind::Nats => Some(nats_bus::NatsWiring::connect(&state.settings).await?),
             BusKind::Inprocess => None,
@@ -153,19 +165,25 @@ impl Application {
         // The same-database mode has nothing to publish the outbox to.
         let publishes = state.settings.read_store == ReadStoreKind::Elasticsearch;
         if publishes && state.settings.runs(Role::Relay) {
-            tasks.push(spawn_pipeline(&state, nats.as_ref()));
+            tasks.spawn("relay", pipeline(&state, nats.as_ref()));
         }
         if let Some(nats) = &nats {
             if publishes && state.settings.runs(Role::Projector) {
-                tasks.push(nats.spawn_projector(
-                    &state.settings,
-                    state.pipeline_db.clone(),
-                    state.read_store.clone(),
-                    state.pipeline.clone(),
-                    state.shutdown.subscribe(),
-                ));
+                tasks.spawn(
+                    "projector (NATS consumer)",
+                    nats.projector(
+                        &state.settings,
+                        state.pipeline_db.clone(),
+                        state.read_store.clone(),
+                        state.pipeline.clone(),
+                        state.shutdown.subscribe(),
+                    ),
+                );
             }
-            tasks.push(nats.spawn_watch(state.bus.clone(), state.shutdown.subscribe()));
+            tasks.spawn(
+                "bus watch",
+                nats.watch(state.bus.clone(), state.shutdown.subscribe()),
+            );
         }
         // Each long-lived task gets the handles it uses, not the whole state.
         let sampler = monitoring::Sampler {
@@ -177,21 +195,27 @@ impl Application {
             metrics: state.metrics.clone(),
             same_database: state.settings.read_store == ReadStoreKind::Postgres,
         };
-        tasks.push(tokio::spawn(monitoring::run(
-            sampler,
-            state.shutdown.subscribe(),
-        )));
+        tasks.spawn(
+            "lag monitor",
+            monitoring::run(sampler, state.shutdown.subscribe()),
+        );
         if state.settings.runs(Role::Web) {
-            tasks.push(tokio::spawn(hub::run(
-                state.hub.clone(),
-                state.pipeline_db.clone(),
-                state.shutdown.subscribe(),
-            )));
-            tasks.push(tokio::spawn(crate::outbox::wake::run(
-                state.relay_waker.clone(),
-                state.db.clone(),
-                state.shutdown.subscribe(),
-            )));
+            tasks.spawn(
+                "notice hub",
+                hub::run(
+                    state.hub.clone(),
+                    state.pipeline_db.clone(),
+                    state.shutdown.subscribe(),
+                ),
+            );
+            tasks.spawn(
+                "relay waker",
+                crate::outbox::wake::run(
+                    state.relay_waker.clone(),
+                    state.db.clone(),
+                    state.shutdown.subscribe(),
+                ),
+            );
         }
         let router = if state.settings.runs(Role::Web) {
             web::app(state.clone())
@@ -212,30 +236,66 @@ impl Application {
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
         let max_connections = state.settings.connection_limit();
         tracing::info!(max_connections, "connection limit");
-        web::serve::serve(
+        let server = web::serve::serve(
             self.listener,
             router,
             graceful,
             CONNECTION_DRAIN,
             max_connections,
-        )
-        .await;
+        );
+        tokio::pin!(server);
+
+        // The server and its tasks side by side: a task that ends before
+        // shutdown was asked for is never silent (see `supervision`).
+        let mut failure = None;
+        let running = state.shutdown.subscribe();
+        tokio::select! {
+            () = &mut server => {}
+            dead = tasks.first_death(&state.task_health, &running) => {
+                tracing::error!(
+                    task = dead.name,
+                    error = %dead.error,
+                    "a background task stopped while the server runs: this instance is unready and exits"
+                );
+                // /readyz says so (with the task's name) while balancers
+                // take the instance out of rotation; then a graceful stop.
+                tokio::time::sleep(UNREADY_BEFORE_EXIT).await;
+                state.shutdown.trigger();
+                server.await;
+                failure = Some(dead);
+            }
+        }
 
         state.shutdown.trigger();
         // One deadline for all of them, so a stop takes at most TASK_GRACE.
-        if tokio::time::timeout(TASK_GRACE, futures::future::join_all(tasks))
+        if tokio::time::timeout(TASK_GRACE, tasks.join_all())
             .await
             .is_err()
         {
             tracing::warn!("background tasks did not stop in time");
         }
-        tracing::info!("stopped");
-        Ok(())
+        match failure {
+            Some(dead) => {
+                tracing::error!(task = dead.name, "stopped because a background task died");
+                Err(anyhow::anyhow!(
+                    "background task `{}` stopped while the server ran: {}",
+                    dead.name,
+                    dead.error
+                ))
+            }
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
     }
 }
 
 /// The relay, with the in-process bus and projector, or publishing to NATS.
-fn spawn_pipeline(state: &AppState, nats: Option<&nats_bus::NatsWiring>) -> JoinHandle<()> {
+fn pipeline(
+    state: &AppState,
+    nats: Option<&nats_bus::NatsWiring>,
+) -> impl Future<Output = ()> + Send + use<> {
     let settings = &state.settings;
     let bus: Arc<dyn crate::bus::Bus> = match nats {
         Some(nats) => nats.bus(),
@@ -254,7 +314,7 @@ fn spawn_pipeline(state: &AppState, nats: Option<&nats_bus::NatsWiring>) -> Join
     .with_wake(settings.relay_wake)
     .with_concurrency(settings.relay_concurrency.into())
     .with_stats(state.pipeline.clone());
-    tokio::spawn(relay.run(state.shutdown.subscribe()))
+    relay.run(state.shutdown.subscribe())
 }
 
 async fn os_signal() {

@@ -6,9 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream;
-use tokio::task::JoinHandle;
-
 use crate::bus::Bus;
 use crate::bus::BusWatch;
 use crate::bus::nats::{self, Names, NatsBus};
@@ -18,6 +15,7 @@ use crate::projector::Projector;
 use crate::projector::nats_consumer::NatsConsumer;
 use crate::read_side::index::ReadStore;
 use crate::shutdown::Shutdown;
+use async_nats::jetstream;
 
 /// How often the bus watch looks at the stream and the consumer.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -41,15 +39,15 @@ impl NatsWiring {
         Arc::new(NatsBus::new(self.js.clone(), self.names.clone()))
     }
 
-    /// A projector on the shared durable consumer.
-    pub fn spawn_projector(
+    /// A projector on the shared durable consumer (a task for startup to run).
+    pub fn projector(
         &self,
         settings: &Settings,
         db: sqlx::PgPool,
         read_store: ReadStore,
         stats: Arc<PipelineStats>,
         shutdown: Shutdown,
-    ) -> JoinHandle<()> {
+    ) -> impl Future<Output = ()> + Send + use<> {
         let projector = Projector::new(db.clone(), read_store, settings.refresh_mode);
         let consumer = NatsConsumer::new(
             self.js.clone(),
@@ -60,17 +58,21 @@ impl NatsWiring {
             settings.nats_max_deliver,
             stats,
         );
-        tokio::spawn(consumer.run(shutdown))
+        consumer.run(shutdown)
     }
 
     /// Samples the stream and the consumer for `/metrics` and `/status`.
-    pub fn spawn_watch(&self, latest: Arc<BusWatch>, shutdown: Shutdown) -> JoinHandle<()> {
-        tokio::spawn(nats::watch(
+    pub fn watch(
+        &self,
+        latest: Arc<BusWatch>,
+        shutdown: Shutdown,
+    ) -> impl Future<Output = ()> + Send + use<> {
+        nats::watch(
             self.js.clone(),
             self.names.clone(),
             latest,
             WATCH_EVERY,
             shutdown,
-        ))
+        )
     }
 }

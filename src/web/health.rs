@@ -36,7 +36,7 @@ pub async fn healthz() -> impl IntoResponse {
     operation_id = "readyz",
     responses(
         (status = 200, description = "PostgreSQL answers: `ready`, or `degraded` while Elasticsearch is down (writes still work).", body = crate::web::openapi::Readiness),
-        (status = 503, description = "PostgreSQL does not answer: `unready`.", body = crate::web::openapi::Readiness, headers(
+        (status = 503, description = "PostgreSQL does not answer, or a background task (named in `failed_task`) has stopped and the instance is about to exit: `unready`.", body = crate::web::openapi::Readiness, headers(
             ("Retry-After" = u64, description = "Seconds."),
         )),
     ),
@@ -64,21 +64,24 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             Some(look) => word(look.healthy()),
         },
     };
-    let (status, overall) = match (postgres, elasticsearch && bus != "down") {
+    // A dead background task (see `supervision`) makes the instance
+    // unready whatever else answers: its notices or its backlog have stopped.
+    let dead = state.task_health.dead();
+    let (status, overall) = match (postgres && dead.is_none(), elasticsearch && bus != "down") {
         (true, true) => (StatusCode::OK, "ready"),
         (true, false) => (StatusCode::OK, "degraded"),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unready"),
     };
-    let mut response = (
-        status,
-        Json(json!({
-            "status": overall,
-            "postgres": word(postgres),
-            "elasticsearch": if same_database { "not used" } else { word(elasticsearch) },
-            "bus": bus,
-        })),
-    )
-        .into_response();
+    let mut body = json!({
+        "status": overall,
+        "postgres": word(postgres),
+        "elasticsearch": if same_database { "not used" } else { word(elasticsearch) },
+        "bus": bus,
+    });
+    if let Some(dead) = &dead {
+        body["failed_task"] = json!({ "name": dead.name, "error": dead.error });
+    }
+    let mut response = (status, Json(body)).into_response();
     if !postgres {
         response
             .headers_mut()

@@ -125,6 +125,19 @@ pub struct Readiness {
     pub postgres: UpDown,
     pub elasticsearch: ReadStoreState,
     pub bus: BusState,
+    /// Present only when a background task (relay, projector, notice hub,
+    /// …) has stopped while the server runs: its name and why. The status
+    /// is then `unready` and the instance is about to exit non-zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_task: Option<FailedTask>,
+}
+
+/// A background task that stopped while the server ran.
+#[derive(Serialize, ToSchema)]
+pub struct FailedTask {
+    /// e.g. `relay`, `notice hub`, `projector (NATS consumer)`.
+    pub name: String,
+    pub error: String,
 }
 
 /// This document.

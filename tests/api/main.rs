@@ -36,6 +36,7 @@ mod sessions;
 mod smoke;
 mod sse_clients;
 mod stress;
+mod task_deaths;
 mod typed_client;
 mod write_costs;
 

@@ -37,6 +37,10 @@ pub struct TestApp {
     /// instance's alone (`/metrics` is the whole test process's).
     pub write_admission: std::sync::Arc<sightline::http::admission::WriteAdmission>,
     shutdown: ShutdownSignal,
+    /// Makes one of the instance's background tasks panic (`supervision`).
+    pub task_faults: std::sync::Arc<sightline::supervision::TaskFaults>,
+    /// The instance's `run_until_stopped`, until [`TestApp::stopped`] takes it.
+    run: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), String>>>>,
     /// Whether dropping this app removes the database and index (false for
     /// a further instance over another app's data: [`spawn_instance`]).
     owns_data: bool,
@@ -132,7 +136,9 @@ pub async fn spawn_instance(settings: Settings) -> TestApp {
     let port = app.port();
     let shutdown = app.shutdown_signal();
     let write_admission = app.write_admission();
-    tokio::spawn(app.run_until_stopped());
+    let task_faults = app.task_faults();
+    let run =
+        tokio::spawn(async move { app.run_until_stopped().await.map_err(|e| format!("{e:#}")) });
     let db = PgPoolOptions::new()
         .max_connections(5)
         .connect(&settings.database_url)
@@ -149,6 +155,8 @@ pub async fn spawn_instance(settings: Settings) -> TestApp {
             .unwrap(),
         write_admission,
         shutdown,
+        task_faults,
+        run: tokio::sync::Mutex::new(Some(run)),
         owns_data: false,
     }
 }
@@ -161,6 +169,22 @@ impl TestApp {
     /// Stops the application gracefully (as SIGTERM would).
     pub fn stop(&self) {
         self.shutdown.trigger();
+    }
+
+    /// Waits (at most `within`) for the instance to stop, however it was
+    /// stopped; returns what `run_until_stopped` returned (the error as
+    /// `main` would print it). Panics if it is still running.
+    pub async fn stopped(&self, within: Duration) -> Result<(), String> {
+        let handle = self
+            .run
+            .lock()
+            .await
+            .take()
+            .expect("stopped() is called once");
+        tokio::time::timeout(within, handle)
+            .await
+            .expect("the instance did not stop in time")
+            .expect("run_until_stopped panicked")
     }
 
     pub async fn sign_up(&self, username: &str, password: &str) -> Response {
