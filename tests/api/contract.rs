@@ -81,13 +81,7 @@ async fn the_served_document_is_the_committed_one() {
 /// it is there, is `tests/api/contract/schemathesis.toml`.
 #[tokio::test]
 async fn schemathesis_finds_nothing() {
-    let schemathesis =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/tools/schemathesis/bin/schemathesis");
-    assert!(
-        schemathesis.exists(),
-        "{} is missing: scripts/tools installs it (scripts/test runs that)",
-        schemathesis.display()
-    );
+    let schemathesis = crate::helpers::local_tool("python/bin/schemathesis");
     let mut settings = test_settings().await;
     // The fuzzer logs in again after each of its own log-outs; the login
     // limits have tests of their own (login_limits.rs).
@@ -202,12 +196,7 @@ async fn integers_written_with_a_zero_fraction_are_integers() {
 async fn every_event_of_the_stream_matches_its_schema_in_the_document() {
     use tokio::io::AsyncWriteExt;
 
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/tools/schemathesis/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/tools",
-        python.display()
-    );
+    let python = crate::helpers::local_tool("python/bin/python");
     let app = spawn_app().await;
     let user = app.new_user().await;
     let mut events = vec![];

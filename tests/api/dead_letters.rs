@@ -104,10 +104,9 @@ async fn wait_for_dead_letters(
 }
 
 #[tokio::test]
-async fn an_event_elasticsearch_rejects_is_parked_the_pipeline_goes_on_and_a_retry_delivers_it() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn an_event_elasticsearch_rejects_is_parked_the_pipeline_goes_on_and_a_retry_delivers_it_needs_elasticsearch()
+ {
+    crate::helpers::require_elasticsearch();
     let app = crate::helpers::spawn_app().await;
     let user = app.new_user().await;
     let owner = owner(&app, &user).await;
@@ -226,10 +225,8 @@ async fn an_event_elasticsearch_rejects_is_parked_the_pipeline_goes_on_and_a_ret
 }
 
 #[tokio::test]
-async fn an_event_of_an_unknown_future_version_is_parked_not_a_crash() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn an_event_of_an_unknown_future_version_is_parked_not_a_crash_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = crate::helpers::spawn_app().await;
     let user = app.new_user().await;
     let owner = owner(&app, &user).await;

@@ -341,10 +341,8 @@ async fn metrics_are_prometheus_text_with_sightline_metrics() {
 
 /// Elasticsearch down: writes keep working, reads that need search say 503.
 #[tokio::test]
-async fn with_elasticsearch_down_writes_work_and_searches_are_503() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn with_elasticsearch_down_writes_work_and_searches_are_503_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let mut settings = test_settings().await;
     settings.elasticsearch_url = "http://127.0.0.1:1".to_owned();
     let app = spawn_app_with(settings).await;

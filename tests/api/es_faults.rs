@@ -386,41 +386,32 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
 }
 
 #[tokio::test]
-async fn a_closed_orders_index_holds_orders_back_and_parks_none() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_closed_orders_index_holds_orders_back_and_parks_none_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     burst_through(Fault::Closed, RefreshMode::Explicit).await;
 }
 
 #[tokio::test]
-async fn a_closed_orders_index_parks_none_with_wait_for_refreshes_either() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_closed_orders_index_parks_none_with_wait_for_refreshes_either_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     burst_through(Fault::Closed, RefreshMode::WaitFor).await;
 }
 
 #[tokio::test]
-async fn a_write_block_on_the_orders_index_holds_orders_back_and_parks_none() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_write_block_on_the_orders_index_holds_orders_back_and_parks_none_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     burst_through(Fault::WriteBlocked, RefreshMode::Explicit).await;
 }
 
 #[tokio::test]
-async fn a_deleted_summaries_alias_is_restored_too() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_deleted_summaries_alias_is_restored_too_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     burst_through(Fault::SummariesAliasDeleted, RefreshMode::Explicit).await;
 }
 
 #[tokio::test]
-async fn a_deleted_alias_is_restored_and_no_index_is_auto_created_in_its_place() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_deleted_alias_is_restored_and_no_index_is_auto_created_in_its_place_needs_elasticsearch()
+{
+    crate::helpers::require_elasticsearch();
     burst_through(Fault::AliasDeleted, RefreshMode::Explicit).await;
 }

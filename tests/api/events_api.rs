@@ -357,10 +357,9 @@ async fn stopping_the_server_ends_open_streams_with_a_retry_hint() {
 /// retry hint rather than holding memory or the others up, and resuming
 /// with its last cursor loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_falls_behind_is_cut_off_with_a_retry_hint_and_resumes_without_loss() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_client_that_falls_behind_is_cut_off_with_a_retry_hint_and_resumes_without_loss_needs_elasticsearch()
+ {
+    crate::helpers::require_elasticsearch();
     use crate::helpers::{spawn_app_with, test_settings};
     let mut settings = test_settings().await;
     settings.sse_buffer = 1;

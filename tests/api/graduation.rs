@@ -15,8 +15,7 @@ use sightline::config::{ReadStoreKind, Role};
 use sightline::operations::rebuild::{self, RebuildOptions};
 
 use crate::helpers::{
-    TestApp, TestUser, WAIT, order_ids, skip_without_elasticsearch, spawn_app_with, spawn_instance,
-    test_settings,
+    TestApp, TestUser, WAIT, order_ids, spawn_app_with, spawn_instance, test_settings,
 };
 
 async fn place(app: &TestApp, user: &TestUser, sku: &str) -> String {
@@ -66,11 +65,10 @@ async fn unpublished(app: &TestApp) -> i64 {
 }
 
 #[tokio::test]
-async fn graduating_to_elasticsearch_and_back_keeps_every_order_and_notices_each_once() {
+async fn graduating_to_elasticsearch_and_back_keeps_every_order_and_notices_each_once_needs_elasticsearch()
+ {
     // The test moves to Elasticsearch, so it needs it in either run.
-    if skip_without_elasticsearch() {
-        return;
-    }
+    crate::helpers::require_elasticsearch();
     let mut settings = test_settings().await;
     settings.read_store = ReadStoreKind::Postgres;
     let es_settings = {

@@ -85,10 +85,9 @@ async fn cancelling_twice_changes_nothing_and_others_cannot_cancel() {
 /// event is not even claimed and search still shows version 1, placed. A read
 /// with the cancel's token must replace that with the write side's version 2.
 #[tokio::test]
-async fn a_consistency_token_from_a_cancel_shows_the_cancellation_before_search_does() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_consistency_token_from_a_cancel_shows_the_cancellation_before_search_does_needs_elasticsearch()
+ {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let order = app.place_simple_order(&user, "RYW-CANCEL").await;
@@ -161,10 +160,9 @@ async fn summary(app: &crate::helpers::TestApp, user: &crate::helpers::TestUser)
 }
 
 #[tokio::test]
-async fn the_summary_counts_exactly_once_even_when_every_event_is_delivered_again() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn the_summary_counts_exactly_once_even_when_every_event_is_delivered_again_needs_elasticsearch()
+ {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let other = app.new_user().await;
@@ -321,10 +319,8 @@ async fn the_orders_page_shows_status_summary_and_cancels_without_javascript() {
 }
 
 #[tokio::test]
-async fn the_no_js_form_keeps_the_consistency_token_in_the_session() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn the_no_js_form_keeps_the_consistency_token_in_the_session_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let cookie = crate::helpers::TestApp::session_cookie(&user);

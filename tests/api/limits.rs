@@ -246,10 +246,8 @@ async fn event_streams_are_capped_per_user_and_per_address() {
 }
 
 #[tokio::test]
-async fn waiting_long_polls_are_capped_per_user() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn waiting_long_polls_are_capped_per_user_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let mut settings = test_settings().await;
     settings.max_polls_per_user = 2;
     let app = spawn_app_with(settings).await;

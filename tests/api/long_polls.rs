@@ -21,10 +21,8 @@ async fn poll(app: &TestApp, user: &TestUser, path: String) -> Value {
 /// the order). Here version 2's notice is held back while both polls are
 /// asked; they must still be waiting when it is released, and answer with it.
 #[tokio::test]
-async fn a_long_poll_about_a_version_waits_for_that_version() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_long_poll_about_a_version_waits_for_that_version_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let settings = test_settings().await;
     let app = spawn_app_with(settings.clone()).await;
     let user = app.new_user().await;

@@ -53,10 +53,8 @@ async fn expected(app: &TestApp, user_id: Uuid, sku_like: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_token_lists_every_pending_order_also_beyond_a_thousand() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_token_lists_every_pending_order_also_beyond_a_thousand_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let owner = Owner {

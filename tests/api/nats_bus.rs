@@ -24,11 +24,9 @@ use crate::helpers::{
 const ORDERS: usize = 12;
 
 #[tokio::test]
-async fn relay_and_projectors_in_separate_instances_deliver_every_order_once() {
+async fn relay_and_projectors_in_separate_instances_deliver_every_order_once_needs_elasticsearch() {
     // A bus carries events to a separate read store; the same-database mode publishes none.
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+    crate::helpers::require_elasticsearch();
     let settings = nats_settings(test_settings().await);
     let _stream = TestStream(settings.clone());
     let with_roles = |roles: Vec<Role>| {
@@ -157,11 +155,9 @@ async fn relay_and_projectors_in_separate_instances_deliver_every_order_once() {
 /// meanwhile are kept alive with progress acks, so none is redelivered
 /// until it counts as undeliverable (`NATS_MAX_DELIVER=2`).
 #[tokio::test]
-async fn a_long_stall_dead_letters_nothing_that_arrives_meanwhile() {
+async fn a_long_stall_dead_letters_nothing_that_arrives_meanwhile_needs_elasticsearch() {
     // A bus carries events to a separate read store; the same-database mode publishes none.
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+    crate::helpers::require_elasticsearch();
     const MEANWHILE: usize = 5;
     let mut settings = nats_settings(test_settings().await);
     let proxy = EsProxy::start(&settings.elasticsearch_url);
@@ -212,11 +208,9 @@ async fn a_long_stall_dead_letters_nothing_that_arrives_meanwhile() {
 /// more attempt counted) instead of being swallowed as a duplicate of its
 /// first publish and left waiting forever.
 #[tokio::test]
-async fn an_event_retried_within_the_duplicate_window_is_delivered_again() {
+async fn an_event_retried_within_the_duplicate_window_is_delivered_again_needs_elasticsearch() {
     // A bus carries events to a separate read store; the same-database mode publishes none.
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+    crate::helpers::require_elasticsearch();
     let settings = nats_settings(test_settings().await);
     let _stream = TestStream(settings.clone());
     let app = spawn_app_with(settings.clone()).await;

@@ -97,10 +97,8 @@ async fn metrics_expose_the_pipeline_once_an_order_is_visible() {
 // duplicates: tests/api/proofs.rs, on the built binary (a process of its own).
 
 #[tokio::test]
-async fn status_page_shows_backlog_lag_and_health() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn status_page_shows_backlog_lag_and_health_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     // Two orders held back: the first in the projector's hands, the second

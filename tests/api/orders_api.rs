@@ -718,10 +718,8 @@ async fn a_consistency_token_always_includes_my_orders_up_to_it() {
 /// With the pipeline held, an order is deterministically not yet projected:
 /// only reads presenting its token (and the owner's GET by id) show it.
 #[tokio::test]
-async fn read_your_writes_while_the_pipeline_is_held() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn read_your_writes_while_the_pipeline_is_held_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;
@@ -809,10 +807,8 @@ async fn read_your_writes_while_the_pipeline_is_held() {
 }
 
 #[tokio::test]
-async fn another_users_token_does_not_reveal_their_orders() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn another_users_token_does_not_reveal_their_orders_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let alice = app.new_user().await;
     let bob = app.new_user().await;
@@ -831,10 +827,9 @@ async fn another_users_token_does_not_reveal_their_orders() {
 // GET /api/orders/{id}/visibility
 
 #[tokio::test]
-async fn visibility_turns_true_once_the_notice_is_recorded_and_a_long_poll_returns_it() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn visibility_turns_true_once_the_notice_is_recorded_and_a_long_poll_returns_it_needs_elasticsearch()
+ {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;
@@ -878,10 +873,8 @@ async fn visibility_turns_true_once_the_notice_is_recorded_and_a_long_poll_retur
 }
 
 #[tokio::test]
-async fn a_long_poll_without_a_notice_answers_false_when_the_wait_ends() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_long_poll_without_a_notice_answers_false_when_the_wait_ends_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let hold = app.hold_notices().await;
@@ -943,10 +936,8 @@ async fn bad_waits_are_400_and_unknown_or_other_users_orders_404() {
 /// As if the relay had crashed after projecting but before marking the event
 /// published: the event is delivered again, and nothing is duplicated.
 #[tokio::test]
-async fn redelivering_a_projected_event_duplicates_nothing() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn redelivering_a_projected_event_duplicates_nothing_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let (mut events, _) = app.open_events_ready(&user).await;

@@ -77,10 +77,9 @@ const CLOSED: &str =
 const POISON: &str = r#"{"type":"document_parsing_exception","reason":"failed to parse field [skus.raw] of type [keyword]"}"#;
 
 #[tokio::test]
-async fn outbox_retry_puts_back_all_or_what_a_filter_selects_and_a_dry_run_changes_nothing() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn outbox_retry_puts_back_all_or_what_a_filter_selects_and_a_dry_run_changes_nothing_needs_elasticsearch()
+ {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let owner = Owner {

@@ -111,10 +111,8 @@ async fn batches_waiting(app: &TestApp) -> i64 {
 /// one shared 20-connection pool could give them and the web together.
 /// Every batch still gets its connections, and the web keeps taking orders.
 #[tokio::test]
-async fn a_high_relay_concurrency_starves_neither_itself_nor_the_web() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_high_relay_concurrency_starves_neither_itself_nor_the_web_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     const BATCHES: usize = 16;
     let mut settings = test_settings().await;
     settings.relay_concurrency = BATCHES as u16;

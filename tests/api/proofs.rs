@@ -114,10 +114,8 @@ async fn assert_hidden_until_released(
 /// long poll, `visibility` — says it is. The notice leaves once the refresh
 /// has run, and a list made on receiving it includes the order.
 #[tokio::test]
-async fn no_notice_leaves_before_search_sees_the_order_one_batch_at_a_time() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn no_notice_leaves_before_search_sees_the_order_one_batch_at_a_time_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let (proxy, app) = app_behind_es_proxy(1).await;
     let user = app.new_user().await;
     let (mut stream, _) = app.open_events_ready(&user).await;
@@ -139,10 +137,9 @@ async fn no_notice_leaves_before_search_sees_the_order_one_batch_at_a_time() {
 /// it reaches Elasticsearch — so its order is not searchable, and must not
 /// be noticed, until that refresh runs.
 #[tokio::test]
-async fn no_notice_leaves_before_search_sees_the_order_with_batches_in_flight() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn no_notice_leaves_before_search_sees_the_order_with_batches_in_flight_needs_elasticsearch()
+{
+    crate::helpers::require_elasticsearch();
     let (proxy, app) = app_behind_es_proxy(4).await;
     let user = app.new_user().await;
     let (mut stream, _) = app.open_events_ready(&user).await;
@@ -196,10 +193,8 @@ async fn no_notice_leaves_before_search_sees_the_order_with_batches_in_flight() 
 /// tries again after a backoff, parks nothing and sends nothing; once the
 /// block is lifted the order becomes visible, noticed and counted once.
 #[tokio::test]
-async fn an_item_elasticsearch_turns_away_with_429_is_retried_not_parked() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn an_item_elasticsearch_turns_away_with_429_is_retried_not_parked_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let (proxy, app) = app_behind_es_proxy(1).await;
     let user = app.new_user().await;
     let (mut stream, _) = app.open_events_ready(&user).await;
@@ -252,10 +247,8 @@ async fn an_item_elasticsearch_turns_away_with_429_is_retried_not_parked() {
 /// Delivering every event again acknowledges each one as a duplicate —
 /// exactly as many as were delivered again — and records and sends nothing new.
 #[tokio::test]
-async fn a_redelivery_counts_each_event_as_an_acknowledged_duplicate() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_redelivery_counts_each_event_as_an_acknowledged_duplicate_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let settings = test_settings().await;
     let _data = TestData(settings.clone());
     let server = Server::start(&settings, &settings.elasticsearch_url, &[]).await;
@@ -309,10 +302,8 @@ async fn a_redelivery_counts_each_event_as_an_acknowledged_duplicate() {
 /// notice sent are each observed once, for it, within the time the test saw
 /// pass from before its POST to the notice's arrival.
 #[tokio::test]
-async fn commit_to_searchable_and_to_notice_sent_are_observed_for_this_order() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn commit_to_searchable_and_to_notice_sent_are_observed_for_this_order_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let settings = test_settings().await;
     let _data = TestData(settings.clone());
     let server = Server::start(&settings, &settings.elasticsearch_url, &[]).await;
@@ -365,10 +356,8 @@ async fn commit_to_searchable_and_to_notice_sent_are_observed_for_this_order() {
 /// readiness changing — read from a process of its own: the gauges are
 /// process-wide, and every app's monitor in this test binary sets them.
 #[tokio::test]
-async fn a_lagging_pipeline_breaches_the_slo_without_touching_readiness() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_lagging_pipeline_breaches_the_slo_without_touching_readiness_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let settings = test_settings().await;
     let _data = TestData(settings.clone());
     let server = Server::start(
@@ -474,10 +463,8 @@ async fn a_lagging_pipeline_breaches_the_slo_without_touching_readiness() {
 /// stays to finish the batch — once the refresh runs, the order is
 /// published, searchable and noticed — and exits cleanly, in time.
 #[tokio::test]
-async fn sigterm_finishes_the_batch_in_hand_hints_streams_and_exits_in_time() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn sigterm_finishes_the_batch_in_hand_hints_streams_and_exits_in_time_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let mut settings = test_settings().await;
     settings.index_refresh_interval = "-1".to_owned();
     let _data = TestData(settings.clone());

@@ -159,10 +159,8 @@ fn print_rate(report: &RebuildReport) {
 }
 
 #[tokio::test]
-async fn a_rebuild_swaps_in_an_identical_index_and_sends_no_notices() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn a_rebuild_swaps_in_an_identical_index_and_sends_no_notices_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let mut ids = Vec::new();
@@ -247,10 +245,8 @@ async fn a_rebuild_swaps_in_an_identical_index_and_sends_no_notices() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_placed_while_a_rebuild_runs_are_all_searchable_after_it() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn orders_placed_while_a_rebuild_runs_are_all_searchable_after_it_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let mut seeded = Vec::new();
@@ -315,10 +311,8 @@ async fn orders_placed_while_a_rebuild_runs_are_all_searchable_after_it() {
 }
 
 #[tokio::test]
-async fn an_interrupted_rebuild_resumes_into_the_same_index() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn an_interrupted_rebuild_resumes_into_the_same_index_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     for i in 0..12 {
@@ -380,10 +374,9 @@ async fn an_interrupted_rebuild_resumes_into_the_same_index() {
 }
 
 #[tokio::test]
-async fn prune_deletes_only_old_published_events_and_a_rebuild_then_refuses_to_shrink() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn prune_deletes_only_old_published_events_and_a_rebuild_then_refuses_to_shrink_needs_elasticsearch()
+ {
+    crate::helpers::require_elasticsearch();
     let app = spawn_app().await;
     let user = app.new_user().await;
     let mut ids = Vec::new();

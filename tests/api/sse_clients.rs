@@ -22,7 +22,9 @@ async fn heartbeats_are_not_events_to_httpx_sse() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/api/sse_clients/httpx_sse_client.py"
     );
-    let mut child = tokio::process::Command::new("python3")
+    // The project's own virtual environment (scripts/tools), never the
+    // system's Python: a fresh machine has only what the scripts install.
+    let mut child = tokio::process::Command::new(crate::helpers::local_tool("python/bin/python"))
         .arg(script)
         .arg(app.url("/api/events"))
         .arg(&user.token)
@@ -30,7 +32,7 @@ async fn heartbeats_are_not_events_to_httpx_sse() {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("python3 is needed for this test (scripts/test installs httpx-sse)");
+        .expect("cannot start the project's Python (scripts/tools installs it)");
     let mut stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut events: Vec<Value> = vec![];

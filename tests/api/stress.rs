@@ -139,10 +139,9 @@ async fn es_count(app: &TestApp, query: Value) -> i64 {
 }
 
 #[tokio::test]
-async fn concurrent_slow_and_rolled_back_writers_skip_nothing_and_stall_nothing() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn concurrent_slow_and_rolled_back_writers_skip_nothing_and_stall_nothing_needs_elasticsearch()
+ {
+    crate::helpers::require_elasticsearch();
     // Several relay batches in flight at once, so they race each other too.
     let mut settings = test_settings().await;
     settings.relay_concurrency = 4;

@@ -275,10 +275,8 @@ async fn javascript_disabled_form_path() {
 /// SLO, a reload renders it `delayed` from the write side, and it still flips
 /// to `visible` the moment search can find it.
 #[tokio::test]
-async fn slow_search_turns_rows_delayed() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn slow_search_turns_rows_delayed_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let mut settings = test_settings().await;
     // Nothing refreshes the index on its own, and the projector waits for a
     // refresh: the order stays unsearchable until this test refreshes.
@@ -345,10 +343,8 @@ async fn slow_search_turns_rows_delayed() {
 /// hands both to subscribers — the API one can only have come from the
 /// replay, since nothing else tells the page about it.
 #[tokio::test]
-async fn stream_dropped_mid_session_resumes_without_missing_a_notice() {
-    if crate::helpers::skip_without_elasticsearch() {
-        return;
-    }
+async fn stream_dropped_mid_session_resumes_without_missing_a_notice_needs_elasticsearch() {
+    crate::helpers::require_elasticsearch();
     let settings = test_settings().await;
     // The pipeline, and an API that stays up, on an instance of their own.
     let pipeline = spawn_app_with(settings.clone()).await;

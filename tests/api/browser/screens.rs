@@ -23,9 +23,7 @@ use super::harness::{Browser, Cdp, with_browser, with_two_browsers};
 use super::page::*;
 use super::{LIVE, PASSWORD};
 use crate::direct_writes::{Owner, insert_order, one_item};
-use crate::helpers::{
-    TcpProxy, skip_without_elasticsearch, spawn_app, spawn_app_with, test_read_store, test_settings,
-};
+use crate::helpers::{TcpProxy, spawn_app, spawn_app_with, test_read_store, test_settings};
 use sightline::config::ReadStoreKind;
 
 /// A screen a person uses.
@@ -526,11 +524,10 @@ async fn search_matches_the_beginnings_of_words_as_you_type() {
 /// indicator tells the truth; an order placed meanwhile is saved; when search
 /// is back the page recovers by itself and the order turns Confirmed.
 #[tokio::test]
-async fn with_search_down_the_page_shows_the_write_sides_orders_and_recovers_by_itself() {
+async fn with_search_down_the_page_shows_the_write_sides_orders_and_recovers_by_itself_needs_elasticsearch()
+ {
     // About the separate read store going away: the same-database mode has none.
-    if skip_without_elasticsearch() {
-        return;
-    }
+    crate::helpers::require_elasticsearch();
     let mut settings = test_settings().await;
     let target = url::Url::parse(&settings.elasticsearch_url).unwrap();
     let proxy = TcpProxy::start(format!(

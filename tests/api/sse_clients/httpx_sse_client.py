@@ -1,4 +1,5 @@
-"""An SSE client the project did not write: httpx-sse (installed by scripts/test).
+"""An SSE client the project did not write: httpx-sse (installed by scripts/tools
+into the project's virtual environment, .local/tools/python).
 
 Usage: httpx_sse_client.py URL BEARER_TOKEN
 
@@ -8,6 +9,13 @@ and exits after the first `order-visible`.
 
 import json
 import sys
+
+# Only the project's own virtual environment: a package the system's Python
+# happens to have must not make this test pass (httpx once did).
+if sys.prefix == sys.base_prefix:
+    sys.exit("not run by the project's virtual environment (.local/tools/python)")
+if any(p.startswith(sys.base_prefix) and p.endswith("site-packages") for p in sys.path):
+    sys.exit("the system's site-packages are visible: %r" % sys.path)
 
 import httpx
 from httpx_sse import connect_sse

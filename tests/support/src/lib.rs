@@ -102,18 +102,47 @@ pub fn test_read_store() -> ReadStoreKind {
     }
 }
 
+/// What the name of every test that needs the Elasticsearch read store ends
+/// with: `scripts/test` leaves them out of the same-database pass by it
+/// (`--skip needs_elasticsearch`), and libtest reports them as filtered out.
+pub const NEEDS_ELASTICSEARCH: &str = "needs_elasticsearch";
+
 /// For a test about Elasticsearch itself (its faults, the relay and
-/// projector feeding it, rebuilds): true — skip the test — when this run
-/// uses the same-database read model, which has none of those. Call it
-/// first: `if helpers::skip_without_elasticsearch() { return; }`.
-pub fn skip_without_elasticsearch() -> bool {
-    let skip = test_read_store() != ReadStoreKind::Elasticsearch;
-    if skip {
-        eprintln!(
-            "skipped: this test is about the Elasticsearch read store (SIGHTLINE_TEST_READ_STORE=postgres)"
+/// projector feeding it, rebuilds); call it first. Such a test is never run
+/// and passed without asserting: in a same-database run it fails, telling
+/// that it should have been left out by name, and in any run its name must
+/// carry [`NEEDS_ELASTICSEARCH`] so that it can be.
+pub fn require_elasticsearch() {
+    // libtest runs each test on a thread named after it.
+    let thread = std::thread::current();
+    if let Some(name) = thread.name().filter(|name| *name != "main") {
+        assert!(
+            name.ends_with(NEEDS_ELASTICSEARCH),
+            "test {name} needs Elasticsearch: its name must end with `{NEEDS_ELASTICSEARCH}`, \
+             so that a same-database run leaves it out"
         );
     }
-    skip
+    assert!(
+        test_read_store() == ReadStoreKind::Elasticsearch,
+        "this test needs the Elasticsearch read store, and this run is \
+         SIGHTLINE_TEST_READ_STORE=postgres: leave it out with `-- --skip {NEEDS_ELASTICSEARCH}` \
+         (scripts/test does)"
+    );
+}
+
+/// A tool the project installs into its own `.local/` (scripts/tools): the
+/// path of `relative` under `.local/tools`, e.g. `python/bin/python`. Fails
+/// with the command that installs it when it is missing.
+pub fn local_tool(relative: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.local/tools")
+        .join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/tools installs it",
+        path.display()
+    );
+    path
 }
 
 pub async fn spawn_app() -> TestApp {
