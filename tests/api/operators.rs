@@ -1,6 +1,6 @@
 //! What operators build on, checked by their own tools and against the real
 //! server: the Prometheus rules (`promtool`), the Grafana dashboard, and the
-//! README's configuration table against `sightline serve --help`.
+//! configuration tables (docs/CONFIGURATION.md) against `sightline serve --help`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -162,16 +162,13 @@ fn help_settings() -> BTreeSet<String> {
     found
 }
 
-/// Backquoted `NAMES` in the first column of the README's configuration tables.
-fn readme_settings() -> BTreeSet<String> {
-    let readme = read("README.md");
-    let section = readme
-        .split("\n## Configuration\n")
-        .nth(1)
-        .expect("README has a Configuration section")
-        .split("\n## ")
-        .next()
-        .unwrap();
+/// Backquoted `NAMES` in the first column of the configuration tables:
+/// docs/CONFIGURATION.md, all of it the Configuration section.
+fn documented_settings() -> BTreeSet<String> {
+    let document = read("docs/CONFIGURATION.md");
+    let section = document
+        .strip_prefix("# Configuration\n")
+        .expect("docs/CONFIGURATION.md opens with its # Configuration heading");
     let mut names = BTreeSet::new();
     for row in section.lines().filter(|l| l.starts_with("| `")) {
         let first = row.split('|').nth(1).unwrap();
@@ -208,28 +205,28 @@ fn script_settings() -> BTreeSet<String> {
 
 /// No setting is undocumented, and the table names none that does not exist.
 #[test]
-fn the_readme_documents_every_setting_of_serve_and_the_scripts() {
+fn the_configuration_document_lists_every_setting_of_serve_and_the_scripts() {
     let help = help_settings();
     let scripts = script_settings();
-    let readme = readme_settings();
+    let documented = documented_settings();
     assert!(scripts.contains("SIGHTLINE_PG_PORT"), "{scripts:?}");
 
     let undocumented: Vec<_> = help
         .union(&scripts)
-        .filter(|n| !readme.contains(*n))
+        .filter(|n| !documented.contains(*n))
         .collect();
     assert!(
         undocumented.is_empty(),
-        "settings missing from README's Configuration tables: {undocumented:?}"
+        "settings missing from docs/CONFIGURATION.md's tables: {undocumented:?}"
     );
     // Read by the logger, not by clap.
     let logging = ["RUST_LOG", "LOG_FORMAT"];
-    let unknown: Vec<_> = readme
+    let unknown: Vec<_> = documented
         .iter()
         .filter(|n| !help.contains(*n) && !scripts.contains(*n) && !logging.contains(&n.as_str()))
         .collect();
     assert!(
         unknown.is_empty(),
-        "README's Configuration tables name settings nothing reads: {unknown:?}"
+        "docs/CONFIGURATION.md's tables name settings nothing reads: {unknown:?}"
     );
 }
