@@ -39,9 +39,9 @@ COPY --from=builder /build/target/release/sightline /usr/local/bin/sightline
 
 USER sightline
 ENV BIND_ADDR=0.0.0.0:3000
-# Served over HTTPS in production: the session cookie is `__Host-`, Secure.
-# (Browsers accept Secure cookies on http://localhost too; set
-# COOKIE_SECURE=false to serve plain HTTP on another host.)
+# The session cookie is `__Host-`, Secure (the binary's default too; browsers
+# accept it on http://localhost). COOKIE_SECURE=false serves plain HTTP on
+# another host.
 ENV COOKIE_SECURE=true
 EXPOSE 3000
 # `serve` migrates the database and creates the indices before it listens.

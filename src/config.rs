@@ -94,8 +94,17 @@ pub struct Settings {
     #[arg(long, env = "SESSION_TTL_HOURS", default_value_t = 24 * 14)]
     pub session_ttl_hours: i64,
 
-    /// Mark the session cookie `Secure` (set this behind HTTPS).
-    #[arg(long, env = "COOKIE_SECURE", default_value_t = false)]
+    /// Mark the session cookie `Secure` and name it `__Host-…` (the
+    /// default). Browsers keep such a cookie over HTTPS and on
+    /// `http://localhost` / `http://127.0.0.1`; set `false` only to serve
+    /// plain HTTP on another host (start-up then warns).
+    #[arg(
+        long,
+        env = "COOKIE_SECURE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub cookie_secure: bool,
 
     /// `SameSite` of the session cookie: `lax` (default), `strict`, or `none`

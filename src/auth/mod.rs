@@ -218,7 +218,7 @@ pub(crate) async fn sign_up(
     request_body = Credentials,
     responses(
         (status = 200, description = "Signed in.", body = SessionOpened, headers(
-            ("Set-Cookie" = String, description = "`sightline_session=<token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=…` (`__Host-sightline_session` with `Secure` when `COOKIE_SECURE=true`)"),
+            ("Set-Cookie" = String, description = "`__Host-sightline_session=<token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=…; Secure` (`sightline_session` without `Secure` when `COOKIE_SECURE=false`)"),
         )),
         (status = 401, description = "`bad_credentials`: wrong username or password.", body = crate::web::openapi::ErrorBody),
     ),

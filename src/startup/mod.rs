@@ -49,6 +49,12 @@ impl Application {
     /// Elasticsearch is up, and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.check_roles()?;
+        if !settings.cookie_secure {
+            tracing::warn!(
+                "COOKIE_SECURE=false: the session cookie is sent over plain HTTP and may be \
+                 planted by a sibling subdomain; keep the default (true) behind HTTPS and on localhost"
+            );
+        }
         let pipeline_pool_size = settings.pipeline_pool_size()?;
         let db = connect_and_migrate(&settings).await?;
         let pipeline_db = connect_pool(&settings, pipeline_pool_size).await?;

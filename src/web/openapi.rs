@@ -26,7 +26,7 @@ use utoipa::openapi::{
 };
 use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::session::COOKIE_NAME;
+use crate::auth::session::SECURE_COOKIE_NAME;
 
 /// Every error answer: `{"error", "code"}`, plus `field` for a broken rule.
 /// (The server's own type is `error::ErrorBody`; this one only describes it.)
@@ -214,8 +214,8 @@ impl utoipa::Modify for Contract {
         components.add_security_scheme(
             SECURITY_COOKIE,
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                COOKIE_NAME,
-                "The session cookie set by `POST /api/sessions` (`__Host-sightline_session` when `COOKIE_SECURE=true`). State changes made with it must be same-origin or from `CORS_ALLOWED_ORIGINS`.",
+                SECURE_COOKIE_NAME,
+                "The session cookie set by `POST /api/sessions` (`__Host-sightline_session`; `sightline_session` when `COOKIE_SECURE=false`). State changes made with it must be same-origin or from `CORS_ALLOWED_ORIGINS`.",
             ))),
         );
         components.add_security_scheme(

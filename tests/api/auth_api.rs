@@ -117,7 +117,10 @@ async fn login_returns_a_token_and_a_safe_session_cookie() {
     assert!(!token.is_empty());
 
     let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
-    assert_eq!(attributes[0], format!("sightline_session={token}"));
+    // Secure by default (COOKIE_SECURE=true): browsers keep it over HTTPS
+    // and on http://localhost and 127.0.0.1 (the browser tests sign in so).
+    assert_eq!(attributes[0], format!("__Host-sightline_session={token}"));
+    assert!(attributes.contains(&"Secure"), "{cookie}");
     assert!(attributes.contains(&"HttpOnly"), "{cookie}");
     assert!(attributes.contains(&"SameSite=Lax"), "{cookie}");
     assert!(attributes.contains(&"Path=/"), "{cookie}");
@@ -240,7 +243,10 @@ async fn logging_out_with_the_cookie_ends_the_session_and_clears_the_cookie() {
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     let cleared = response.headers()["set-cookie"].to_str().unwrap();
-    assert!(cleared.starts_with("sightline_session=;"), "{cleared}");
+    assert!(
+        cleared.starts_with("__Host-sightline_session=;"),
+        "{cleared}"
+    );
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
 
     let after = app
@@ -268,7 +274,7 @@ async fn a_made_up_token_is_refused_with_401() {
     let response = app
         .http
         .get(app.url("/api/orders"))
-        .header("Cookie", "sightline_session=not-a-real-token")
+        .header("Cookie", "__Host-sightline_session=not-a-real-token")
         .send()
         .await
         .unwrap();

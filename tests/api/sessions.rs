@@ -90,6 +90,40 @@ async fn over_https_the_session_cookie_is_host_prefixed_secure_and_http_only() {
     assert!(cleared.contains("Secure"), "{cleared}");
 }
 
+/// The default is the secure cookie (above); plain HTTP on another host is
+/// an explicit choice, and then the cookie is a plain one.
+#[tokio::test]
+async fn with_cookie_secure_off_the_cookie_is_plain_and_not_secure() {
+    let mut settings = test_settings().await;
+    settings.cookie_secure = false;
+    let app = spawn_app_with(settings).await;
+    let user = app.new_user().await;
+    let response = app.log_in(&user.username, &user.password).await;
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("sightline_session="), "{cookie}");
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
+
+#[test]
+fn the_session_cookie_is_secure_unless_turned_off() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        settings: sightline::config::Settings,
+    }
+    let parsed = Serve::try_parse_from(["serve"]).unwrap();
+    assert!(
+        parsed.settings.cookie_secure,
+        "COOKIE_SECURE must default to true"
+    );
+    let parsed = Serve::try_parse_from(["serve", "--cookie-secure", "false"]).unwrap();
+    assert!(!parsed.settings.cookie_secure);
+}
+
 #[tokio::test]
 async fn an_idle_session_ends_and_counts_as_expired_while_use_keeps_it_alive() {
     let mut settings = test_settings().await;

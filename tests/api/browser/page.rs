@@ -188,7 +188,10 @@ pub(super) async fn row_state(client: &Client, id: &str) -> anyhow::Result<Strin
 
 /// The browser's session, for API calls as the same user.
 pub(super) async fn session_user(client: &Client, username: &str) -> anyhow::Result<TestUser> {
-    let cookie = client.get_named_cookie("sightline_session").await?;
+    // Chromium keeps the `__Host-`, `Secure` cookie on http://127.0.0.1.
+    let cookie = client
+        .get_named_cookie(sightline::auth::session::SECURE_COOKIE_NAME)
+        .await?;
     Ok(TestUser {
         username: username.to_owned(),
         password: PASSWORD.to_owned(),

@@ -397,7 +397,12 @@ impl TestApp {
 
     /// A cookie header that carries the user's session, as a browser sends it.
     pub fn session_cookie(user: &TestUser) -> String {
-        format!("sightline_session={}", user.token)
+        // The default name: COOKIE_SECURE is on unless a test turns it off.
+        format!(
+            "{}={}",
+            sightline::auth::session::SECURE_COOKIE_NAME,
+            user.token
+        )
     }
 
     /// Opens `GET /api/events` (optionally resuming from `last_event_id`).
