@@ -134,6 +134,13 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
 
+    /// The longest one statement of a request may run on the web's pool, in
+    /// milliseconds (PostgreSQL's `statement_timeout`); past it the request
+    /// answers 503 `busy` and its connection is free again. 0 turns it off.
+    /// The pipeline's pool and migrations have none.
+    #[arg(long, env = "WEB_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub web_statement_timeout_ms: u64,
+
     /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed,
     /// comma-separated addresses or CIDR ranges (`10.0.0.0/8,127.0.0.1`).
     /// Empty (the default): the socket's peer is the client, whatever the

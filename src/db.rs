@@ -22,6 +22,22 @@ pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> 
     Ok(db)
 }
 
+/// The web's pool, after applying pending migrations on a connection of
+/// their own: a migration may run longer than the web's statement timeout
+/// (`WEB_STATEMENT_TIMEOUT_MS`) allows any request's statement.
+pub async fn connect_web_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
+    let migrator = connect_pool(settings, 1).await?;
+    migrate(&migrator).await?;
+    migrator.close().await;
+    let timeout = Duration::from_millis(settings.web_statement_timeout_ms);
+    open_pool(
+        settings,
+        settings.database_max_connections,
+        Some(timeout).filter(|t| !t.is_zero()),
+    )
+    .await
+}
+
 /// Applies the pending migrations (also the benchmark's, for its floor
 /// database).
 pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {
@@ -41,11 +57,23 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
 /// web and the pipeline each have one, so neither can take all connections
 /// from the other.
 pub async fn connect_pool(settings: &Settings, max_connections: u32) -> anyhow::Result<PgPool> {
+    open_pool(settings, max_connections, None).await
+}
+
+async fn open_pool(
+    settings: &Settings,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> anyhow::Result<PgPool> {
     // The parse error is not passed on: it may quote the URL, password and all.
-    let options: PgConnectOptions = settings
+    let mut options: PgConnectOptions = settings
         .database_url
         .parse()
         .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid postgres:// URL"))?;
+    if let Some(timeout) = statement_timeout {
+        // Sent in the start-up packet: no round trip per connection.
+        options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
+    }
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     PgPoolOptions::new()
         .max_connections(max_connections)

@@ -139,11 +139,21 @@ impl AppError {
             Self::Database(e) if is_connection_error(e) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
+            Self::Database(e) if is_statement_timeout(e) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "busy")
+            }
             Self::Database(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         }
     }
+}
+
+/// SQLSTATE 57014: the statement ran past the web pool's
+/// `statement_timeout` (`WEB_STATEMENT_TIMEOUT_MS`) and PostgreSQL cancelled
+/// it. The request was held up, not wrong: 503 `busy`, try again.
+pub fn is_statement_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 /// Errors that mean "PostgreSQL cannot be reached", as opposed to a bad query:
@@ -180,6 +190,10 @@ impl AppError {
             }
             // Counted in /metrics; a log line each would let a flood flood the log.
             _ if matches!(self, Self::Busy) => self.to_string(),
+            _ if matches!(self, Self::Database(e) if is_statement_timeout(e)) => {
+                tracing::warn!(error = %self, "a statement ran past WEB_STATEMENT_TIMEOUT_MS");
+                Self::Busy.to_string()
+            }
             StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::warn!(error = %self, "dependency unavailable");
                 match self {
@@ -280,8 +294,18 @@ mod tests {
             assert_eq!(status_of(code), StatusCode::SERVICE_UNAVAILABLE, "{code}");
         }
         // A query's own failures stay server errors.
-        for code in ["42P01", "23505", "57014", "40001"] {
+        for code in ["42P01", "23505", "40001"] {
             assert_eq!(status_of(code), StatusCode::INTERNAL_SERVER_ERROR, "{code}");
         }
+    }
+
+    #[test]
+    fn a_statement_past_the_web_timeout_is_busy_not_a_bug() {
+        let e = AppError::Database(sqlx::Error::Database(Box::new(Sqlstate("57014"))));
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "busy")
+        );
+        assert_eq!(e.public().1, AppError::Busy.to_string());
     }
 }

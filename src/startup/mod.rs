@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::auth::password::Hashing;
 use crate::auth::throttle::{Policy, Throttle};
 use crate::config::{BusKind, ReadStoreKind, Role, Settings, redact_in, redact_url};
-use crate::db::{connect_and_migrate, connect_pool};
+use crate::db::{connect_pool, connect_web_and_migrate};
 use crate::projector::Projector;
 use crate::read_side::index::ReadStore;
 use crate::read_side::model::ReadModel;
@@ -56,7 +56,7 @@ impl Application {
             );
         }
         let pipeline_pool_size = settings.pipeline_pool_size()?;
-        let db = connect_and_migrate(&settings).await?;
+        let db = connect_web_and_migrate(&settings).await?;
         let pipeline_db = connect_pool(&settings, pipeline_pool_size).await?;
         let read_store = ReadStore::from_settings(&settings)?;
         let same_database = settings.read_store == ReadStoreKind::Postgres;

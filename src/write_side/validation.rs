@@ -10,6 +10,8 @@ use crate::money;
 use crate::order::Item;
 
 pub const MAX_ITEMS: usize = 100;
+/// What a person reads when an order has no items or more than [`MAX_ITEMS`].
+pub const ITEMS_COUNT_MESSAGE: &str = "An order has 1 to 100 items";
 pub const MAX_SKU_CHARS: usize = 64;
 pub const MAX_QUANTITY: i64 = 1000;
 pub const MAX_UNIT_PRICE_CENTS: i64 = 10_000_000;
@@ -90,11 +92,7 @@ pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
         "USD"
     };
     if request.items.is_empty() || request.items.len() > MAX_ITEMS {
-        broken(
-            "items".into(),
-            "item_count",
-            format!("An order has 1 to {MAX_ITEMS} items"),
-        );
+        broken("items".into(), "item_count", ITEMS_COUNT_MESSAGE.to_owned());
     }
     for (i, item) in request.items.iter().enumerate() {
         let sku_chars = item.sku.chars().count();
@@ -195,6 +193,14 @@ fn thousands(n: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_item_count_message_names_the_bound() {
+        assert_eq!(
+            ITEMS_COUNT_MESSAGE,
+            format!("An order has 1 to {MAX_ITEMS} items")
+        );
+    }
 
     fn item(sku: &str, quantity: i64, unit_price_cents: i64) -> ItemRequest {
         ItemRequest {

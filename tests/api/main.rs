@@ -5,6 +5,7 @@ mod direct_writes;
 use sightline_test_support as helpers;
 
 mod auth_api;
+mod bounded_work;
 mod browser;
 mod contract;
 mod cors;

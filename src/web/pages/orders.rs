@@ -63,15 +63,24 @@ pub(super) struct OrderForm {
 }
 
 impl OrderForm {
+    /// Keeps at most one line more than an order may have: enough to know
+    /// the form has too many ([`OrderForm::too_many_lines`]), and no work or
+    /// memory for the rest of a form that was not typed by a person.
     pub(super) fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        const KEEP: usize = validation::MAX_ITEMS + 1;
+        let push = |list: &mut Vec<String>, value: String| {
+            if list.len() < KEEP {
+                list.push(value);
+            }
+        };
         let mut form = OrderForm::default();
         for (name, value) in pairs {
             match name.as_str() {
                 "id" => form.id = value,
-                "sku" => form.skus.push(value),
-                "quantity" => form.quantities.push(value),
-                "unit_price" => form.prices.push(value),
-                "unit_price_cents" => form.prices_cents.push(value),
+                "sku" => push(&mut form.skus, value),
+                "quantity" => push(&mut form.quantities, value),
+                "unit_price" => push(&mut form.prices, value),
+                "unit_price_cents" => push(&mut form.prices_cents, value),
                 "note" => form.note = value,
                 "add_item" => form.add_item = true,
                 "remove_item" => form.remove_item = value.parse().ok(),
@@ -88,6 +97,11 @@ impl OrderForm {
             .max(self.prices.len())
             .max(self.prices_cents.len())
             .max(1)
+    }
+
+    /// More item lines than an order may have (the JSON path's bound too).
+    fn too_many_lines(&self) -> bool {
+        self.line_count() > validation::MAX_ITEMS
     }
 
     /// The price of line `i` as typed, in currency units.
@@ -169,7 +183,7 @@ impl FormValues {
     /// The submitted values, kept (a new id unless the old one is a UUID:
     /// nothing was placed, so the same id may be submitted again).
     fn kept(form: &OrderForm) -> Self {
-        let lines = (0..form.line_count())
+        let lines = (0..form.line_count().min(validation::MAX_ITEMS))
             .map(|i| {
                 LineValues::new(
                     i,
@@ -746,8 +760,12 @@ fn check_form(form: &OrderForm) -> Result<ValidOrder, Vec<FieldError>> {
         Ok(order) if errors.is_empty() => Ok(order),
         Ok(_) => Err(errors),
         Err(AppError::Invalid { errors: rules, .. }) => {
+            // One error per field, the unreadable one first; a set keeps the
+            // merge linear in the number of errors.
+            let mut marked: std::collections::HashSet<String> =
+                errors.iter().map(|e| e.field.clone()).collect();
             for rule in rules {
-                if !errors.iter().any(|e| e.field == rule.field) {
+                if marked.insert(rule.field.clone()) {
                     errors.push(rule);
                 }
             }
@@ -767,6 +785,27 @@ pub(super) async fn place_order_form(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let form = OrderForm::from_pairs(pairs);
+    // A form with more lines than an order may have is refused before any
+    // line is read, the way the JSON path refuses it; the form shows its
+    // first lines again, never thousands.
+    if form.too_many_lines() {
+        let mut values = FormValues::kept(&form);
+        values.items_error = Some(validation::ITEMS_COUNT_MESSAGE.to_owned());
+        return orders_response(
+            &state,
+            &user,
+            OrdersQuery::default(),
+            values,
+            Some((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "The order was not placed: {}.",
+                    validation::ITEMS_COUNT_MESSAGE
+                ),
+            )),
+        )
+        .await;
+    }
     // Without JavaScript, adding and removing item lines is a round trip.
     if form.add_item || form.remove_item.is_some() {
         let mut values = FormValues::kept(&form);
@@ -792,6 +831,19 @@ pub(super) async fn place_order_form(
             .collect();
         return orders_response(&state, &user, OrdersQuery::default(), values, None).await;
     }
+    // The write limit is charged before the lines are checked, as on the
+    // JSON path: refused forms cost the sender their turn too.
+    if let Err(e) = state.limits.writes.check(user.id) {
+        let (status, message) = describe(e);
+        return orders_response(
+            &state,
+            &user,
+            OrdersQuery::default(),
+            FormValues::kept(&form),
+            Some((status, message)),
+        )
+        .await;
+    }
     let order = match check_form(&form) {
         Ok(order) => order,
         Err(errors) => {
@@ -816,12 +868,8 @@ pub(super) async fn place_order_form(
             .await;
         }
     };
-    let placed = match state.limits.writes.check(user.id) {
-        Ok(()) => {
-            place_order::place_order(&state.db, state.in_transaction.as_deref(), &user, order).await
-        }
-        Err(e) => Err(e),
-    };
+    let placed =
+        place_order::place_order(&state.db, state.in_transaction.as_deref(), &user, order).await;
     match placed {
         Ok(Placed::Created(order) | Placed::AlreadyPlaced(order)) => {
             let token = ConsistencyToken {
