@@ -171,11 +171,23 @@ mod tests {
         let first = gate.admit().await.expect("a free turn");
         assert_eq!(gate.in_flight(), 1);
 
-        // Two may wait; the third is refused at once.
-        let (a, b) = (gate.clone(), gate.clone());
-        let second = tokio::spawn(async move { a.admit().await.map(|_| "second") });
-        tokio::task::yield_now().await;
-        let third = tokio::spawn(async move { b.admit().await.map(|_| "third") });
+        // Two may wait; the third is refused at once. Each waiter notes
+        // when its turn came.
+        let turns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wait_in_line = |name: &'static str| {
+            let (gate, turns) = (gate.clone(), turns.clone());
+            async move {
+                let turn = gate.admit().await?;
+                turns.lock().unwrap().push(name);
+                drop(turn);
+                Ok::<_, Refusal>(name)
+            }
+        };
+        let second = tokio::spawn(wait_in_line("second"));
+        while gate.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let third = tokio::spawn(wait_in_line("third"));
         while gate.waiting() < 2 {
             tokio::task::yield_now().await;
         }
@@ -185,6 +197,11 @@ mod tests {
         drop(first);
         assert_eq!(second.await.unwrap(), Ok("second"));
         assert_eq!(third.await.unwrap(), Ok("third"));
+        assert_eq!(
+            *turns.lock().unwrap(),
+            ["second", "third"],
+            "turns in the order the writes joined the line"
+        );
         assert_eq!((gate.waiting(), gate.in_flight()), (0, 0));
     }
 

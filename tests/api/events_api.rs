@@ -421,7 +421,7 @@ async fn a_client_that_falls_behind_is_cut_off_with_a_retry_hint_and_resumes_wit
 /// server stops anyway.
 #[tokio::test]
 async fn a_stalled_connection_does_not_keep_the_server_from_stopping() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let settings = crate::helpers::test_settings().await;
     let app = sightline::startup::Application::build(settings.clone())
@@ -437,12 +437,21 @@ async fn a_stalled_connection_does_not_keep_the_server_from_stopping() {
     stalled
         .write_all(
             b"POST /api/users HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
-              content-length: 1000\r\n\r\n{\"username\":",
+              content-length: 1000\r\nexpect: 100-continue\r\n\r\n",
         )
         .await
         .unwrap();
-    // The request is in the server's hands (its head parsed) before the stop.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The request is in the server's hands before the stop: its handler
+    // reads the body, so the server asks for it. (A connection whose head
+    // the server had not read yet would be closed at once, and the stop
+    // would prove nothing.)
+    let mut asked = [0; 25];
+    tokio::time::timeout(WAIT, stalled.read_exact(&mut asked))
+        .await
+        .expect("the server never asked for the body")
+        .unwrap();
+    assert_eq!(&asked, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stalled.write_all(b"{\"username\":").await.unwrap();
 
     signal.trigger();
     let stopped = tokio::time::timeout(std::time::Duration::from_secs(60), server)

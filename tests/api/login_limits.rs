@@ -238,14 +238,17 @@ async fn sign_ups_are_limited_per_address() {
     assert!(metric(&app, &rejections("signup_address")).await - before >= 2.0);
 }
 
-/// Resident memory of process `pid`, in KiB.
+/// Resident memory of process `pid`, in KiB. Fails the test when it cannot
+/// be read: a 0 would make any growth look like none.
 fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .filter(|kib| *kib > 0)
+        .unwrap_or_else(|| panic!("no resident memory in {path}:\n{status}"))
 }
 
 /// The real binary, serving on a free port with `settings`' database and
@@ -410,7 +413,9 @@ async fn a_storm_of_logins_with_random_usernames_cannot_exhaust_memory() {
     };
     let (results, (health, notice)) = tokio::join!(storm, meanwhile);
     let _ = stop_tx.send(());
-    let peak = peak_rx.await.unwrap();
+    let peak = peak_rx
+        .await
+        .expect("the memory sampler failed (its panic is above)");
 
     let growth_mib = peak.saturating_sub(baseline) / 1024;
     let busy = results

@@ -86,14 +86,21 @@ async fn a_long_poll_that_runs_out_answers_with_the_current_state() {
     let order = app.place_simple_order(&user, "WAITED").await;
     let id = order["id"].as_str().unwrap().to_owned();
     app.wait_until_visible(&user, &id).await;
+    let started = std::time::Instant::now();
     let body = poll(
         &app,
         &user,
         format!("/api/orders/{id}/visibility?wait=1&version=2"),
     )
     .await;
+    let took = started.elapsed();
     assert_eq!(body["visible"], true, "{body}");
     assert_eq!(body["version"], 1, "{body}");
+    // It ran out: it waited its second for version 2, and not much more.
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "a poll with wait=1 answered after {took:?}"
+    );
     let response = app
         .get(&user, &format!("/api/orders/{id}/visibility?version=0"))
         .send()

@@ -882,6 +882,7 @@ async fn a_long_poll_without_a_notice_answers_false_when_the_wait_ends_needs_ela
     let id = order["id"].as_str().unwrap().to_owned();
     app.wait_until_projector_blocked().await;
 
+    let started = std::time::Instant::now();
     let response = tokio::time::timeout(
         WAIT,
         app.get(&user, &format!("/api/orders/{id}/visibility?wait=1"))
@@ -890,9 +891,15 @@ async fn a_long_poll_without_a_notice_answers_false_when_the_wait_ends_needs_ela
     .await
     .expect("the long poll outlived its wait")
     .unwrap();
+    let took = started.elapsed();
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["visible"], false);
+    // It waited its second, and not much more.
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "a poll with wait=1 answered after {took:?}"
+    );
     hold.release().await;
 }
 

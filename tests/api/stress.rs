@@ -304,15 +304,17 @@ async fn concurrent_slow_and_rolled_back_writers_skip_nothing_and_stall_nothing_
         .into_iter()
         .map(|r| r.expect("a slow writer failed"))
         .collect();
-    let mut rolled_back: HashSet<String> = HashSet::new();
-    for task in rollback_tasks {
-        rolled_back.extend(
-            task.await
-                .expect("a rolling-back writer failed")
-                .into_iter()
-                .map(|id| id.to_string()),
-        );
+    // Each rolled-back order with the user who wrote it.
+    let mut rolled_back_by: Vec<(Uuid, &TestUser)> = Vec::new();
+    for (task, user) in rollback_tasks.into_iter().zip(rollback_users) {
+        let ids = task.await.expect("a rolling-back writer failed");
+        rolled_back_by.extend(ids.into_iter().map(|id| (id, user)));
     }
+    assert_eq!(rolled_back_by.len(), ROLLBACK_WRITERS * ROLLBACKS_EACH);
+    let rolled_back: HashSet<String> = rolled_back_by
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
 
     // What each user committed.
     let mut expected: Vec<HashSet<String>> = vec![HashSet::new(); users.len()];
@@ -495,13 +497,18 @@ async fn concurrent_slow_and_rolled_back_writers_skip_nothing_and_stall_nothing_
             .unwrap();
         assert_eq!(n, 0, "a rolled-back order left a trace in {table}");
     }
-    for (id, user) in rolled.iter().zip(rollback_users.iter().cycle()) {
+    // Not even to the user who wrote it (anyone else gets 404 regardless).
+    for (id, writer) in &rolled_back_by {
         let response = app
-            .get(user, &format!("/api/orders/{id}"))
+            .get(writer, &format!("/api/orders/{id}"))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.status(),
+            StatusCode::NOT_FOUND,
+            "rolled-back order {id}, read by its writer"
+        );
     }
     direct.close().await;
 }

@@ -67,10 +67,12 @@ async fn assert_no_sideways_scroll(client: &Client, what: &str) -> anyhow::Resul
             vec![],
         )
         .await?;
+    // Numbers, or the check would hold for nothing (0 <= 0).
     let (scroll, inner) = (
-        sizes[0].as_i64().unwrap_or(0),
-        sizes[1].as_i64().unwrap_or(0),
+        sizes[0].as_i64().context("scrollWidth is a number")?,
+        sizes[1].as_i64().context("innerWidth is a number")?,
     );
+    ensure!(inner > 0, "{what}: a screen {inner} px wide");
     ensure!(
         scroll <= inner,
         "{what}: the page is {scroll} px wide on a {inner} px screen"
