@@ -58,7 +58,7 @@ pub async fn connect_pool(settings: &Settings, max_connections: u32) -> anyhow::
         // pings gone, and an acquire that times out can no longer close a
         // healthy connection mid-ping. A connection used less than a second
         // before a restart meets it on its next query instead: that request
-        // answers 503 `unavailable` (`error::is_connection_error`) and the
+        // answers 503 `unavailable` (`web::error::is_connection_error`) and the
         // release ping drops the connection.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {

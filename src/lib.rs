@@ -30,9 +30,6 @@ pub mod visibility;
 /// Routes, pages, health, status, CORS and the HTTP accept loop.
 pub mod web;
 
-/// The state the web handlers share.
-pub mod state;
-
 /// Wiring: builds the application and runs its tasks.
 pub mod startup;
 
@@ -47,8 +44,6 @@ pub mod auth;
 pub mod config;
 pub mod consistency;
 pub mod db;
-pub mod error;
-pub mod http;
 pub mod locks;
 pub mod money;
 pub mod order;

@@ -22,10 +22,10 @@ use uuid::Uuid;
 pub use session::{CurrentUser, PageUser};
 
 use self::throttle::Refused;
-use crate::error::{AppError, AppResult};
-use crate::http::client_addr::{ClientAddr, limit_key};
-use crate::http::{ApiJson, ApiQuery};
-use crate::state::AppState;
+use crate::web::error::{AppError, AppResult};
+use crate::web::extract::client_addr::{ClientAddr, limit_key};
+use crate::web::extract::{ApiJson, ApiQuery};
+use crate::web::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -23,8 +23,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::error::AppError;
-use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::state::AppState;
 
 pub const COOKIE_NAME: &str = "sightline_session";
 /// The name over HTTPS: browsers accept a `__Host-` cookie only when it is

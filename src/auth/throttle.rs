@@ -291,7 +291,7 @@ impl Throttle {
     }
 
     /// Counts a login attempt for a *validated* username from `address` (a
-    /// [`crate::http::client_addr::limit_key`]), or refuses it.
+    /// [`crate::web::extract::client_addr::limit_key`]), or refuses it.
     pub fn begin_login(&self, username: &str, address: IpAddr) -> Result<Attempt, Refused> {
         self.begin_login_at(username, address, Instant::now())
     }

@@ -22,10 +22,10 @@ use uuid::Uuid;
 
 use crate::auth::CurrentUser;
 use crate::consistency::ConsistencyToken;
-use crate::error::{AppError, AppResult};
-use crate::http::{ApiPath, ApiQuery};
 use crate::order::OrderView;
-use crate::state::AppState;
+use crate::web::error::{AppError, AppResult};
+use crate::web::extract::{ApiPath, ApiQuery};
+use crate::web::state::AppState;
 use index::{IndexError, SortKey};
 use read_your_writes::ReadSource;
 

@@ -21,10 +21,10 @@ use crate::read_side::model::ReadModel;
 use crate::read_side::postgres::PgReadModel;
 use crate::relay::Relay;
 use crate::shutdown::ShutdownSignal;
-use crate::state::{App, AppState};
 use crate::supervision::Tasks;
 use crate::visibility::hub::{self, NoticeHub};
 use crate::visibility::notice_log;
+use crate::web::state::{App, AppState};
 use crate::write_side::InTransaction;
 use crate::{monitoring, telemetry, web};
 use in_process_bus::InProcessBus;
@@ -106,8 +106,8 @@ impl Application {
             hub: Arc::new(NoticeHub::new(head, settings.sse_buffer)),
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),
-            limits: crate::http::limits::Limits::new(&settings),
-            write_admission: Arc::new(crate::http::admission::WriteAdmission::from_settings(
+            limits: crate::web::limits::Limits::new(&settings),
+            write_admission: Arc::new(crate::web::admission::WriteAdmission::from_settings(
                 &settings,
             )),
             db,
@@ -136,7 +136,7 @@ impl Application {
 
     /// This instance's write admission (tests read its line and refusals;
     /// `/metrics` sums every instance of the process).
-    pub fn write_admission(&self) -> Arc<crate::http::admission::WriteAdmission> {
+    pub fn write_admission(&self) -> Arc<crate::web::admission::WriteAdmission> {
         self.state.write_admission.clone()
     }
 

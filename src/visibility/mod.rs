@@ -20,7 +20,7 @@ pub mod sse_data;
 use axum::Router;
 use axum::routing::get;
 
-use crate::state::AppState;
+use crate::web::state::AppState;
 
 /// Where the event stream is served (the accept loop serves it without
 /// hyper's per-connection buffers: `web::event_streams`).

@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::notice_log::{self, Notice};
 use crate::auth::CurrentUser;
-use crate::error::{AppError, AppResult};
-use crate::http::client_addr::{ClientAddr, limit_key};
-use crate::http::{ApiPath, ApiQuery};
-use crate::state::AppState;
+use crate::web::error::{AppError, AppResult};
+use crate::web::extract::client_addr::{ClientAddr, limit_key};
+use crate::web::extract::{ApiPath, ApiQuery};
+use crate::web::state::AppState;
 
 pub const MAX_WAIT_SECS: u64 = 30;
 

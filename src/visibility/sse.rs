@@ -22,9 +22,9 @@ use uuid::Uuid;
 use super::notice_log::{self, Cursor, CursorCheck, Notice};
 use super::sse_data;
 use crate::auth::CurrentUser;
-use crate::error::AppResult;
-use crate::http::client_addr::{ClientAddr, limit_key};
-use crate::state::AppState;
+use crate::web::error::AppResult;
+use crate::web::extract::client_addr::{ClientAddr, limit_key};
+use crate::web::state::AppState;
 
 /// How long a client waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(1000);

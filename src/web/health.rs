@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::config::BusKind;
-use crate::state::AppState;
+use crate::web::state::AppState;
 
 /// The process runs.
 #[utoipa::path(

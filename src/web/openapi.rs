@@ -29,7 +29,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::auth::session::COOKIE_NAME;
 
 /// Every error answer: `{"error", "code"}`, plus `field` for a broken rule.
-/// (The server's own type is `error::ErrorBody`; this one only describes it.)
+/// (The server's own type is `web::error::ErrorBody`; this one only describes it.)
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A plain message a person can read.

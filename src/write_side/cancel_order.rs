@@ -8,9 +8,9 @@ use uuid::Uuid;
 use super::InTransaction;
 use super::store::{self, StoredOrder};
 use crate::auth::CurrentUser;
-use crate::error::{AppError, AppResult};
 use crate::order::OrderStatus;
 use crate::outbox::{self, NewEvent, events};
+use crate::web::error::{AppError, AppResult};
 
 pub struct Cancellation {
     pub order: StoredOrder,
@@ -43,7 +43,7 @@ pub async fn cancel_order(
     if status == OrderStatus::Cancelled.as_str() {
         // Nothing to do; the transaction rolls back on drop. Read through it:
         // another connection while this one is held could wait on a pool
-        // that every write in hand is also holding (see `http::admission`).
+        // that every write in hand is also holding (see `web::admission`).
         let order = store::load(&mut *tx, id).await?.context("Order vanished")?;
         let write_seq = order.user_write_seq.max(write_seq - 1);
         return Ok(Cancellation { order, write_seq });

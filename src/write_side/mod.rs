@@ -22,10 +22,10 @@ use utoipa::ToSchema;
 
 use crate::auth::CurrentUser;
 use crate::consistency::ConsistencyToken;
-use crate::error::AppResult;
-use crate::http::{ApiJson, ApiPath};
 use crate::order::OrderView;
-use crate::state::AppState;
+use crate::web::error::AppResult;
+use crate::web::extract::{ApiJson, ApiPath};
+use crate::web::state::AppState;
 use place_order::Placed;
 use store::StoredOrder;
 use uuid::Uuid;

@@ -10,9 +10,9 @@ use super::InTransaction;
 use super::store::{self, StoredOrder};
 use super::validation::ValidOrder;
 use crate::auth::CurrentUser;
-use crate::error::{AppError, AppResult};
 use crate::order::OrderStatus;
 use crate::outbox::{self, NewEvent, events};
+use crate::web::error::{AppError, AppResult};
 
 pub enum Placed {
     /// Committed by this request.

@@ -5,9 +5,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::{AppError, AppResult, FieldError};
 use crate::money;
 use crate::order::Item;
+use crate::web::error::{AppError, AppResult, FieldError};
 
 pub const MAX_ITEMS: usize = 100;
 pub const MAX_SKU_CHARS: usize = 64;
@@ -43,10 +43,10 @@ pub struct ItemRequest {
     )]
     pub sku: String,
     #[schema(minimum = 1, maximum = 1000)]
-    #[serde(deserialize_with = "crate::http::json_integer")]
+    #[serde(deserialize_with = "crate::web::extract::json_integer")]
     pub quantity: i64,
     #[schema(minimum = 0, maximum = 10_000_000)]
-    #[serde(deserialize_with = "crate::http::json_integer")]
+    #[serde(deserialize_with = "crate::web::extract::json_integer")]
     pub unit_price_cents: i64,
 }
 

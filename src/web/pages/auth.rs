@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::auth::{self, Credentials, PageUser, session};
-use crate::error::AppError;
-use crate::http::client_addr::ClientAddr;
-use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::extract::client_addr::ClientAddr;
+use crate::web::state::AppState;
 
 use super::*;
 

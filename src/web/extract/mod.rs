@@ -1,11 +1,8 @@
-//! The HTTP layer every stage's handlers share: extractors that turn axum's
-//! rejections into the contract's JSON errors (here), who is asking
-//! ([`client_addr`]), the per-user and per-address limits ([`limits`]) and
-//! how many writes the instance takes on at once ([`admission`]).
+//! What every handler extracts from a request: the JSON body, query and path
+//! through extractors that turn axum's rejections into the contract's JSON
+//! errors (here), and who is asking ([`client_addr`]).
 
-pub mod admission;
 pub mod client_addr;
-pub mod limits;
 mod rejection;
 
 use axum::extract::FromRequest;
@@ -14,7 +11,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer};
 
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 /// A JSON integer, also when written with a zero fraction (`24.0`): JSON
 /// Schema, and so the OpenAPI document, counts those as integers, and

@@ -57,13 +57,13 @@ pub struct App {
     /// notice hub and lag monitor, never a request, so no burst of requests
     /// holds up notices (`PIPELINE_DATABASE_MAX_CONNECTIONS`).
     pub pipeline_db: PgPool,
-    /// Caps on streams, polls and writes (see `http::limits`).
-    pub limits: crate::http::limits::Limits,
+    /// Caps on streams, polls and writes (see `web::limits`).
+    pub limits: crate::web::limits::Limits,
     /// A distributed bus's latest look (`BUS=nats`), for `/status`.
     pub bus: Arc<crate::bus::BusWatch>,
     /// How many write requests are worked on at once, and how many wait
-    /// (see `http::admission`).
-    pub write_admission: Arc<crate::http::admission::WriteAdmission>,
+    /// (see `web::admission`).
+    pub write_admission: Arc<crate::web::admission::WriteAdmission>,
     /// Wakes the relay after write requests (see `outbox::wake`).
     pub relay_waker: Arc<crate::outbox::wake::RelayWaker>,
     /// Whether every background task still runs (`/readyz`; see `supervision`).
@@ -73,7 +73,7 @@ pub struct App {
 }
 
 /// Per-address limits count the client a trusted proxy names, not the proxy.
-impl axum::extract::FromRef<AppState> for crate::http::client_addr::TrustedProxies {
+impl axum::extract::FromRef<AppState> for crate::web::extract::client_addr::TrustedProxies {
     fn from_ref(state: &AppState) -> Self {
         Self(state.settings.trusted_proxies.clone())
     }

@@ -8,7 +8,7 @@
 
 use std::error::Error as StdError;
 
-use crate::error::{AppError, FieldError};
+use crate::web::error::{AppError, FieldError};
 
 /// The JSON body's error, as the path to the value and serde_json's error.
 pub(super) fn json_error(rejection: &(dyn StdError + 'static)) -> AppError {
