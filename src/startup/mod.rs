@@ -26,6 +26,8 @@ use crate::visibility::hub::{self, NoticeHub};
 use crate::visibility::notice_log;
 use crate::web::state::{App, AppState};
 use crate::write_side::InTransaction;
+use crate::write_side::orders::Orders;
+use crate::write_side::write_limit::WriteLimiter;
 use crate::{monitoring, telemetry, web};
 use in_process_bus::InProcessBus;
 
@@ -102,7 +104,11 @@ impl Application {
             };
         let state = AppState(Arc::new(App {
             read_model,
-            in_transaction,
+            orders: Orders::new(
+                db.clone(),
+                in_transaction,
+                WriteLimiter::new(settings.write_burst, settings.write_rate_per_min),
+            ),
             hub: Arc::new(NoticeHub::new(head, settings.sse_buffer)),
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),

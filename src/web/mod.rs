@@ -1,7 +1,10 @@
-//! The HTTP surface: every resource's router, the pages, and the layers that
-//! apply to all of them.
+//! The HTTP surface, and all of it: the JSON API (`api`), the pages, health,
+//! status, CORS, the extractors, the limits and admission, the shared state,
+//! the one error type, and the layers that apply to every route. No stage
+//! below imports from here.
 
 pub mod admission;
+pub mod api;
 pub mod cors;
 pub mod error;
 pub mod event_streams;
@@ -26,7 +29,6 @@ use tower_http::trace::TraceLayer;
 
 use crate::web::error::AppError;
 use crate::web::state::AppState;
-use crate::{auth, read_side, visibility, write_side};
 
 pub use crate::web::limits::BODY_LIMIT;
 
@@ -34,10 +36,7 @@ pub use crate::web::limits::BODY_LIMIT;
 pub fn app(state: AppState) -> Router {
     with_layers(
         Router::new()
-            .merge(auth::router())
-            .merge(write_side::router())
-            .merge(read_side::router())
-            .merge(visibility::router())
+            .merge(api::router())
             .merge(pages::router())
             .merge(operations(&state))
             .route("/api/openapi.json", get(openapi::serve)),

@@ -26,10 +26,10 @@ use utoipa::openapi::{
 };
 use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::session::COOKIE_NAME;
+use crate::web::extract::session::COOKIE_NAME;
 
 /// Every error answer: `{"error", "code"}`, plus `field` for a broken rule.
-/// (The server's own type is `web::error::ErrorBody`; this one only describes it.)
+/// (The server's own type is `error::ErrorBody`; this one only describes it.)
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A plain message a person can read.
@@ -161,16 +161,16 @@ pub async fn serve() -> impl IntoResponse {
         description = "Orders committed with an outbox, projected into Elasticsearch, and `order-visible` pushed over Server-Sent Events once search can find them. HTTP contract v1: see the README's *HTTP contract v1* and *Resuming the event stream*.",
     ),
     paths(
-        crate::auth::sign_up,
-        crate::auth::log_in,
-        crate::auth::log_out,
-        crate::write_side::create_order,
-        crate::write_side::cancel,
-        crate::read_side::list_orders,
-        crate::read_side::get_order,
-        crate::read_side::get_summary,
-        crate::visibility::polling::visibility,
-        crate::visibility::sse::events,
+        crate::web::api::sessions::sign_up,
+        crate::web::api::sessions::log_in,
+        crate::web::api::sessions::log_out,
+        crate::web::api::orders::create_order,
+        crate::web::api::orders::cancel,
+        crate::web::api::orders::list_orders,
+        crate::web::api::orders::get_order,
+        crate::web::api::orders::get_summary,
+        crate::web::api::visibility::visibility,
+        crate::web::api::events::events,
         crate::web::health::healthz,
         crate::web::health::readyz,
         serve,

@@ -1,4 +1,4 @@
-//! The state every web handler shares. Background tasks (relay, hub,
+//! The state every web handler shares (`AppState`). Background tasks (relay, hub,
 //! monitor) take only the handles they need when startup spawns them.
 
 use std::ops::Deref;
@@ -30,14 +30,17 @@ pub struct App {
     /// The write database: users, sessions, orders, the outbox and the notice log.
     /// The web's pool: HTTP handlers use this one.
     pub db: PgPool,
-    /// The read model. Query handlers read it; only the projector writes it.
+    /// The Elasticsearch store: start-up hands it to the projector (its only
+    /// writer) and the lag monitor, and `/readyz` pings it (not with
+    /// `READ_STORE=postgres`). Query handlers read `read_model` instead.
     pub read_store: ReadStore,
-    /// What query handlers read: the read store above, or with
+    /// What query handlers read: the Elasticsearch store above, or with
     /// `READ_STORE=postgres` the same-database shape.
     pub read_model: crate::read_side::model::ReadModel,
-    /// Work done inside each order's write transaction: with
-    /// `READ_STORE=postgres`, its summary and notice (none otherwise).
-    pub in_transaction: Option<Arc<dyn crate::write_side::InTransaction>>,
+    /// Places and cancels orders (the write limit, the transaction with
+    /// whatever start-up adds to it, the consistency token): the one write
+    /// flow of the JSON API and the forms.
+    pub orders: crate::write_side::orders::Orders,
     /// Fans recorded notices out to this instance's SSE streams and long polls.
     pub hub: Arc<NoticeHub>,
     pub settings: Settings,
@@ -70,6 +73,18 @@ pub struct App {
     pub task_health: Arc<crate::supervision::TaskHealth>,
     /// The test seam that makes a background task panic.
     pub task_faults: Arc<crate::supervision::TaskFaults>,
+}
+
+impl App {
+    /// Sign-up and login, with this instance's throttle and hashing bound.
+    pub fn accounts(&self) -> crate::auth::Accounts<'_> {
+        crate::auth::Accounts {
+            db: &self.db,
+            throttle: &self.login_throttle,
+            hashing: &self.hashing,
+            settings: &self.settings,
+        }
+    }
 }
 
 /// Per-address limits count the client a trusted proxy names, not the proxy.

@@ -5,12 +5,11 @@ use anyhow::Context;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::InTransaction;
 use super::store::{self, StoredOrder};
+use super::{InTransaction, WriteError};
 use crate::auth::CurrentUser;
 use crate::order::OrderStatus;
 use crate::outbox::{self, NewEvent, events};
-use crate::web::error::{AppError, AppResult};
 
 pub struct Cancellation {
     pub order: StoredOrder,
@@ -26,7 +25,7 @@ pub async fn cancel_order(
     in_transaction: Option<&dyn InTransaction>,
     user: &CurrentUser,
     id: Uuid,
-) -> AppResult<Cancellation> {
+) -> Result<Cancellation, WriteError> {
     let mut tx = db.begin().await?;
     // The user row first, as when placing: one lock order, no deadlocks, and
     // this user's positions keep committing in order.
@@ -38,7 +37,7 @@ pub async fn cancel_order(
             .fetch_optional(&mut *tx)
             .await?;
     let Some(status) = status else {
-        return Err(AppError::NotFound);
+        return Err(WriteError::NotFound);
     };
     if status == OrderStatus::Cancelled.as_str() {
         // Nothing to do; the transaction rolls back on drop. Read through it:

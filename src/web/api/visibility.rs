@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::notice_log::{self, Notice};
 use crate::auth::CurrentUser;
+use crate::visibility::notice_log::{self, Notice};
 use crate::web::error::{AppError, AppResult};
 use crate::web::extract::client_addr::{ClientAddr, limit_key};
 use crate::web::extract::{ApiPath, ApiQuery};

@@ -19,12 +19,16 @@ use futures::{Stream, StreamExt, stream};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
-use super::notice_log::{self, Cursor, CursorCheck, Notice};
-use super::sse_data;
 use crate::auth::CurrentUser;
+use crate::visibility::notice_log::{self, Cursor, CursorCheck, Notice};
+use crate::visibility::sse_data;
 use crate::web::error::AppResult;
 use crate::web::extract::client_addr::{ClientAddr, limit_key};
 use crate::web::state::AppState;
+
+/// Where the event stream is served (the accept loop serves it without
+/// hyper's per-connection buffers: `web::event_streams`).
+pub const EVENTS_PATH: &str = "/api/events";
 
 /// How long a client waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(1000);
