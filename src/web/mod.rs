@@ -13,6 +13,7 @@ pub mod health;
 pub mod limits;
 pub mod openapi;
 pub mod pages;
+pub mod schemas;
 pub mod serve;
 pub mod state;
 pub mod status;

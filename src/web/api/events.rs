@@ -101,7 +101,7 @@ fn cursor_event(kind: &str, cursor: &Cursor, reason: Option<&'static str>) -> By
     params(("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The `id` of the last event received (opaque): every notice after it is replayed first.")),
     responses(
         (status = 200, description = "An endless `text/event-stream`; see `x-sse-events` for each event's `data` schema.", content_type = "text/event-stream", body = String),
-        (status = 429, description = "`too_many_streams`: too many open streams for this user or address.", body = crate::web::openapi::ErrorBody),
+        (status = 429, description = "`too_many_streams`: too many open streams for this user or address.", body = crate::web::schemas::ErrorBody),
     ),
 )]
 #[tracing::instrument(skip_all, fields(user = %user.username))]

@@ -73,8 +73,8 @@ impl From<&Written> for WriteReceipt {
         (status = 200, description = "This `id` was already placed with this content: the order as it is now.", body = WriteReceipt, headers(
             ("Location" = String, description = "`/api/orders/{id}`"),
         )),
-        (status = 409, description = "`order_conflict`: the `id` is taken by another order (other content, or another user's).", body = crate::web::openapi::ErrorBody),
-        (status = 429, description = "`rate_limited`: too many writes (`WRITE_BURST`, `WRITE_RATE_PER_MIN`); nothing is written.", body = crate::web::openapi::ErrorBody),
+        (status = 409, description = "`order_conflict`: the `id` is taken by another order (other content, or another user's).", body = crate::web::schemas::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many writes (`WRITE_BURST`, `WRITE_RATE_PER_MIN`); nothing is written.", body = crate::web::schemas::ErrorBody),
     ),
 )]
 pub(crate) async fn create_order(
@@ -106,8 +106,8 @@ pub(crate) async fn create_order(
     params(("id" = Uuid, Path, description = "The order's id.")),
     responses(
         (status = 200, description = "Cancelled (`status: cancelled`, a new `version`).", body = WriteReceipt),
-        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::openapi::ErrorBody),
-        (status = 429, description = "`rate_limited`: too many writes.", body = crate::web::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::schemas::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many writes.", body = crate::web::schemas::ErrorBody),
     ),
 )]
 pub(crate) async fn cancel(
@@ -243,7 +243,7 @@ pub async fn list_page(
     ),
     responses(
         (status = 200, description = "One page of orders.", body = OrderList, headers(
-            ("X-Read-Source" = crate::web::openapi::ReadSourceHeader, description = "`read-model`, or `merged` when the write side filled in orders search does not show yet."),
+            ("X-Read-Source" = crate::web::schemas::ReadSourceHeader, description = "`read-model`, or `merged` when the write side filled in orders search does not show yet."),
         )),
     ),
 )]
@@ -268,9 +268,9 @@ pub(crate) async fn list_orders(
     params(("id" = Uuid, Path, description = "The order's id.")),
     responses(
         (status = 200, description = "The order: from the read model once search sees it (`visible: true`), before that from the write side (`visible: false`).", body = OrderView, headers(
-            ("X-Read-Source" = crate::web::openapi::ReadSourceHeader, description = "`read-model`, or `write-db` while search does not show it yet."),
+            ("X-Read-Source" = crate::web::schemas::ReadSourceHeader, description = "`read-model`, or `write-db` while search does not show it yet."),
         )),
-        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::schemas::ErrorBody),
     ),
 )]
 pub(crate) async fn get_order(
@@ -313,7 +313,7 @@ fn read_source_header(source: ReadSource) -> [(HeaderName, HeaderValue); 1] {
     operation_id = "getSummary",
     responses(
         (status = 200, description = "The user's counters (all zero before the first order is projected).", body = SummaryDocument, headers(
-            ("X-Read-Source" = crate::web::openapi::ReadSourceHeader, description = "`read-model`."),
+            ("X-Read-Source" = crate::web::schemas::ReadSourceHeader, description = "`read-model`."),
         )),
     ),
 )]

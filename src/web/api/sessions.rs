@@ -59,7 +59,7 @@ pub fn cookie_header(state: &AppState, token: &str) -> (header::HeaderName, Stri
     request_body = Credentials,
     responses(
         (status = 201, description = "The user exists; log in next.", body = SignedUp),
-        (status = 409, description = "`username_taken`.", body = crate::web::openapi::ErrorBody),
+        (status = 409, description = "`username_taken`.", body = crate::web::schemas::ErrorBody),
     ),
     security(()),
 )]
@@ -87,7 +87,7 @@ pub(crate) async fn sign_up(
         (status = 200, description = "Signed in.", body = SessionOpened, headers(
             ("Set-Cookie" = String, description = "`sightline_session=<token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=…` (`__Host-sightline_session` with `Secure` when `COOKIE_SECURE=true`)"),
         )),
-        (status = 401, description = "`bad_credentials`: wrong username or password.", body = crate::web::openapi::ErrorBody),
+        (status = 401, description = "`bad_credentials`: wrong username or password.", body = crate::web::schemas::ErrorBody),
     ),
     security(()),
 )]

@@ -65,8 +65,8 @@ pub struct Visibility {
     params(("id" = Uuid, Path, description = "The order's id."), VisibilityParams),
     responses(
         (status = 200, description = "The order's visibility now.", body = Visibility),
-        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::openapi::ErrorBody),
-        (status = 429, description = "`too_many_polls`: too many waiting polls for this user or address (`wait` > 0 only).", body = crate::web::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::schemas::ErrorBody),
+        (status = 429, description = "`too_many_polls`: too many waiting polls for this user or address (`wait` > 0 only).", body = crate::web::schemas::ErrorBody),
     ),
 )]
 pub async fn visibility(
