@@ -27,7 +27,8 @@ pub mod read_side;
 /// The notice log, the hub and the two ways a notice leaves (SSE, long poll).
 pub mod visibility;
 
-/// Routes, pages, health, status, CORS and the HTTP accept loop.
+/// All of HTTP: the JSON API, pages, health, status, CORS, extractors,
+/// limits, the shared state, the one error type and the accept loop.
 pub mod web;
 
 /// Wiring: builds the application and runs its tasks.
