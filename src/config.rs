@@ -261,7 +261,7 @@ pub struct Settings {
     /// Write requests (every method but GET/HEAD/OPTIONS) this instance
     /// works on at once; 0 (the default): three quarters of
     /// `DATABASE_MAX_CONNECTIONS`, so reads and stream set-ups always find a
-    /// connection. See `http::admission`.
+    /// connection. See `web::admission`.
     #[arg(long, env = "WRITE_CONCURRENCY", default_value_t = 0)]
     pub write_concurrency: u32,
 

@@ -8,12 +8,15 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::error::AppError;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConsistencyToken {
     pub write_seq: i64,
 }
+
+/// A token this server did not issue.
+#[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+#[error("malformed consistency token")]
+pub struct MalformedToken;
 
 const VERSION_PREFIX: &str = "st1:";
 
@@ -22,8 +25,8 @@ impl ConsistencyToken {
         URL_SAFE_NO_PAD.encode(format!("{VERSION_PREFIX}{}", self.write_seq))
     }
 
-    pub fn decode(raw: &str) -> Result<Self, AppError> {
-        let bad = || AppError::bad_request("bad_consistency_token", "malformed consistency token");
+    pub fn decode(raw: &str) -> Result<Self, MalformedToken> {
+        let bad = || MalformedToken;
         let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).map_err(|_| bad())?;
         let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
         let write_seq = text

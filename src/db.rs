@@ -86,7 +86,7 @@ async fn open_pool(
         // pings gone, and an acquire that times out can no longer close a
         // healthy connection mid-ping. A connection used less than a second
         // before a restart meets it on its next query instead: that request
-        // answers 503 `unavailable` (`error::is_connection_error`) and the
+        // answers 503 `unavailable` (`web::error::is_connection_error`) and the
         // release ping drops the connection.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {

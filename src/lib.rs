@@ -27,11 +27,9 @@ pub mod read_side;
 /// The notice log, the hub and the two ways a notice leaves (SSE, long poll).
 pub mod visibility;
 
-/// Routes, pages, health, status, CORS and the HTTP accept loop.
+/// All of HTTP: the JSON API, pages, health, status, CORS, extractors,
+/// limits, the shared state, the one error type and the accept loop.
 pub mod web;
-
-/// The state the web handlers share.
-pub mod state;
 
 /// Wiring: builds the application and runs its tasks.
 pub mod startup;
@@ -47,8 +45,6 @@ pub mod auth;
 pub mod config;
 pub mod consistency;
 pub mod db;
-pub mod error;
-pub mod http;
 pub mod locks;
 pub mod money;
 pub mod order;

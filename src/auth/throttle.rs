@@ -290,8 +290,9 @@ impl Throttle {
         self.tables.lock().expect("throttle lock poisoned")
     }
 
-    /// Counts a login attempt for a *validated* username from `address` (a
-    /// [`crate::http::client_addr::limit_key`]), or refuses it.
+    /// Counts a login attempt for a *validated* username from `address` (the
+    /// client's address as the limits key it: an IPv6 client by its /64),
+    /// or refuses it.
     pub fn begin_login(&self, username: &str, address: IpAddr) -> Result<Attempt, Refused> {
         self.begin_login_at(username, address, Instant::now())
     }

@@ -3,7 +3,10 @@
 //! Events are appended in the same transaction as the state change they
 //! describe, so an order and its event commit or vanish together. The relay
 //! claims what is unpublished; `rebuild` replays the whole log through the
-//! read functions here, the one place that knows the outbox's columns.
+//! read functions here. Appending, claiming and replaying are here; other
+//! modules still read the table in their own SQL (`monitoring`'s lag,
+//! `read_side::read_your_writes`, `visibility::notice_log` and
+//! `visibility::retention`), and this module reads `notices` in turn.
 //! Published rows stay: the outbox doubles as the event log.
 
 pub mod events;

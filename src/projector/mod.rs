@@ -188,15 +188,7 @@ impl Projector {
         self.reached(Step::Refreshed).await;
 
         for (event, order_event, first_time) in &applied {
-            notices.push(NewNotice {
-                user_id: event.user_id,
-                order_id: event.aggregate_id,
-                order_version: event.aggregate_version,
-                kind: notice_log::ORDER_VISIBLE,
-                status: order_event.status().as_str(),
-                error: None,
-                committed_at: Some(event.created_at),
-            });
+            notices.push(visible_notice(event, order_event));
             delivery.taken.push(event.id);
             // Once per event: a redelivery of what search already shows is no
             // new commit → searchable observation.
@@ -289,6 +281,21 @@ pub fn to_document(event: &OutboxEvent, order_event: &OrderEvent) -> OrderDocume
             OrderEvent::Placed(_) => None,
         },
         version: i64::from(event.aggregate_version),
+    }
+}
+
+/// The `order-visible` notice of an event search now shows (or, with
+/// `READ_STORE=postgres`, that its own transaction made visible): the one
+/// place that builds it, for both modes.
+fn visible_notice(event: &OutboxEvent, order_event: &OrderEvent) -> NewNotice {
+    NewNotice {
+        user_id: event.user_id,
+        order_id: event.aggregate_id,
+        order_version: event.aggregate_version,
+        kind: notice_log::ORDER_VISIBLE,
+        status: order_event.status().as_str(),
+        error: None,
+        committed_at: Some(event.created_at),
     }
 }
 

@@ -46,15 +46,7 @@ pub async fn apply(conn: &mut PgConnection, events: &[OutboxEvent]) -> anyhow::R
         .context("Failed to count the order into its summary")?;
     let notices: Vec<NewNotice> = decoded
         .iter()
-        .map(|(event, order_event)| NewNotice {
-            user_id: event.user_id,
-            order_id: event.aggregate_id,
-            order_version: event.aggregate_version,
-            kind: notice_log::ORDER_VISIBLE,
-            status: order_event.status().as_str(),
-            error: None,
-            committed_at: Some(event.created_at),
-        })
+        .map(|(event, order_event)| super::visible_notice(event, order_event))
         .collect();
     let recorded = notice_log::record_in(conn, &notices)
         .await

@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 
-use axum::http::HeaderValue;
 use chrono::DateTime;
 use uuid::Uuid;
 
@@ -28,12 +27,13 @@ pub enum ReadSource {
 }
 
 impl ReadSource {
-    pub fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
+    /// Its name in the `X-Read-Source` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
             ReadSource::ReadModel => "read-model",
             ReadSource::WriteDb => "write-db",
             ReadSource::Merged => "merged",
-        })
+        }
     }
 }
 

@@ -21,11 +21,13 @@ use crate::read_side::model::ReadModel;
 use crate::read_side::postgres::PgReadModel;
 use crate::relay::Relay;
 use crate::shutdown::ShutdownSignal;
-use crate::state::{App, AppState};
 use crate::supervision::Tasks;
 use crate::visibility::hub::{self, NoticeHub};
 use crate::visibility::notice_log;
+use crate::web::state::{App, AppState};
 use crate::write_side::InTransaction;
+use crate::write_side::orders::Orders;
+use crate::write_side::write_limit::WriteLimiter;
 use crate::{monitoring, telemetry, web};
 use in_process_bus::InProcessBus;
 
@@ -108,12 +110,16 @@ impl Application {
             };
         let state = AppState(Arc::new(App {
             read_model,
-            in_transaction,
+            orders: Orders::new(
+                db.clone(),
+                in_transaction,
+                WriteLimiter::new(settings.write_burst, settings.write_rate_per_min),
+            ),
             hub: Arc::new(NoticeHub::new(head, settings.sse_buffer)),
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),
-            limits: crate::http::limits::Limits::new(&settings),
-            write_admission: Arc::new(crate::http::admission::WriteAdmission::from_settings(
+            limits: crate::web::limits::Limits::new(&settings),
+            write_admission: Arc::new(crate::web::admission::WriteAdmission::from_settings(
                 &settings,
             )),
             db,
@@ -142,7 +148,7 @@ impl Application {
 
     /// This instance's write admission (tests read its line and refusals;
     /// `/metrics` sums every instance of the process).
-    pub fn write_admission(&self) -> Arc<crate::http::admission::WriteAdmission> {
+    pub fn write_admission(&self) -> Arc<crate::web::admission::WriteAdmission> {
         self.state.write_admission.clone()
     }
 

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::{RecvError, SendError};

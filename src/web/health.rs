@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::config::BusKind;
-use crate::state::AppState;
+use crate::web::state::AppState;
 
 /// The process runs.
 #[utoipa::path(
@@ -18,7 +18,7 @@ use crate::state::AppState;
     path = "/healthz",
     tag = "operations",
     operation_id = "healthz",
-    responses((status = 200, description = "Alive.", body = crate::web::openapi::Health)),
+    responses((status = 200, description = "Alive.", body = crate::web::schemas::Health)),
     security(()),
 )]
 pub async fn healthz() -> impl IntoResponse {
@@ -35,8 +35,8 @@ pub async fn healthz() -> impl IntoResponse {
     tag = "operations",
     operation_id = "readyz",
     responses(
-        (status = 200, description = "PostgreSQL answers: `ready`, or `degraded` while Elasticsearch is down (writes still work).", body = crate::web::openapi::Readiness),
-        (status = 503, description = "PostgreSQL does not answer, or a background task (named in `failed_task`) has stopped and the instance is about to exit: `unready`.", body = crate::web::openapi::Readiness, headers(
+        (status = 200, description = "PostgreSQL answers: `ready`, or `degraded` while Elasticsearch is down (writes still work).", body = crate::web::schemas::Readiness),
+        (status = 503, description = "PostgreSQL does not answer, or a background task (named in `failed_task`) has stopped and the instance is about to exit: `unready`.", body = crate::web::schemas::Readiness, headers(
             ("Retry-After" = u64, description = "Seconds."),
         )),
     ),

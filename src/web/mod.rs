@@ -1,12 +1,21 @@
-//! The HTTP surface: every resource's router, the pages, and the layers that
-//! apply to all of them.
+//! The HTTP surface, and all of it: the JSON API (`api`), the pages, health,
+//! status, CORS, the extractors, the limits and admission, the shared state,
+//! the one error type, and the layers that apply to every route. No stage
+//! below imports from here.
 
+pub mod admission;
+pub mod api;
 pub mod cors;
+pub mod error;
 pub mod event_streams;
+pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod openapi;
 pub mod pages;
+pub mod schemas;
 pub mod serve;
+pub mod state;
 pub mod status;
 
 use axum::Router;
@@ -19,20 +28,16 @@ use axum::routing::get;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::AppError;
-use crate::state::AppState;
-use crate::{auth, read_side, visibility, write_side};
+use crate::web::error::AppError;
+use crate::web::state::AppState;
 
-pub use crate::http::limits::BODY_LIMIT;
+pub use crate::web::limits::BODY_LIMIT;
 
 /// Everything a `web` instance serves.
 pub fn app(state: AppState) -> Router {
     with_layers(
         Router::new()
-            .merge(auth::router())
-            .merge(write_side::router())
-            .merge(read_side::router())
-            .merge(visibility::router())
+            .merge(api::router())
             .merge(pages::router())
             .merge(operations(&state))
             .route("/api/openapi.json", get(openapi::serve)),
@@ -58,7 +63,7 @@ fn operations(state: &AppState) -> Router<AppState> {
         .route("/status/stream", get(status::stream))
         .route_layer(axum::middleware::from_fn(
             move |request: Request, next: Next| {
-                crate::http::limits::ops_token(token.clone(), request, next)
+                crate::web::limits::ops_token(token.clone(), request, next)
             },
         ))
         .route("/healthz", get(health::healthz))
@@ -76,7 +81,7 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .layer(axum::middleware::from_fn({
             let admission = state.write_admission.clone();
             move |request: Request, next: Next| {
-                crate::http::admission::admit_writes(admission.clone(), request, next)
+                crate::web::admission::admit_writes(admission.clone(), request, next)
             }
         }))
         // A client that hangs up does not cancel what its request started
@@ -85,7 +90,7 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         // Inside the request count, so a 408 is counted like any answer.
         .layer(axum::middleware::from_fn({
             let timeout = state.settings.body_timeout();
-            move |request: Request, next: Next| crate::http::limits::body_timeout(timeout, request, next)
+            move |request: Request, next: Next| crate::web::limits::body_timeout(timeout, request, next)
         }))
         .layer(axum::middleware::from_fn(health::track_requests))
         // After a request that may have written (answered, so committed or
@@ -153,7 +158,7 @@ async fn vet_request_id(mut request: axum::extract::Request) -> axum::extract::R
 /// is committed or rolled back by its own code, never abandoned mid-query
 /// (an abandoned query's connection is closed under the pool's feet). A
 /// write the client no longer waits for still commits; its retry with the
-/// same id finds it. (Overload is `http::admission`'s concern.)
+/// same id finds it. (Overload is `web::admission`'s concern.)
 async fn finish_after_hang_up(request: Request, next: Next) -> Response {
     use tracing::Instrument;
     match tokio::spawn(next.run(request).in_current_span()).await {

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde::Serialize;
+use utoipa::OpenApi;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::request_body::RequestBody;
@@ -24,121 +24,9 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, Required,
     Response, ResponseBuilder, Type,
 };
-use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::session::SECURE_COOKIE_NAME;
-
-/// Every error answer: `{"error", "code"}`, plus `field` for a broken rule.
-/// (The server's own type is `error::ErrorBody`; this one only describes it.)
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A plain message a person can read.
-    #[schema(example = "Quantity must be between 1 and 1,000")]
-    pub error: String,
-    /// A machine code, e.g. `invalid`, `invalid_shape`, `malformed_json`,
-    /// `bad_query`, `bad_cursor`, `unauthorized`, `bad_credentials`,
-    /// `forbidden`, `not_found`, `username_taken`, `order_conflict`,
-    /// `payload_too_large`, `unsupported_media_type`, `body_timeout`,
-    /// `throttled`, `rate_limited`, `too_many_streams`, `too_many_polls`,
-    /// `unavailable`, `busy`.
-    #[schema(example = "invalid")]
-    pub code: String,
-    /// The field that breaks a rule (422 `invalid`), e.g. `items[0].quantity`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// Every rule the request breaks (422), the first of which is also in
-    /// `error`, `code` and `field`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<Vec<FieldError>>,
-}
-
-/// One broken rule of a 422 answer.
-#[derive(Serialize, ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub code: String,
-    pub message: String,
-}
-
-/// Which store answered a read.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReadSourceHeader {
-    ReadModel,
-    Merged,
-    WriteDb,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadinessStatus {
-    Ready,
-    Degraded,
-    Unready,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum UpDown {
-    Up,
-    Down,
-}
-
-/// Elasticsearch as `/readyz` sees it: `not used` in the same-database mode
-/// (`READ_STORE=postgres`).
-#[derive(Serialize, ToSchema)]
-pub enum ReadStoreState {
-    #[serde(rename = "up")]
-    Up,
-    #[serde(rename = "down")]
-    Down,
-    #[serde(rename = "not used")]
-    NotUsed,
-}
-
-/// The bus as `/readyz` sees it: `in-process` (one machine), NATS `up` or
-/// `down` (or `unknown` before its first look), `not used` in the
-/// same-database mode.
-#[derive(Serialize, ToSchema)]
-pub enum BusState {
-    #[serde(rename = "in-process")]
-    InProcess,
-    #[serde(rename = "up")]
-    Up,
-    #[serde(rename = "down")]
-    Down,
-    #[serde(rename = "unknown")]
-    Unknown,
-    #[serde(rename = "not used")]
-    NotUsed,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Readiness {
-    pub status: ReadinessStatus,
-    pub postgres: UpDown,
-    pub elasticsearch: ReadStoreState,
-    pub bus: BusState,
-    /// Present only when a background task (relay, projector, notice hub,
-    /// …) has stopped while the server runs: its name and why. The status
-    /// is then `unready` and the instance is about to exit non-zero.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_task: Option<FailedTask>,
-}
-
-/// A background task that stopped while the server ran.
-#[derive(Serialize, ToSchema)]
-pub struct FailedTask {
-    /// e.g. `relay`, `notice hub`, `projector (NATS consumer)`.
-    pub name: String,
-    pub error: String,
-}
+use crate::web::extract::session::SECURE_COOKIE_NAME;
+use crate::web::schemas::{ErrorBody, FieldError, ReadSourceHeader};
 
 /// This document.
 #[utoipa::path(
@@ -161,16 +49,16 @@ pub async fn serve() -> impl IntoResponse {
         description = "Orders committed with an outbox, projected into Elasticsearch, and `order-visible` pushed over Server-Sent Events once search can find them. HTTP contract v1: see the README's *HTTP contract v1* and *Resuming the event stream*.",
     ),
     paths(
-        crate::auth::sign_up,
-        crate::auth::log_in,
-        crate::auth::log_out,
-        crate::write_side::create_order,
-        crate::write_side::cancel,
-        crate::read_side::list_orders,
-        crate::read_side::get_order,
-        crate::read_side::get_summary,
-        crate::visibility::polling::visibility,
-        crate::visibility::sse::events,
+        crate::web::api::sessions::sign_up,
+        crate::web::api::sessions::log_in,
+        crate::web::api::sessions::log_out,
+        crate::web::api::orders::create_order,
+        crate::web::api::orders::cancel,
+        crate::web::api::orders::list_orders,
+        crate::web::api::orders::get_order,
+        crate::web::api::orders::get_summary,
+        crate::web::api::visibility::visibility,
+        crate::web::api::events::events,
         crate::web::health::healthz,
         crate::web::health::readyz,
         serve,

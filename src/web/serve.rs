@@ -150,7 +150,7 @@ pub async fn serve(
 
 /// Event stream paths: when one is a connection's first request, the
 /// stream is served without hyper's buffers (see `event_streams`).
-const STREAM_PATHS: &[&str] = &[crate::visibility::EVENTS_PATH];
+const STREAM_PATHS: &[&str] = &[crate::web::api::events::EVENTS_PATH];
 
 /// How long a connection may take to send its first request head (hyper's
 /// own limit for later heads on the connection).

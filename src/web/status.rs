@@ -23,9 +23,9 @@ use tokio_stream::wrappers::WatchStream;
 
 use crate::bus::BusLook;
 use crate::config::{BusKind, Role};
-use crate::error::AppError;
 use crate::monitoring::{self, Sample};
-use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::state::AppState;
 
 #[derive(Template)]
 #[template(path = "status.html")]

@@ -5,10 +5,9 @@ use anyhow::Context;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::InTransaction;
 use super::store::{self, StoredOrder};
+use super::{InTransaction, WriteError};
 use crate::auth::CurrentUser;
-use crate::error::{AppError, AppResult};
 use crate::order::OrderStatus;
 use crate::outbox::{self, NewEvent, events};
 
@@ -26,7 +25,7 @@ pub async fn cancel_order(
     in_transaction: Option<&dyn InTransaction>,
     user: &CurrentUser,
     id: Uuid,
-) -> AppResult<Cancellation> {
+) -> Result<Cancellation, WriteError> {
     let mut tx = db.begin().await?;
     // The user row first, as when placing: one lock order, no deadlocks, and
     // this user's positions keep committing in order.
@@ -38,12 +37,12 @@ pub async fn cancel_order(
             .fetch_optional(&mut *tx)
             .await?;
     let Some(status) = status else {
-        return Err(AppError::NotFound);
+        return Err(WriteError::NotFound);
     };
     if status == OrderStatus::Cancelled.as_str() {
         // Nothing to do; the transaction rolls back on drop. Read through it:
         // another connection while this one is held could wait on a pool
-        // that every write in hand is also holding (see `http::admission`).
+        // that every write in hand is also holding (see `web::admission`).
         let order = store::load(&mut *tx, id).await?.context("Order vanished")?;
         let write_seq = order.user_write_seq.max(write_seq - 1);
         return Ok(Cancellation { order, write_seq });

@@ -6,11 +6,10 @@
 use anyhow::Context;
 use sqlx::PgPool;
 
-use super::InTransaction;
 use super::store::{self, StoredOrder};
 use super::validation::ValidOrder;
+use super::{InTransaction, WriteError};
 use crate::auth::CurrentUser;
-use crate::error::{AppError, AppResult};
 use crate::order::OrderStatus;
 use crate::outbox::{self, NewEvent, events};
 
@@ -27,7 +26,7 @@ pub async fn place_order(
     in_transaction: Option<&dyn InTransaction>,
     user: &CurrentUser,
     order: ValidOrder,
-) -> AppResult<Placed> {
+) -> Result<Placed, WriteError> {
     let mut tx = db.begin().await?;
 
     let (skus, quantities, prices): (Vec<_>, Vec<_>, Vec<_>) = order
@@ -123,24 +122,28 @@ pub async fn place_order(
 
 /// The id is taken: a faithful retry gets the order as it is now, anything
 /// else (other content, another user's id) is a conflict.
-async fn existing_order(db: &PgPool, user: &CurrentUser, order: &ValidOrder) -> AppResult<Placed> {
+async fn existing_order(
+    db: &PgPool,
+    user: &CurrentUser,
+    order: &ValidOrder,
+) -> Result<Placed, WriteError> {
     let existing = store::load(db, order.id)
         .await?
         .context("Order vanished after an id conflict")?;
     if existing.user_id != user.id {
-        return Err(AppError::conflict(
-            "id_taken",
-            "an order with this id already exists",
-        ));
+        return Err(WriteError::Conflict {
+            code: "id_taken",
+            message: "an order with this id already exists",
+        });
     }
     if existing.items != order.items
         || existing.note != order.note
         || existing.currency != order.currency
     {
-        return Err(AppError::conflict(
-            "id_reused",
-            "an order with this id was placed with other content",
-        ));
+        return Err(WriteError::Conflict {
+            code: "id_reused",
+            message: "an order with this id was placed with other content",
+        });
     }
     Ok(Placed::AlreadyPlaced(existing))
 }

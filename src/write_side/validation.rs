@@ -1,11 +1,10 @@
 //! Where an order is validated. Nothing past this point checks business rules:
 //! the transaction commits a `ValidOrder`, the projector copies it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::{AppError, AppResult, FieldError};
 use crate::money;
 use crate::order::Item;
 
@@ -19,7 +18,7 @@ pub const MAX_NOTE_CHARS: usize = 1000;
 
 /// The body of `POST /api/orders` as sent. Numbers are wide so that an out of
 /// range value is a rule broken (422 with its field), not a shape error.
-#[derive(Deserialize, Debug, ToSchema)]
+#[derive(Deserialize, Debug, Clone, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
     /// Chosen by the client so a retry cannot place the order twice.
@@ -33,7 +32,7 @@ pub struct PlaceOrderRequest {
     pub currency: Option<String>,
 }
 
-#[derive(Deserialize, Debug, ToSchema)]
+#[derive(Deserialize, Debug, Clone, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemRequest {
     /// Not blank, and without U+0000.
@@ -45,11 +44,44 @@ pub struct ItemRequest {
     )]
     pub sku: String,
     #[schema(minimum = 1, maximum = 1000)]
-    #[serde(deserialize_with = "crate::http::json_integer")]
+    #[serde(deserialize_with = "json_integer")]
     pub quantity: i64,
     #[schema(minimum = 0, maximum = 10_000_000)]
-    #[serde(deserialize_with = "crate::http::json_integer")]
+    #[serde(deserialize_with = "json_integer")]
     pub unit_price_cents: i64,
+}
+
+/// One broken rule: which field (a path such as `items[1].quantity`), a
+/// machine code, and a message in words a person uses.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Every rule an order breaks (at least one), in the order they were checked.
+#[derive(thiserror::Error, Debug)]
+#[error("the order breaks {} rule(s)", .0.len())]
+pub struct BrokenRules(pub Vec<FieldError>);
+
+/// A JSON integer, also when written with a zero fraction (`24.0`): JSON
+/// Schema, and so the OpenAPI document, counts those as integers, and
+/// generated clients and fuzzers send them. Any other fraction, or a number
+/// outside `i64`, is the wrong shape.
+pub fn json_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(i) = number.as_i64() {
+        return Ok(i);
+    }
+    // 2^63 is exactly representable, and every float below it converts exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected an integer, found {number}"
+        ))),
+    }
 }
 
 /// An order that passed every rule; the server computed its total.
@@ -64,7 +96,7 @@ pub struct ValidOrder {
 
 /// Checks every rule and reports every one broken, each with its field and
 /// a message in words a person uses (the page shows each next to its input).
-pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
+pub fn validate(request: PlaceOrderRequest) -> Result<ValidOrder, BrokenRules> {
     let mut errors = Vec::new();
     let mut broken = |field: String, code: &'static str, message: String| {
         errors.push(FieldError {
@@ -160,7 +192,7 @@ pub fn validate(request: PlaceOrderRequest) -> AppResult<ValidOrder> {
         );
     }
     if !errors.is_empty() {
-        return Err(AppError::invalid_all(errors));
+        return Err(BrokenRules(errors));
     }
     let items: Vec<Item> = request
         .items
@@ -210,9 +242,9 @@ mod tests {
         }
     }
 
-    fn field_of(result: AppResult<ValidOrder>) -> String {
+    fn field_of(result: Result<ValidOrder, BrokenRules>) -> String {
         match result {
-            Err(AppError::Invalid { field, .. }) => field.unwrap_or_default(),
+            Err(BrokenRules(errors)) => errors[0].field.clone(),
             other => panic!("expected a rule violation, got {other:?}"),
         }
     }
@@ -225,7 +257,7 @@ mod tests {
             note: Some("x".repeat(1001)),
             currency: None,
         });
-        let Err(AppError::Invalid { errors, .. }) = result else {
+        let Err(BrokenRules(errors)) = result else {
             panic!("expected rule violations")
         };
         let got: Vec<(&str, &str)> = errors

@@ -26,7 +26,7 @@ async fn log_in_from(app: &TestApp, username: &str, password: &str, client: &str
 
 /// `TRUSTED_PROXIES=127.0.0.1`: the test client plays the proxy.
 fn trust_loopback() -> Vec<ipnet::IpNet> {
-    vec![sightline::http::client_addr::parse_trusted_proxy("127.0.0.1").unwrap()]
+    vec![sightline::web::extract::client_addr::parse_trusted_proxy("127.0.0.1").unwrap()]
 }
 
 fn retry_after(response: &Response) -> u64 {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sightline::http::admission::Refusal;
+use sightline::web::admission::Refusal;
 use sightline_test_support::{TestApp, assert_error, metric_value, spawn_app_with, test_settings};
 use uuid::Uuid;
 

@@ -8,10 +8,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::auth::{self, Credentials, PageUser, session};
-use crate::error::AppError;
-use crate::http::client_addr::ClientAddr;
-use crate::state::AppState;
+use crate::auth::{Credentials, session};
+use crate::web::api::sessions::cookie_header;
+use crate::web::error::AppError;
+use crate::web::extract::client_addr::{ClientAddr, limit_key};
+use crate::web::extract::session::{PageUser, presented_token, session_cookie};
+use crate::web::state::AppState;
 
 use super::*;
 
@@ -74,8 +76,10 @@ pub(super) async fn signup(
         username: username.clone(),
         password: form.password.clone(),
     };
-    let result = match auth::register(&state, credentials(), client).await {
-        Ok(_) => auth::authenticate(&state, credentials(), client).await,
+    let accounts = state.accounts();
+    let client = limit_key(client);
+    let result = match accounts.register(credentials(), client).await {
+        Ok(_) => accounts.authenticate(credentials(), client).await,
         Err(e) => Err(e),
     };
     match result {
@@ -101,7 +105,11 @@ pub(super) async fn login(
         username: username.clone(),
         password: form.password,
     };
-    match auth::authenticate(&state, credentials, client).await {
+    match state
+        .accounts()
+        .authenticate(credentials, limit_key(client))
+        .await
+    {
         Ok(session) => signed_in(&state, &session.token),
         Err(e) => {
             let (status, message) = describe(e);
@@ -111,7 +119,7 @@ pub(super) async fn login(
 }
 
 pub(super) fn signed_in(state: &AppState, token: &str) -> Response {
-    ([auth::cookie_header(state, token)], Redirect::to("/orders")).into_response()
+    ([cookie_header(state, token)], Redirect::to("/orders")).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -131,7 +139,7 @@ pub(super) async fn logout(
     let ended = if all {
         session::delete_all(&state.db, user.id).await.map(|_| ())
     } else {
-        match session::presented_token(&headers, &state.settings) {
+        match presented_token(&headers, &state.settings) {
             Some((token, _)) => session::delete(&state.db, &token).await,
             None => Ok(()),
         }
@@ -139,6 +147,6 @@ pub(super) async fn logout(
     if let Err(e) = ended {
         return AppError::from(e).into_response();
     }
-    let expired = session::session_cookie("", 0, &state.settings);
+    let expired = session_cookie("", 0, &state.settings);
     ([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response()
 }

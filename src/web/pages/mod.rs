@@ -18,8 +18,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use crate::error::AppError;
-use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::state::AppState;
 
 use assets::{APP_JS, FAVICON, SIGHTLINE_JS};
 pub use assets::{STYLESHEET, StaticAsset};
@@ -90,8 +90,8 @@ fn render(template: &impl Template, status: StatusCode) -> Response {
 
 /// The status an error answers with and the message a person may read.
 /// Internal details never reach the page (the JSON error logs them).
-fn describe(err: AppError) -> (StatusCode, String) {
-    let (status, message) = err.public();
+fn describe(err: impl Into<AppError>) -> (StatusCode, String) {
+    let (status, message) = err.into().public();
     let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         "something went wrong on our side, please try again".to_owned()
     } else {

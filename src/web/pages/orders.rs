@@ -14,23 +14,24 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::auth::{self, PageUser};
+use crate::auth;
 use crate::consistency::ConsistencyToken;
-use crate::error::AppError;
-use crate::error::FieldError;
-use crate::http::ApiPath;
 use crate::money;
 use crate::order::Item;
 use crate::order::OrderStatus;
 use crate::order::OrderView;
 use crate::outbox::events::DEFAULT_CURRENCY;
+use crate::read_side::DEFAULT_PAGE_SIZE;
 use crate::read_side::document::SummaryDocument;
 use crate::read_side::read_your_writes::{self, ReadSource};
-use crate::read_side::{self, DEFAULT_PAGE_SIZE, ListParams, OrderList};
-use crate::state::AppState;
-use crate::write_side::cancel_order;
-use crate::write_side::place_order::{self, Placed};
-use crate::write_side::validation::{self, ItemRequest, PlaceOrderRequest, ValidOrder};
+use crate::web::api::orders::{ListParams, OrderList, list_page};
+use crate::web::error::AppError;
+use crate::web::error::FieldError;
+use crate::web::extract::ApiPath;
+use crate::web::extract::session::PageUser;
+use crate::web::state::AppState;
+use crate::write_side::orders::Written;
+use crate::write_side::validation::{self, BrokenRules, ItemRequest, PlaceOrderRequest};
 
 use super::*;
 
@@ -545,7 +546,7 @@ pub(super) async fn orders_response(
         cursor: (!cursor.is_empty()).then(|| cursor.clone()),
         consistency_token: None,
     };
-    let (list, source) = match read_side::list_page(state, user, &params, token).await {
+    let (list, source) = match list_page(state, user, &params, token).await {
         Ok(found) => found,
         Err(AppError::Unavailable(_)) => {
             search_down = true;
@@ -753,13 +754,13 @@ pub(super) fn order_request(form: &OrderForm) -> (PlaceOrderRequest, Vec<FieldEr
 }
 
 /// Every broken rule of the form: the unreadable fields, then validation's
-/// rules for the rest.
-fn check_form(form: &OrderForm) -> Result<ValidOrder, Vec<FieldError>> {
+/// rules for the rest. A form that breaks none is the request to place.
+fn check_form(form: &OrderForm) -> Result<PlaceOrderRequest, Vec<FieldError>> {
     let (request, mut errors) = order_request(form);
-    match validation::validate(request) {
-        Ok(order) if errors.is_empty() => Ok(order),
+    match validation::validate(request.clone()) {
+        Ok(_) if errors.is_empty() => Ok(request),
         Ok(_) => Err(errors),
-        Err(AppError::Invalid { errors: rules, .. }) => {
+        Err(BrokenRules(rules)) => {
             // One error per field, the unreadable one first; a set keeps the
             // merge linear in the number of errors.
             let mut marked: std::collections::HashSet<String> =
@@ -771,11 +772,6 @@ fn check_form(form: &OrderForm) -> Result<ValidOrder, Vec<FieldError>> {
             }
             Err(errors)
         }
-        Err(other) => Err(vec![FieldError {
-            field: String::new(),
-            code: "invalid",
-            message: other.to_string(),
-        }]),
     }
 }
 
@@ -831,21 +827,24 @@ pub(super) async fn place_order_form(
             .collect();
         return orders_response(&state, &user, OrdersQuery::default(), values, None).await;
     }
-    // The write limit is charged before the lines are checked, as on the
-    // JSON path: refused forms cost the sender their turn too.
-    if let Err(e) = state.limits.writes.check(user.id) {
-        let (status, message) = describe(e);
-        return orders_response(
-            &state,
-            &user,
-            OrdersQuery::default(),
-            FormValues::kept(&form),
-            Some((status, message)),
-        )
-        .await;
-    }
-    let order = match check_form(&form) {
-        Ok(order) => order,
+    // The write is taken from the user's limit before the lines are
+    // checked, as on the JSON path: refused forms cost their sender too.
+    let turn = match state.orders.take_turn(&user) {
+        Ok(turn) => turn,
+        Err(e) => {
+            let (status, message) = describe(e);
+            return orders_response(
+                &state,
+                &user,
+                OrdersQuery::default(),
+                FormValues::kept(&form),
+                Some((status, message)),
+            )
+            .await;
+        }
+    };
+    let request = match check_form(&form) {
+        Ok(request) => request,
         Err(errors) => {
             let mut values = FormValues::kept(&form);
             let mut unplaced = values.mark(&errors);
@@ -868,17 +867,8 @@ pub(super) async fn place_order_form(
             .await;
         }
     };
-    let placed =
-        place_order::place_order(&state.db, state.in_transaction.as_deref(), &user, order).await;
-    match placed {
-        Ok(Placed::Created(order) | Placed::AlreadyPlaced(order)) => {
-            let token = ConsistencyToken {
-                write_seq: order.user_write_seq,
-            }
-            .encode();
-            remember_token(&state, &user, &token).await;
-            Redirect::to(&orders_href(&[("consistency_token", &token)])).into_response()
-        }
+    match state.orders.place_in_turn(turn, &user, request).await {
+        Ok(written) => after_write(&state, &user, &written).await,
         Err(e) => {
             let (status, message) = describe(e);
             orders_response(
@@ -891,6 +881,14 @@ pub(super) async fn place_order_form(
             .await
         }
     }
+}
+
+/// After a write: the list with read-your-writes, its token in the URL and
+/// kept in the session.
+async fn after_write(state: &AppState, user: &auth::CurrentUser, written: &Written) -> Response {
+    let token = written.token.encode();
+    remember_token(state, user, &token).await;
+    Redirect::to(&orders_href(&[("consistency_token", &token)])).into_response()
 }
 
 /// Keeps the token in the session too, so later pages (not only the one the
@@ -907,21 +905,8 @@ pub(super) async fn cancel_order_form(
     PageUser(user): PageUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Response {
-    let cancelled = match state.limits.writes.check(user.id) {
-        Ok(()) => {
-            cancel_order::cancel_order(&state.db, state.in_transaction.as_deref(), &user, id).await
-        }
-        Err(e) => Err(e),
-    };
-    match cancelled {
-        Ok(cancellation) => {
-            let token = ConsistencyToken {
-                write_seq: cancellation.write_seq,
-            }
-            .encode();
-            remember_token(&state, &user, &token).await;
-            Redirect::to(&orders_href(&[("consistency_token", &token)])).into_response()
-        }
+    match state.orders.cancel(&user, id).await {
+        Ok(written) => after_write(&state, &user, &written).await,
         Err(e) => {
             let (status, message) = describe(e);
             orders_response(
@@ -965,7 +950,8 @@ mod tests {
             ("quantity", "1"),
             ("unit_price", "$1,000"),
         ]));
-        let order = check_form(&form).expect("a valid order");
+        let request = check_form(&form).expect("a valid order");
+        let order = validation::validate(request).expect("a valid order");
         assert_eq!(order.items.len(), 2);
         assert_eq!(order.items[0].unit_price_cents, 1250);
         assert_eq!(order.items[1].unit_price_cents, 100_000);

@@ -190,7 +190,7 @@ pub(super) async fn row_state(client: &Client, id: &str) -> anyhow::Result<Strin
 pub(super) async fn session_user(client: &Client, username: &str) -> anyhow::Result<TestUser> {
     // Chromium keeps the `__Host-`, `Secure` cookie on http://127.0.0.1.
     let cookie = client
-        .get_named_cookie(sightline::auth::session::SECURE_COOKIE_NAME)
+        .get_named_cookie(sightline::web::extract::session::SECURE_COOKIE_NAME)
         .await?;
     Ok(TestUser {
         username: username.to_owned(),

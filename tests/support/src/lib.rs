@@ -35,7 +35,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The instance's write admission: its line and its refusals, this
     /// instance's alone (`/metrics` is the whole test process's).
-    pub write_admission: std::sync::Arc<sightline::http::admission::WriteAdmission>,
+    pub write_admission: std::sync::Arc<sightline::web::admission::WriteAdmission>,
     shutdown: ShutdownSignal,
     /// Makes one of the instance's background tasks panic (`supervision`).
     pub task_faults: std::sync::Arc<sightline::supervision::TaskFaults>,
@@ -400,7 +400,7 @@ impl TestApp {
         // The default name: COOKIE_SECURE is on unless a test turns it off.
         format!(
             "{}={}",
-            sightline::auth::session::SECURE_COOKIE_NAME,
+            sightline::web::extract::session::SECURE_COOKIE_NAME,
             user.token
         )
     }

@@ -8,7 +8,7 @@
 
 use std::error::Error as StdError;
 
-use crate::error::{AppError, FieldError};
+use crate::web::error::{AppError, FieldError};
 
 /// The JSON body's error, as the path to the value and serde_json's error.
 pub(super) fn json_error(rejection: &(dyn StdError + 'static)) -> AppError {
@@ -118,7 +118,7 @@ fn describe(path: &str, inner: &str) -> (String, &'static str, String) {
     } else if [
         "expected i",
         "expected u",
-        // http::json_integer's words (it takes 2.0 as 2), and a string
+        // validation::json_integer's words (it takes 2.0 as 2), and a string
         // where it wanted a number.
         "expected an integer",
         "expected a JSON number",

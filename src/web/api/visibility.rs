@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::notice_log::{self, Notice};
 use crate::auth::CurrentUser;
-use crate::error::{AppError, AppResult};
-use crate::http::client_addr::{ClientAddr, limit_key};
-use crate::http::{ApiPath, ApiQuery};
-use crate::state::AppState;
+use crate::visibility::notice_log::{self, Notice};
+use crate::web::error::{AppError, AppResult};
+use crate::web::extract::client_addr::{ClientAddr, limit_key};
+use crate::web::extract::{ApiPath, ApiQuery};
+use crate::web::state::AppState;
 
 pub const MAX_WAIT_SECS: u64 = 30;
 
@@ -65,8 +65,8 @@ pub struct Visibility {
     params(("id" = Uuid, Path, description = "The order's id."), VisibilityParams),
     responses(
         (status = 200, description = "The order's visibility now.", body = Visibility),
-        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::openapi::ErrorBody),
-        (status = 429, description = "`too_many_polls`: too many waiting polls for this user or address (`wait` > 0 only).", body = crate::web::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::web::schemas::ErrorBody),
+        (status = 429, description = "`too_many_polls`: too many waiting polls for this user or address (`wait` > 0 only).", body = crate::web::schemas::ErrorBody),
     ),
 )]
 pub async fn visibility(

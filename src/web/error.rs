@@ -1,4 +1,6 @@
-//! The one error type of the HTTP layer.
+//! The one error type of the HTTP layer, and the one place where the
+//! stages' own errors (`WriteError`, `AuthError`, `ReadError`, …) become
+//! HTTP answers.
 //!
 //! Every failure becomes `{"error": "<plain message>", "code": "<machine code>"}`
 //! with a fitting status. Internal details (SQL, Elasticsearch answers, causes)
@@ -8,6 +10,13 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::consistency::MalformedToken;
+use crate::read_side::index::IndexError;
+use crate::read_side::model::ReadError;
+use crate::write_side::WriteError;
+use crate::write_side::validation::BrokenRules;
 
 #[derive(thiserror::Error, Debug)]
 pub enum AppError {
@@ -59,14 +68,7 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
-/// One broken rule: which field (a path such as `items[1].quantity`), a
-/// machine code, and a message in words a person uses.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub code: &'static str,
-    pub message: String,
-}
+pub use crate::write_side::validation::FieldError;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -241,6 +243,64 @@ impl IntoResponse for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+impl From<WriteError> for AppError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Invalid(BrokenRules(errors)) => AppError::invalid_all(errors),
+            WriteError::Conflict { code, message } => AppError::conflict(code, message),
+            WriteError::NotFound => AppError::NotFound,
+            WriteError::RateLimited { retry_after } => AppError::TooMany {
+                code: "rate_limited",
+                message: e.to_string(),
+                retry_after,
+            },
+            WriteError::Database(e) => AppError::Database(e),
+            WriteError::Internal(e) => AppError::Internal(e),
+        }
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Invalid { field, message } => AppError::invalid(field, message),
+            AuthError::UsernameTaken => AppError::conflict("username_taken", e.to_string()),
+            AuthError::BadCredentials => AppError::BadCredentials,
+            AuthError::Throttled { retry_after } => AppError::Throttled { retry_after },
+            AuthError::Busy => AppError::Busy,
+            AuthError::Database(e) => AppError::Database(e),
+            AuthError::Internal(e) => AppError::Internal(e),
+        }
+    }
+}
+
+impl From<MalformedToken> for AppError {
+    fn from(e: MalformedToken) -> Self {
+        AppError::bad_request("bad_consistency_token", e.to_string())
+    }
+}
+
+impl From<ReadError> for AppError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Index(e) => e.into(),
+            ReadError::Database(e) => AppError::Database(e),
+        }
+    }
+}
+
+impl From<IndexError> for AppError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::Unreachable(_) => {
+                tracing::warn!(error = %e, "read model unreachable");
+                AppError::Unavailable("search")
+            }
+            other => AppError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,39 +1,17 @@
-//! The HTTP layer every stage's handlers share: extractors that turn axum's
-//! rejections into the contract's JSON errors (here), who is asking
-//! ([`client_addr`]), the per-user and per-address limits ([`limits`]) and
-//! how many writes the instance takes on at once ([`admission`]).
+//! What every handler extracts from a request: the JSON body, query and path
+//! through extractors that turn axum's rejections into the contract's JSON
+//! errors (here), who is asking ([`client_addr`]) and as whom ([`session`]).
 
-pub mod admission;
 pub mod client_addr;
-pub mod limits;
 mod rejection;
+pub mod session;
 
 use axum::extract::FromRequest;
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
-use serde::{Deserialize, Deserializer};
 
-use crate::error::AppError;
-
-/// A JSON integer, also when written with a zero fraction (`24.0`): JSON
-/// Schema, and so the OpenAPI document, counts those as integers, and
-/// generated clients and fuzzers send them. Any other fraction, or a number
-/// outside `i64`, is the wrong shape.
-pub fn json_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    let number = serde_json::Number::deserialize(deserializer)?;
-    if let Some(i) = number.as_i64() {
-        return Ok(i);
-    }
-    // 2^63 is exactly representable, and every float below it converts exactly.
-    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-    match number.as_f64() {
-        Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(f as i64),
-        _ => Err(serde::de::Error::custom(format!(
-            "expected an integer, found {number}"
-        ))),
-    }
-}
+use crate::web::error::AppError;
 
 /// `Json<T>` whose failures answer 400/413/415/422 in the contract's shape.
 #[derive(FromRequest)]

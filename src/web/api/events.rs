@@ -19,12 +19,16 @@ use futures::{Stream, StreamExt, stream};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
-use super::notice_log::{self, Cursor, CursorCheck, Notice};
-use super::sse_data;
 use crate::auth::CurrentUser;
-use crate::error::AppResult;
-use crate::http::client_addr::{ClientAddr, limit_key};
-use crate::state::AppState;
+use crate::visibility::notice_log::{self, Cursor, CursorCheck, Notice};
+use crate::visibility::sse_data;
+use crate::web::error::AppResult;
+use crate::web::extract::client_addr::{ClientAddr, limit_key};
+use crate::web::state::AppState;
+
+/// Where the event stream is served (the accept loop serves it without
+/// hyper's per-connection buffers: `web::event_streams`).
+pub const EVENTS_PATH: &str = "/api/events";
 
 /// How long a client waits before reconnecting.
 const RETRY: Duration = Duration::from_millis(1000);
@@ -97,7 +101,7 @@ fn cursor_event(kind: &str, cursor: &Cursor, reason: Option<&'static str>) -> By
     params(("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The `id` of the last event received (opaque): every notice after it is replayed first.")),
     responses(
         (status = 200, description = "An endless `text/event-stream`; see `x-sse-events` for each event's `data` schema.", content_type = "text/event-stream", body = String),
-        (status = 429, description = "`too_many_streams`: too many open streams for this user or address.", body = crate::web::openapi::ErrorBody),
+        (status = 429, description = "`too_many_streams`: too many open streams for this user or address.", body = crate::web::schemas::ErrorBody),
     ),
 )]
 #[tracing::instrument(skip_all, fields(user = %user.username))]

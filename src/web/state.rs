@@ -1,4 +1,4 @@
-//! The state every web handler shares. Background tasks (relay, hub,
+//! The state every web handler shares (`AppState`). Background tasks (relay, hub,
 //! monitor) take only the handles they need when startup spawns them.
 
 use std::ops::Deref;
@@ -30,14 +30,17 @@ pub struct App {
     /// The write database: users, sessions, orders, the outbox and the notice log.
     /// The web's pool: HTTP handlers use this one.
     pub db: PgPool,
-    /// The read model. Query handlers read it; only the projector writes it.
+    /// The Elasticsearch store: start-up hands it to the projector (its only
+    /// writer) and the lag monitor, and `/readyz` pings it (not with
+    /// `READ_STORE=postgres`). Query handlers read `read_model` instead.
     pub read_store: ReadStore,
-    /// What query handlers read: the read store above, or with
+    /// What query handlers read: the Elasticsearch store above, or with
     /// `READ_STORE=postgres` the same-database shape.
     pub read_model: crate::read_side::model::ReadModel,
-    /// Work done inside each order's write transaction: with
-    /// `READ_STORE=postgres`, its summary and notice (none otherwise).
-    pub in_transaction: Option<Arc<dyn crate::write_side::InTransaction>>,
+    /// Places and cancels orders (the write limit, the transaction with
+    /// whatever start-up adds to it, the consistency token): the one write
+    /// flow of the JSON API and the forms.
+    pub orders: crate::write_side::orders::Orders,
     /// Fans recorded notices out to this instance's SSE streams and long polls.
     pub hub: Arc<NoticeHub>,
     pub settings: Settings,
@@ -57,13 +60,13 @@ pub struct App {
     /// notice hub and lag monitor, never a request, so no burst of requests
     /// holds up notices (`PIPELINE_DATABASE_MAX_CONNECTIONS`).
     pub pipeline_db: PgPool,
-    /// Caps on streams, polls and writes (see `http::limits`).
-    pub limits: crate::http::limits::Limits,
+    /// Caps on streams, polls and writes (see `web::limits`).
+    pub limits: crate::web::limits::Limits,
     /// A distributed bus's latest look (`BUS=nats`), for `/status`.
     pub bus: Arc<crate::bus::BusWatch>,
     /// How many write requests are worked on at once, and how many wait
-    /// (see `http::admission`).
-    pub write_admission: Arc<crate::http::admission::WriteAdmission>,
+    /// (see `web::admission`).
+    pub write_admission: Arc<crate::web::admission::WriteAdmission>,
     /// Wakes the relay after write requests (see `outbox::wake`).
     pub relay_waker: Arc<crate::outbox::wake::RelayWaker>,
     /// Whether every background task still runs (`/readyz`; see `supervision`).
@@ -72,8 +75,20 @@ pub struct App {
     pub task_faults: Arc<crate::supervision::TaskFaults>,
 }
 
+impl App {
+    /// Sign-up and login, with this instance's throttle and hashing bound.
+    pub fn accounts(&self) -> crate::auth::Accounts<'_> {
+        crate::auth::Accounts {
+            db: &self.db,
+            throttle: &self.login_throttle,
+            hashing: &self.hashing,
+            settings: &self.settings,
+        }
+    }
+}
+
 /// Per-address limits count the client a trusted proxy names, not the proxy.
-impl axum::extract::FromRef<AppState> for crate::http::client_addr::TrustedProxies {
+impl axum::extract::FromRef<AppState> for crate::web::extract::client_addr::TrustedProxies {
     fn from_ref(state: &AppState) -> Self {
         Self(state.settings.trusted_proxies.clone())
     }

@@ -33,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use crate::config::Settings;
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 /// The gate: `concurrency` permits, at most `queue` waiting for one, each
 /// for at most `wait`.

@@ -1,7 +1,7 @@
 //! What no client may take more than its share of: open event streams and
 //! long polls (per user and per address), `/status/stream` streams, the
-//! request body's time on the wire, writes per user, and — in `serve` — open
-//! connections. Each limit answers with a clear status and `code`, and
+//! request body's time on the wire, and — in `serve` — open connections
+//! (writes per user: `write_side::write_limit`). Each limit answers with a clear status and `code`, and
 //! counts its refusals in `/metrics`.
 //!
 //! The address is the TCP peer's (`ConnectInfo`, set by `serve`): a
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -22,7 +22,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 /// Requests larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -33,7 +33,6 @@ pub struct Limits {
     pub polls: HeldCaps,
     pub status_streams: Arc<AtomicUsize>,
     max_status_streams: usize,
-    pub writes: WriteLimiter,
 }
 
 impl Limits {
@@ -51,7 +50,6 @@ impl Limits {
             ),
             status_streams: Arc::default(),
             max_status_streams: settings.max_status_streams,
-            writes: WriteLimiter::new(settings.write_burst, settings.write_rate_per_min),
         }
     }
 
@@ -186,68 +184,6 @@ impl Drop for HeldPermit {
     }
 }
 
-/// A token bucket per user for writes: `burst` at once, refilled at
-/// `per_min` a minute. Only users who wrote recently have a bucket: full
-/// ones are forgotten when the map grows.
-pub struct WriteLimiter {
-    burst: f64,
-    per_sec: f64,
-    buckets: Mutex<HashMap<Uuid, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Buckets kept before the full ones are swept out.
-const SWEEP_ABOVE: usize = 10_000;
-
-impl WriteLimiter {
-    fn new(burst: u32, per_min: u32) -> Self {
-        Self {
-            burst: f64::from(burst),
-            per_sec: f64::from(per_min.max(1)) / 60.0,
-            buckets: Mutex::default(),
-        }
-    }
-
-    /// Takes one write from `user`'s bucket, or 429 `rate_limited` with the
-    /// seconds until the next one is allowed.
-    pub fn check(&self, user: Uuid) -> Result<(), AppError> {
-        if self.burst < 1.0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("write limiter lock poisoned");
-        if buckets.len() >= SWEEP_ABOVE && !buckets.contains_key(&user) {
-            let (burst, per_sec) = (self.burst, self.per_sec);
-            buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < burst);
-        }
-        let bucket = buckets.entry(user).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        bucket.tokens = (bucket.tokens
-            + now.duration_since(bucket.at).as_secs_f64() * self.per_sec)
-            .min(self.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Ok(());
-        }
-        let wait = (1.0 - bucket.tokens) / self.per_sec;
-        drop(buckets);
-        rejected("write", "user");
-        Err(AppError::TooMany {
-            code: "rate_limited",
-            message: "too many orders and cancellations in a short time; slow down".to_owned(),
-            retry_after: wait.ceil().max(1.0) as u64,
-        })
-    }
-}
-
 /// Whether a request says it carries a body.
 fn has_body(request: &Request) -> bool {
     let headers = request.headers();
@@ -356,26 +292,6 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_write_bucket_allows_a_burst_then_refuses_with_a_wait() {
-        let limiter = WriteLimiter::new(3, 60);
-        let user = Uuid::from_u128(1);
-        for _ in 0..3 {
-            assert!(limiter.check(user).is_ok());
-        }
-        match limiter.check(user) {
-            Err(AppError::TooMany { retry_after, .. }) => assert_eq!(retry_after, 1),
-            other => panic!("expected 429, got {other:?}"),
-        }
-        // Someone else is not affected.
-        assert!(limiter.check(Uuid::from_u128(2)).is_ok());
-        // Off when the burst is 0.
-        let off = WriteLimiter::new(0, 60);
-        for _ in 0..100 {
-            assert!(off.check(user).is_ok());
-        }
-    }
 
     #[test]
     fn the_default_connection_limit_leaves_room_under_the_file_limit() {
