@@ -12,21 +12,24 @@ WORKDIR /build
 # The workspace's other members (bench, test support) are only stubs here:
 # cargo needs their manifests, not their code.
 COPY Cargo.toml Cargo.lock ./
+COPY crates/core/Cargo.toml ./crates/core/
+COPY crates/web/Cargo.toml crates/web/askama.toml ./crates/web/
 COPY bench/Cargo.toml ./bench/
 COPY tests/support/Cargo.toml ./tests/support/
-RUN mkdir -p src bench/src tests/support/src \
+RUN mkdir -p src crates/core/src crates/web/src bench/src tests/support/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > bench/src/main.rs \
-    && touch src/lib.rs tests/support/src/lib.rs \
+    && touch src/lib.rs crates/core/src/lib.rs crates/web/src/lib.rs tests/support/src/lib.rs \
     && cargo build --release --locked --bin sightline \
-    && rm -rf src
+    && rm -rf src crates/core/src crates/web/src
 
 # Migrations, templates and static files are compiled into the binary.
 COPY src ./src
+COPY crates ./crates
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs crates/core/src/lib.rs crates/web/src/lib.rs \
     && cargo build --release --locked --bin sightline
 
 # --- run ---------------------------------------------------------------------

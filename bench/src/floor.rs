@@ -57,7 +57,7 @@ pub async fn measure(bench: &Bench, samples: usize) -> anyhow::Result<Floor> {
 /// The statements `write_side::place_order` runs (user row, order, items,
 /// outbox row, NOTIFY), in one transaction, sequentially; begin → commit.
 async fn postgres(db: &sqlx::PgPool, samples: usize) -> anyhow::Result<Summary> {
-    sightline::db::migrate(db)
+    sightline_core::db::migrate(db)
         .await
         .context("Failed to migrate the floor database")?;
     let user = Uuid::new_v4();

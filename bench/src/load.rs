@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sightline::monitoring::{BATCH_STAGE_SECONDS, BATCH_STAGES};
+use sightline_core::monitoring::{BATCH_STAGE_SECONDS, BATCH_STAGES};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use capacity::IDLE_USERS as IDLE;
 use load::LoadResult;
 use server::Bench;
-use sightline::monitoring::BATCH_STAGES;
+use sightline_core::monitoring::BATCH_STAGES;
 use stats::round2;
 
 /// Sightline's end-to-end benchmark: floor, visibility latency, seed settings

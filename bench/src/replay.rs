@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use sightline::visibility::notice_log::{self, NewNotice};
+use sightline_core::visibility::notice_log::{self, NewNotice};
 use uuid::Uuid;
 
 use super::server::Bench;

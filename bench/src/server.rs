@@ -146,7 +146,7 @@ impl Bench {
             .connect(admin_url.as_str())
             .await
             .with_context(|| {
-                let shown = sightline::config::redact_url(database_url.as_str());
+                let shown = sightline_core::config::redact_url(database_url.as_str());
                 format!("PostgreSQL is not reachable at {shown} — start it with `scripts/services start postgres`")
             })?;
         let http = reqwest::Client::builder()
@@ -178,7 +178,7 @@ impl Bench {
             .with_context(|| {
                 format!(
                     "Elasticsearch is not reachable at {} — start it with `scripts/services start elasticsearch`",
-                    sightline::config::redact_url(&bench.es_url)
+                    sightline_core::config::redact_url(&bench.es_url)
                 )
             })?;
         Ok(bench)

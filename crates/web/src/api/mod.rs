@@ -1,0 +1,28 @@
+//! The JSON API, one module per resource. Each handler takes the request
+//! apart, calls the stage that owns the work, and answers; every failure
+//! becomes an answer in `web::error`.
+//!
+//! - `sessions` — `/api/users`, `/api/sessions`
+//! - `orders` — `/api/orders` (place, cancel, list, get) and `/api/summary`
+//! - `events` — `GET /api/events`, where the notice leaves (SSE)
+//! - `visibility` — `GET /api/orders/{id}/visibility`, the long-poll fallback
+
+pub mod events;
+pub mod orders;
+pub mod sessions;
+pub mod visibility;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::state::AppState;
+
+/// Every JSON resource, in the order they were merged before (sessions,
+/// writes and reads of orders, then the notice's two ways out).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(sessions::router())
+        .merge(orders::router())
+        .route(events::EVENTS_PATH, get(events::events))
+        .route("/api/orders/{id}/visibility", get(visibility::visibility))
+}
