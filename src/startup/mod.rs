@@ -1,7 +1,6 @@
 //! Building and running the application: where the pipeline's stages, the
 //! web and the background tasks are wired together.
 
-pub mod in_process_bus;
 pub mod nats_bus;
 pub mod same_database;
 
@@ -16,7 +15,8 @@ use crate::auth::throttle::{Policy, Throttle};
 use crate::config::{BusKind, ReadStoreKind, Role, Settings, redact_in, redact_url};
 use crate::db::{connect_pool, connect_web_and_migrate};
 use crate::projector::Projector;
-use crate::read_side::index::ReadStore;
+use crate::projector::in_process_bus::InProcessBus;
+use crate::read_side::index::SearchIndex;
 use crate::read_side::model::ReadModel;
 use crate::read_side::postgres::PgReadModel;
 use crate::relay::Relay;
@@ -29,7 +29,6 @@ use crate::write_side::InTransaction;
 use crate::write_side::orders::Orders;
 use crate::write_side::write_limit::WriteLimiter;
 use crate::{monitoring, telemetry, web};
-use in_process_bus::InProcessBus;
 
 pub struct Application {
     listener: TcpListener,
@@ -60,7 +59,7 @@ impl Application {
         let pipeline_pool_size = settings.pipeline_pool_size()?;
         let db = connect_web_and_migrate(&settings).await?;
         let pipeline_db = connect_pool(&settings, pipeline_pool_size).await?;
-        let read_store = ReadStore::from_settings(&settings)?;
+        let search_index = SearchIndex::from_settings(&settings)?;
         let same_database = settings.read_store == ReadStoreKind::Postgres;
         if same_database {
             // Whatever the Elasticsearch mode left unprojected is visible
@@ -80,7 +79,7 @@ impl Application {
         }
         // Elasticsearch being down must not stop the write side: the relay
         // keeps the backlog and catches up once it is back.
-        else if let Err(e) = read_store.ensure_exists().await {
+        else if let Err(e) = search_index.ensure_exists().await {
             tracing::warn!(
                 "Elasticsearch is not usable at {} ({}) — start it with `scripts/services start elasticsearch`; orders are kept and indexed once it is up",
                 redact_url(&settings.elasticsearch_url),
@@ -102,11 +101,11 @@ impl Application {
         let (read_model, in_transaction): (ReadModel, Option<Arc<dyn InTransaction>>) =
             if same_database {
                 (
-                    ReadModel::Postgres(PgReadModel::new(db.clone())),
+                    ReadModel::new(PgReadModel::new(db.clone())),
                     Some(Arc::new(same_database::NoticeInTransaction)),
                 )
             } else {
-                (ReadModel::Elasticsearch(read_store.clone()), None)
+                (ReadModel::new(search_index.clone()), None)
             };
         let state = AppState(Arc::new(App {
             read_model,
@@ -123,7 +122,7 @@ impl Application {
                 &settings,
             )),
             db,
-            read_store,
+            search_index,
             settings,
             shutdown: ShutdownSignal::new(),
             metrics: telemetry::metrics_handle(),
@@ -186,7 +185,7 @@ impl Application {
                     nats.projector(
                         &state.settings,
                         state.pipeline_db.clone(),
-                        state.read_store.clone(),
+                        state.search_index.clone(),
                         state.pipeline.clone(),
                         state.shutdown.subscribe(),
                     ),
@@ -200,7 +199,7 @@ impl Application {
         // Each long-lived task gets the handles it uses, not the whole state.
         let sampler = monitoring::Sampler {
             db: state.pipeline_db.clone(),
-            read_store: state.read_store.clone(),
+            search_index: state.search_index.clone(),
             monitor: state.monitor.clone(),
             pipeline: state.pipeline.clone(),
             lag_slo: state.settings.lag_slo(),
@@ -313,7 +312,7 @@ fn pipeline(
         Some(nats) => nats.bus(),
         None => Arc::new(InProcessBus::new(Projector::new(
             state.pipeline_db.clone(),
-            state.read_store.clone(),
+            state.search_index.clone(),
             settings.refresh_mode,
         ))),
     };

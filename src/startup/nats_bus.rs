@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::monitoring::PipelineStats;
 use crate::projector::Projector;
 use crate::projector::nats_consumer::NatsConsumer;
-use crate::read_side::index::ReadStore;
+use crate::read_side::index::SearchIndex;
 use crate::shutdown::Shutdown;
 use async_nats::jetstream;
 
@@ -44,7 +44,7 @@ impl NatsWiring {
         &self,
         settings: &Settings,
         db: sqlx::PgPool,
-        read_store: ReadStore,
+        read_store: SearchIndex,
         stats: Arc<PipelineStats>,
         shutdown: Shutdown,
     ) -> impl Future<Output = ()> + Send + use<> {

@@ -38,11 +38,12 @@ use sightline::order::{Item, OrderStatus};
 use sightline::outbox::events::{self, OrderCancelledV1, OrderPlacedV2};
 use sightline::outbox::{self, NewEvent, OutboxEvent};
 use sightline::projector::Projector;
+use sightline::projector::in_process_bus::InProcessBus;
 use sightline::projector::steps::{Step, StepHook};
 use sightline::read_side::document::{OrderDocument, SummaryDocument};
-use sightline::read_side::index::ReadStore;
+use sightline::read_side::index::SearchIndex;
+use sightline::read_side::model::ReadQueries;
 use sightline::relay::Relay;
-use sightline::startup::in_process_bus::InProcessBus;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -431,7 +432,7 @@ async fn start(
 struct Env {
     settings: Settings,
     db: PgPool,
-    store: ReadStore,
+    store: SearchIndex,
 }
 
 /// A relay's bus and a second projector for redeliveries, as after a
@@ -449,7 +450,7 @@ impl Env {
         let db = sightline::db::connect_and_migrate(&settings)
             .await
             .expect("Failed to migrate the test database");
-        let store = ReadStore::from_settings(&settings).unwrap();
+        let store = SearchIndex::from_settings(&settings).unwrap();
         store
             .ensure_exists()
             .await
@@ -687,7 +688,7 @@ async fn notices(db: &PgPool, users: &[Uuid]) -> Vec<NoticeRow> {
 }
 
 /// What search (not the real-time GET) shows of an order: its version.
-async fn searchable_version(store: &ReadStore, user_id: Uuid, order_id: Uuid) -> Option<i64> {
+async fn searchable_version(store: &SearchIndex, user_id: Uuid, order_id: Uuid) -> Option<i64> {
     store
         .find(user_id, order_id)
         .await

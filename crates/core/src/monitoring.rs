@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::read_side::index::ReadStore;
+use crate::read_side::index::SearchIndex;
 use crate::shutdown::Shutdown;
 
 /// How often the monitor samples.
@@ -231,7 +231,7 @@ async fn outbox_figures(db: &PgPool) -> sqlx::Result<(i64, f64, i64)> {
 pub struct Sampler {
     /// The pipeline's pool: a burst of requests does not blind the monitor.
     pub db: PgPool,
-    pub read_store: ReadStore,
+    pub search_index: SearchIndex,
     /// Where the samples go; `/status` and `/metrics` read them.
     pub monitor: Arc<Monitor>,
     /// The relay's last batch and current failure.
@@ -248,7 +248,7 @@ impl Sampler {
     async fn sample(&self) -> Sample {
         self.monitor.taken.fetch_add(1, Ordering::Relaxed);
         let figures = tokio::time::timeout(Duration::from_secs(2), outbox_figures(&self.db));
-        let ping = async { !self.same_database && self.read_store.ping().await };
+        let ping = async { !self.same_database && self.search_index.ping().await };
         let (figures, elasticsearch) = tokio::join!(figures, ping);
         let mut figures = figures.ok().and_then(Result::ok);
         if self.same_database {

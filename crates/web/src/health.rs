@@ -52,7 +52,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     // The same-database mode does not use Elasticsearch at all.
     let same_database =
         state.settings.read_store == sightline_core::config::ReadStoreKind::Postgres;
-    let elasticsearch = same_database || state.read_store.ping().await;
+    let elasticsearch = same_database || state.search_index.ping().await;
     let word = |up: bool| if up { "up" } else { "down" };
     // A distributed bus down is like Elasticsearch down: writes go on, the
     // backlog waits (its last look, at most a couple of seconds old).

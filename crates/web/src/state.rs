@@ -11,7 +11,7 @@ use sightline_core::auth::password::Hashing;
 use sightline_core::auth::throttle::Throttle;
 use sightline_core::config::Settings;
 use sightline_core::monitoring::{Monitor, PipelineStats};
-use sightline_core::read_side::index::ReadStore;
+use sightline_core::read_side::index::SearchIndex;
 use sightline_core::shutdown::ShutdownSignal;
 use sightline_core::visibility::hub::NoticeHub;
 
@@ -33,7 +33,7 @@ pub struct App {
     /// The Elasticsearch store: start-up hands it to the projector (its only
     /// writer) and the lag monitor, and `/readyz` pings it (not with
     /// `READ_STORE=postgres`). Query handlers read `read_model` instead.
-    pub read_store: ReadStore,
+    pub search_index: SearchIndex,
     /// What query handlers read: the Elasticsearch store above, or with
     /// `READ_STORE=postgres` the same-database shape.
     pub read_model: sightline_core::read_side::model::ReadModel,

@@ -54,7 +54,7 @@ use crate::db::connect_and_migrate;
 use crate::locks;
 use crate::outbox::events::OrderEvent;
 use crate::outbox::{self, OutboxEvent};
-use crate::read_side::index::{ReadStore, WriteOutcome};
+use crate::read_side::index::{SearchIndex, WriteOutcome};
 pub use cli::{RebuildArgs, command};
 pub use report::RebuildReport;
 use report::progress_bar;
@@ -101,7 +101,7 @@ pub async fn run(
 ) -> anyhow::Result<RebuildReport> {
     let started = Instant::now();
     let db = connect_and_migrate(settings).await?;
-    let store = ReadStore::from_settings(settings)?;
+    let store = SearchIndex::from_settings(settings)?;
     store.ensure_exists().await.with_context(|| {
         format!(
             "Elasticsearch is not usable at {} — start it with `scripts/services start elasticsearch`",
@@ -169,7 +169,7 @@ pub async fn run(
 /// Returns the abandoned orders index, if there was an unfinished rebuild.
 pub async fn abandon(settings: &Settings) -> anyhow::Result<Option<String>> {
     let db = connect_and_migrate(settings).await?;
-    let store = ReadStore::from_settings(settings)?;
+    let store = SearchIndex::from_settings(settings)?;
     let guard = maintenance_guard(&db).await?;
     let Some(row) = log::unfinished(&db).await? else {
         release(guard).await;
@@ -222,7 +222,7 @@ enum Unfinished {
 
 async fn check_unfinished(
     db: &PgPool,
-    store: &ReadStore,
+    store: &SearchIndex,
     row: &log::RebuildRow,
 ) -> anyhow::Result<Unfinished> {
     if store.alias_target(store.alias()).await?.as_deref() == Some(row.orders_index.as_str()) {
@@ -242,7 +242,7 @@ async fn check_unfinished(
 /// Records a new rebuild into the next free `_v{N}` and creates its indices.
 /// The row comes first: a crash before the indices exist just abandons it,
 /// while indices without a row would be left over.
-async fn begin(db: &PgPool, store: &ReadStore) -> anyhow::Result<log::RebuildRow> {
+async fn begin(db: &PgPool, store: &SearchIndex) -> anyhow::Result<log::RebuildRow> {
     let mut names = Vec::new();
     for alias in [store.alias(), store.summaries_alias()] {
         let live = store
@@ -306,7 +306,7 @@ fn report_of(row: &log::RebuildRow, started: Instant) -> RebuildReport {
 
 struct Rebuild {
     db: PgPool,
-    store: ReadStore,
+    store: SearchIndex,
     row: log::RebuildRow,
     report: RebuildReport,
     /// Marks what it replayed published (same-database mode: no relay runs).
@@ -595,7 +595,7 @@ async fn clock(db: &PgPool) -> sqlx::Result<DateTime<Utc>> {
 /// Writes versioned documents, retrying those Elasticsearch answered with a
 /// passing failure. Returns how many it refused for good.
 async fn write_all(
-    store: &ReadStore,
+    store: &SearchIndex,
     index: &str,
     mut writes: Vec<(String, i64, Value)>,
 ) -> anyhow::Result<u64> {

@@ -8,8 +8,11 @@
 //! (shared with any other batch in flight, see [`refresher`]), and only then
 //! records the notices. Summaries are read by id in real time, so they need
 //! no refresh. No business rules, no validation. (With `READ_STORE=postgres`
-//! nothing is moved: see [`same_database`].)
+//! nothing is moved: see [`same_database`].) Its two doors from the bus:
+//! [`in_process_bus`] (the relay's batch, in this process) and
+//! [`nats_consumer`] (JetStream).
 
+pub mod in_process_bus;
 pub mod nats_consumer;
 pub mod refresher;
 pub mod same_database;
@@ -29,14 +32,14 @@ use crate::monitoring::record_stage;
 use crate::outbox::OutboxEvent;
 use crate::outbox::events::OrderEvent;
 use crate::read_side::document::OrderDocument;
-use crate::read_side::index::{IndexError, ItemFailure, ReadStore, WriteOutcome};
+use crate::read_side::index::{IndexError, ItemFailure, SearchIndex, WriteOutcome};
 use crate::visibility::notice_log::{self, NewNotice};
 use refresher::Refresher;
 use steps::{Step, StepHook};
 
 pub struct Projector {
     db: PgPool,
-    store: ReadStore,
+    store: SearchIndex,
     refresh: RefreshMode,
     refresher: Refresher,
     store_ready: AtomicBool,
@@ -45,7 +48,7 @@ pub struct Projector {
 }
 
 impl Projector {
-    pub fn new(db: PgPool, store: ReadStore, refresh: RefreshMode) -> Self {
+    pub fn new(db: PgPool, store: SearchIndex, refresh: RefreshMode) -> Self {
         Self {
             db,
             refresher: Refresher::new(store.clone()),

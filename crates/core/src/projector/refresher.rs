@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use crate::read_side::index::{IndexError, ReadStore};
+use crate::read_side::index::{IndexError, SearchIndex};
 
 type RefreshFn = Box<dyn Fn() -> BoxFuture<'static, Result<(), IndexError>> + Send + Sync>;
 #[cfg(test)]
@@ -61,7 +61,7 @@ enum Step {
 
 impl Refresher {
     /// Refreshes the orders index of `store`.
-    pub fn new(store: ReadStore) -> Self {
+    pub fn new(store: SearchIndex) -> Self {
         Self::with(Box::new(move || {
             let store = store.clone();
             Box::pin(async move { store.refresh_orders().await })

@@ -1,12 +1,18 @@
-//! The one thing query handlers read from: [`ReadModel`], which is either
-//! the Elasticsearch store or the same-database shape (`READ_STORE`). The
-//! handlers call it the same way in both modes and get the same answers.
+//! The one thing query handlers read from: [`ReadModel`], a handle on
+//! whichever store `READ_STORE` chose — the Elasticsearch index
+//! ([`SearchIndex`](super::index::SearchIndex)) or the same-database shape
+//! ([`PgReadModel`](super::postgres::PgReadModel)). Each query is declared
+//! once, in [`ReadQueries`], and written once per store; the handlers call it
+//! the same way in both modes and get the same answers.
 
+use std::ops::Deref;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::document::{OrderDocument, SummaryDocument};
-use super::index::{IndexError, ReadStore, SearchPage, SortKey};
-use super::postgres::PgReadModel;
+use super::index::{IndexError, SearchPage, SortKey};
 
 /// A failure to read the read model, from either store.
 #[derive(thiserror::Error, Debug)]
@@ -18,42 +24,45 @@ pub enum ReadError {
     Database(#[from] sqlx::Error),
 }
 
-#[derive(Clone)]
-pub enum ReadModel {
-    /// A separate read store, fed by the relay and projector.
-    Elasticsearch(ReadStore),
-    /// A read shape over the write database: visible at commit.
-    Postgres(PgReadModel),
-}
+/// The queries every read model answers.
+pub trait ReadQueries: Send + Sync + 'static {
+    /// A page of one user's orders, newest first (placed_at, then id),
+    /// after `after`, optionally searched: every word of `q` begins a word
+    /// of the skus or the note.
+    fn search<'a>(
+        &'a self,
+        user_id: Uuid,
+        q: Option<&'a str>,
+        limit: usize,
+        after: Option<&'a SortKey>,
+    ) -> BoxFuture<'a, Result<SearchPage, ReadError>>;
 
-impl ReadModel {
-    /// A page of one user's orders, newest first, optionally searched.
-    pub async fn search(
+    /// One order of one user, if search can find it.
+    fn find(
         &self,
         user_id: Uuid,
-        q: Option<&str>,
-        limit: usize,
-        after: Option<&SortKey>,
-    ) -> Result<SearchPage, ReadError> {
-        match self {
-            ReadModel::Elasticsearch(store) => Ok(store.search(user_id, q, limit, after).await?),
-            ReadModel::Postgres(model) => Ok(model.search(user_id, q, limit, after).await?),
-        }
-    }
-
-    /// One order of one user, if the read model shows it.
-    pub async fn find(&self, user_id: Uuid, id: Uuid) -> Result<Option<OrderDocument>, ReadError> {
-        match self {
-            ReadModel::Elasticsearch(store) => Ok(store.find(user_id, id).await?),
-            ReadModel::Postgres(model) => Ok(model.find(user_id, id).await?),
-        }
-    }
+        id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<OrderDocument>, ReadError>>;
 
     /// One user's counters, if anything is counted yet.
-    pub async fn summary(&self, user_id: Uuid) -> Result<Option<SummaryDocument>, ReadError> {
-        match self {
-            ReadModel::Elasticsearch(store) => Ok(store.summary(user_id).await?),
-            ReadModel::Postgres(model) => Ok(model.summary(user_id).await?),
-        }
+    fn summary(&self, user_id: Uuid) -> BoxFuture<'_, Result<Option<SummaryDocument>, ReadError>>;
+}
+
+/// The read model the handlers share: cheap to clone, and every query of
+/// [`ReadQueries`] is called on it directly (`read_model.search(…)`).
+#[derive(Clone)]
+pub struct ReadModel(Arc<dyn ReadQueries>);
+
+impl ReadModel {
+    pub fn new(store: impl ReadQueries) -> Self {
+        Self(Arc::new(store))
+    }
+}
+
+impl Deref for ReadModel {
+    type Target = dyn ReadQueries;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
     }
 }

@@ -8,9 +8,9 @@ use elasticsearch::indices::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{IndexError, ReadStore, check, read_json, summary_mappings};
+use super::{IndexError, SearchIndex, check, read_json, summary_mappings};
 
-impl ReadStore {
+impl SearchIndex {
     /// Makes sure both aliases exist (creating `<alias>_v1` with its mapping)
     /// and that their mappings have every field this version writes.
     #[tracing::instrument(skip(self), fields(alias = %self.alias))]

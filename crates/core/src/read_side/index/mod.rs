@@ -1,5 +1,5 @@
 //! The read store: two Elasticsearch indices, each behind an alias — orders
-//! (searchable) and per-user summaries (counters). One type, [`ReadStore`],
+//! (searchable) and per-user summaries (counters). One type, [`SearchIndex`],
 //! split by its callers: [`writes`] for the projector, [`search`] for the
 //! query handlers, [`admin`] for start-up, alias repair and `rebuild`. This
 //! file holds what they share: the client, the aliases, the mappings and
@@ -57,7 +57,7 @@ impl From<elasticsearch::Error> for IndexError {
 }
 
 #[derive(Clone)]
-pub struct ReadStore {
+pub struct SearchIndex {
     client: Elasticsearch,
     /// Readers and writers use aliases, so a rebuild can swap indices under them.
     alias: String,
@@ -65,7 +65,7 @@ pub struct ReadStore {
     refresh_interval: String,
 }
 
-impl ReadStore {
+impl SearchIndex {
     pub fn new(url: &str, prefix: &str, refresh_interval: &str) -> anyhow::Result<Self> {
         let mut url = url::Url::parse(url).context("Failed to parse ELASTICSEARCH_URL")?;
         // Credentials in the URL become basic auth, and leave the URL: the

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::config::RefreshMode;
 use crate::read_side::document::{OrderDocument, SummaryDocument};
 
-use super::{IndexError, ReadStore, check, read_json};
+use super::{IndexError, SearchIndex, check, read_json};
 
 /// What happened to one document of a bulk write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn is_document_refusal(status: u16, error: Option<&Value>) -> bool {
     }
 }
 
-impl ReadStore {
+impl SearchIndex {
     /// Writes a projected batch — its orders and the summaries it changed — in
     /// one bulk request with `version_type=external` keyed on the domain
     /// version (orders) or revision (summaries), so a replayed or reordered

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use futures::future::BoxFuture;
 use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 use crate::order::{Item, OrderStatus};
 use crate::read_side::document::{OrderDocument, SummaryDocument};
 use crate::read_side::index::{SearchPage, SortKey};
+use crate::read_side::model::{ReadError, ReadQueries};
 
 #[derive(Clone)]
 pub struct PgReadModel {
@@ -91,90 +93,102 @@ impl PgReadModel {
     pub fn new(db: PgPool) -> Self {
         Self { db }
     }
+}
 
+impl ReadQueries for PgReadModel {
     /// A page of one user's orders, newest first (by the millisecond, then
     /// the id, as the Elasticsearch store sorts), optionally filtered by the
     /// words of `q` over skus and note.
     #[tracing::instrument(skip(self))]
-    pub async fn search(
-        &self,
+    fn search<'a>(
+        &'a self,
         user_id: Uuid,
-        q: Option<&str>,
+        q: Option<&'a str>,
         limit: usize,
-        after: Option<&SortKey>,
-    ) -> sqlx::Result<SearchPage> {
-        let query = q.and_then(prefix_query);
-        let after_at = after.map(sort_at);
-        // A cursor's id is checked when it is decoded.
-        let after_id = after.map(|a| a.id.parse::<Uuid>().unwrap_or(Uuid::max()));
-        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM order_list
-             WHERE user_id = $1
-               AND ($2::text IS NULL OR document @@ to_tsquery('simple', $2))
-               AND ($3::timestamp IS NULL OR (sort_at, id) < ($3, $4))
-             ORDER BY sort_at DESC, id DESC
-             LIMIT $5"
-        ))
-        .bind(user_id)
-        .bind(query)
-        .bind(after_at)
-        .bind(after_id.unwrap_or(Uuid::nil()))
-        .bind(limit as i64 + 1)
-        .fetch_all(&self.db)
-        .await?;
-        let mut orders: Vec<OrderDocument> = rows.into_iter().map(Into::into).collect();
-        let next = if orders.len() > limit {
-            orders.truncate(limit);
-            orders.last().map(|o| SortKey {
-                placed_at_millis: o.placed_at.timestamp_millis(),
-                id: o.id.to_string(),
-            })
-        } else {
-            None
-        };
-        Ok(SearchPage { orders, next })
+        after: Option<&'a SortKey>,
+    ) -> BoxFuture<'a, Result<SearchPage, ReadError>> {
+        Box::pin(async move {
+            let query = q.and_then(prefix_query);
+            let after_at = after.map(sort_at);
+            // A cursor's id is checked when it is decoded.
+            let after_id = after.map(|a| a.id.parse::<Uuid>().unwrap_or(Uuid::max()));
+            let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM order_list
+                 WHERE user_id = $1
+                   AND ($2::text IS NULL OR document @@ to_tsquery('simple', $2))
+                   AND ($3::timestamp IS NULL OR (sort_at, id) < ($3, $4))
+                 ORDER BY sort_at DESC, id DESC
+                 LIMIT $5"
+            ))
+            .bind(user_id)
+            .bind(query)
+            .bind(after_at)
+            .bind(after_id.unwrap_or(Uuid::nil()))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.db)
+            .await?;
+            let mut orders: Vec<OrderDocument> = rows.into_iter().map(Into::into).collect();
+            let next = if orders.len() > limit {
+                orders.truncate(limit);
+                orders.last().map(|o| SortKey {
+                    placed_at_millis: o.placed_at.timestamp_millis(),
+                    id: o.id.to_string(),
+                })
+            } else {
+                None
+            };
+            Ok(SearchPage { orders, next })
+        })
     }
 
     /// One order of one user.
-    pub async fn find(&self, user_id: Uuid, id: Uuid) -> sqlx::Result<Option<OrderDocument>> {
-        let row: Option<OrderRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM order_list WHERE id = $1 AND user_id = $2"
-        ))
-        .bind(id)
-        .bind(user_id)
-        .fetch_optional(&self.db)
-        .await?;
-        Ok(row.map(Into::into))
+    fn find(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+    ) -> BoxFuture<'_, Result<Option<OrderDocument>, ReadError>> {
+        Box::pin(async move {
+            let row: Option<OrderRow> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM order_list WHERE id = $1 AND user_id = $2"
+            ))
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&self.db)
+            .await?;
+            Ok(row.map(Into::into))
+        })
     }
 
     /// One user's counters, if anything is counted yet.
-    pub async fn summary(&self, user_id: Uuid) -> sqlx::Result<Option<SummaryDocument>> {
-        type Row = (
-            i64,
-            i64,
-            i64,
-            Json<BTreeMap<String, i64>>,
-            Option<DateTime<Utc>>,
-        );
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT revision, orders_placed, orders_cancelled, spent_cents, last_order_at
-             FROM user_summaries WHERE user_id = $1 AND revision > 0",
-        )
-        .bind(user_id)
-        .fetch_optional(&self.db)
-        .await?;
-        Ok(row.map(
-            |(revision, orders_placed, orders_cancelled, spent_cents, last_order_at)| {
-                SummaryDocument {
-                    user_id,
-                    orders_placed,
-                    orders_cancelled,
-                    spent_cents: spent_cents.0,
-                    last_order_at,
-                    revision,
-                }
-            },
-        ))
+    fn summary(&self, user_id: Uuid) -> BoxFuture<'_, Result<Option<SummaryDocument>, ReadError>> {
+        Box::pin(async move {
+            type Row = (
+                i64,
+                i64,
+                i64,
+                Json<BTreeMap<String, i64>>,
+                Option<DateTime<Utc>>,
+            );
+            let row: Option<Row> = sqlx::query_as(
+                "SELECT revision, orders_placed, orders_cancelled, spent_cents, last_order_at
+                 FROM user_summaries WHERE user_id = $1 AND revision > 0",
+            )
+            .bind(user_id)
+            .fetch_optional(&self.db)
+            .await?;
+            Ok(row.map(
+                |(revision, orders_placed, orders_cancelled, spent_cents, last_order_at)| {
+                    SummaryDocument {
+                        user_id,
+                        orders_placed,
+                        orders_cancelled,
+                        spent_cents: spent_cents.0,
+                        last_order_at,
+                        revision,
+                    }
+                },
+            ))
+        })
     }
 }
 

@@ -1,12 +1,14 @@
 //! The in-process bus: one machine's relay hands its batches straight to the
 //! projector in the same process. An event is "durably taken" once it is
-//! searchable and its notice is recorded.
+//! searchable and its notice is recorded. It lives with the projector (the
+//! consumer's side of the seam, as `nats_consumer` is for NATS): the relay
+//! sees only the `Bus` trait, and nothing here imports the relay.
 
 use futures::future::BoxFuture;
 
+use super::Projector;
 use crate::bus::{Bus, Delivery};
 use crate::outbox::OutboxEvent;
-use crate::projector::Projector;
 
 pub struct InProcessBus {
     projector: Projector,

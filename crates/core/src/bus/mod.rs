@@ -5,7 +5,7 @@
 //! relay knows only this trait; the projector knows only [`Delivery`]. The
 //! in-process implementation, which hands events straight to the projector
 //! (so "durably taken" means "searchable, with its notice recorded"), is
-//! built where the application is wired (`startup::in_process_bus`); the
+//! the projector's (`projector::in_process_bus`); the
 //! distributed one, NATS JetStream ([`nats`], with the projectors' consumer
 //! in `projector::nats_consumer`), takes its place without the write side or
 //! the relay changing.
