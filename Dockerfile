@@ -42,6 +42,10 @@ COPY --from=builder /build/target/release/sightline /usr/local/bin/sightline
 
 USER sightline
 ENV BIND_ADDR=0.0.0.0:3000
+# Beyond loopback, /metrics, /status and /status/stream answer 401 until
+# OPS_TOKEN (at least 16 characters; Prometheus sends it as a bearer) or
+# OPS_OPEN=true (a trusted network) is given at run time; /healthz and
+# /readyz stay open.
 # The session cookie is `__Host-`, Secure (the binary's default too; browsers
 # accept it on http://localhost). COOKIE_SECURE=false serves plain HTTP on
 # another host.

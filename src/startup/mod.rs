@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::password::Hashing;
 use crate::auth::throttle::{Policy, Throttle};
-use crate::config::{BusKind, ReadStoreKind, Role, Settings, redact_in, redact_url};
+use crate::config::{BusKind, OpsAccess, ReadStoreKind, Role, Settings, redact_in, redact_url};
 use crate::db::{connect_pool, connect_web_and_migrate};
 use crate::projector::Projector;
 use crate::projector::in_process_bus::InProcessBus;
@@ -50,6 +50,26 @@ impl Application {
     /// Elasticsearch is up, and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.check_roles()?;
+        settings.check_ops_token()?;
+        match settings.ops_access() {
+            OpsAccess::Closed => tracing::warn!(
+                bind_addr = %settings.bind_addr,
+                "/metrics, /status and /status/stream are closed (401): this server listens \
+                 beyond loopback without OPS_TOKEN; set OPS_TOKEN to open them to its holder \
+                 (Prometheus sends it as a bearer token), or OPS_OPEN=true on a trusted network"
+            ),
+            OpsAccess::OpenByChoice => tracing::warn!(
+                bind_addr = %settings.bind_addr,
+                "OPS_OPEN=true: /metrics, /status and /status/stream are open to everyone who \
+                 reaches this port"
+            ),
+            OpsAccess::Token => {
+                if settings.ops_open {
+                    tracing::info!("OPS_TOKEN is set: OPS_OPEN=true is ignored");
+                }
+            }
+            OpsAccess::OpenOnLoopback => {}
+        }
         if !settings.cookie_secure {
             tracing::warn!(
                 "COOKIE_SECURE=false: the session cookie is sent over plain HTTP and may be \
@@ -246,13 +266,15 @@ impl Application {
         };
         tracing::info!(addr = %self.listener.local_addr()?, "listening");
         let max_connections = state.settings.connection_limit();
-        tracing::info!(max_connections, "connection limit");
+        let max_per_address = state.settings.connection_limit_per_address();
+        tracing::info!(max_connections, max_per_address, "connection limit");
         let server = web::serve::serve(
             self.listener,
             router,
             graceful,
             CONNECTION_DRAIN,
             max_connections,
+            max_per_address,
         );
         tokio::pin!(server);
 

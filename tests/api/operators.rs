@@ -37,6 +37,29 @@ fn promtool(args: &[&str]) -> String {
 }
 
 #[test]
+fn the_prometheus_example_scrapes_with_the_token_as_a_bearer_from_a_file() {
+    // Syntax only: the token file and the targets are the operator's.
+    promtool(&["check", "config", "--syntax-only", "prometheus.yml"]);
+    let config = read("ops/prometheus/prometheus.yml");
+    for needed in [
+        "job_name: sightline",
+        "type: Bearer",
+        "credentials_file:",
+        "- alerts.yml",
+    ] {
+        assert!(config.contains(needed), "prometheus.yml lacks {needed:?}");
+    }
+    // Never the token itself, nor in a URL (the comments may say so).
+    let settings: String = config
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .collect();
+    for leak in ["credentials:", "bearer_token:", "token="] {
+        assert!(!settings.contains(leak), "prometheus.yml has {leak:?}");
+    }
+}
+
+#[test]
 fn alerting_rules_are_valid_and_each_alert_fires_on_a_synthetic_series() {
     let checked = promtool(&["check", "rules", "alerts.yml"]);
     promtool(&["test", "rules", "alerts.test.yml"]);

@@ -216,6 +216,14 @@ pub struct Settings {
     #[arg(long, env = "MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Most open HTTP connections from one client address (the TCP peer;
+    /// IPv6 by /64), so one address cannot hold every place of
+    /// `MAX_CONNECTIONS` with idle connections; past it that address's new
+    /// connection gets the same 503. Unset: a tenth of the connection limit,
+    /// at least 64 (see [`Settings::connection_limit_per_address`]).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_address: Option<u64>,
+
     /// Seconds a client gets to send a whole request body once its head has
     /// arrived; a slower one is answered 408 and disconnected.
     #[arg(long, env = "BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -244,10 +252,25 @@ pub struct Settings {
     pub max_status_streams: usize,
 
     /// When set, `/status`, `/status/stream` and `/metrics` require it, as
-    /// `Authorization: Bearer <token>` or `?token=<token>`. `/healthz` and
-    /// `/readyz` stay open for load balancers.
-    #[arg(long, env = "OPS_TOKEN", hide_env_values = true)]
+    /// `Authorization: Bearer <token>` or the cookie the sign-in form on
+    /// `/status` sets — never in the URL. At least 16 visible ASCII
+    /// characters (`openssl rand -hex 32`); an empty or short one is refused
+    /// at start. `/healthz` and `/readyz` stay open for load balancers.
+    #[arg(long, env = "OPS_TOKEN", hide_env_values = true, value_parser = parse_ops_token)]
     pub ops_token: Option<String>,
+
+    /// Without `OPS_TOKEN`, the operations endpoints answer only when the
+    /// server listens on a loopback address; `true` opens them on any
+    /// address, for a network where everyone who can reach the port may see
+    /// them (logged at start).
+    #[arg(
+        long,
+        env = "OPS_OPEN",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ops_open: bool,
 
     /// Writes (`POST /api/orders`, cancels) one user may make in a burst;
     /// the bucket refills at `WRITE_RATE_PER_MIN`. 0 turns the limit off.
@@ -257,6 +280,16 @@ pub struct Settings {
     /// Writes per minute one user may sustain once the burst is spent.
     #[arg(long, env = "WRITE_RATE_PER_MIN", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     pub write_rate_per_min: u32,
+
+    /// Reads (order lists and searches, one order, the summary, visibility,
+    /// the orders page) one user may make in a burst; the bucket refills at
+    /// `READ_RATE_PER_MIN`. 0 turns the limit off.
+    #[arg(long, env = "READ_BURST", default_value_t = 120)]
+    pub read_burst: u32,
+
+    /// Reads per minute one user may sustain once the burst is spent.
+    #[arg(long, env = "READ_RATE_PER_MIN", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub read_rate_per_min: u32,
 
     /// Write requests (every method but GET/HEAD/OPTIONS) this instance
     /// works on at once; 0 (the default): three quarters of
@@ -398,6 +431,19 @@ pub fn parse_origin(raw: &str) -> Result<String, String> {
         return Err(bad());
     }
     Ok(url.origin().ascii_serialization())
+}
+
+/// Who may see the operations endpoints (see [`Settings::ops_access`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpsAccess {
+    /// `OPS_TOKEN` is set: whoever presents it.
+    Token,
+    /// Listening on a loopback address: whoever can reach it is local.
+    OpenOnLoopback,
+    /// `OPS_OPEN=true`: everyone who reaches the port.
+    OpenByChoice,
+    /// Listening beyond loopback with neither: no one.
+    Closed,
 }
 
 /// How the projector makes a bulk write searchable.
@@ -553,6 +599,42 @@ impl Settings {
         })
     }
 
+    /// `MAX_CONNECTIONS_PER_ADDRESS`, or a tenth of [`Self::connection_limit`]
+    /// but at least 64 (an office behind one NAT address, or a browser's six
+    /// connections a tab, must not meet it in normal use); never above the
+    /// limit itself.
+    pub fn connection_limit_per_address(&self) -> usize {
+        let limit = self.connection_limit();
+        let share = self
+            .max_connections_per_address
+            .map_or_else(|| (limit / 10).max(64), |n| n as usize);
+        share.min(limit)
+    }
+
+    /// Who may see `/metrics`, `/status` and `/status/stream`: a token when
+    /// one is set; else everyone only on a loopback listen address (local
+    /// use) or by `OPS_OPEN=true`; else no one.
+    pub fn ops_access(&self) -> OpsAccess {
+        if self.ops_token.is_some() {
+            OpsAccess::Token
+        } else if self.ops_open {
+            OpsAccess::OpenByChoice
+        } else if self.bind_addr.ip().to_canonical().is_loopback() {
+            OpsAccess::OpenOnLoopback
+        } else {
+            OpsAccess::Closed
+        }
+    }
+
+    /// Refuses an `OPS_TOKEN` that guards nothing; clap refuses it when it
+    /// reads the environment, this catches settings built in code.
+    pub fn check_ops_token(&self) -> anyhow::Result<()> {
+        if let Some(token) = &self.ops_token {
+            parse_ops_token(token).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
     /// The CORS allowlist without empty entries.
     pub fn cors_origins(&self) -> impl Iterator<Item = &str> {
         self.cors_allowed_origins
@@ -636,6 +718,15 @@ impl std::fmt::Debug for Settings {
             .field("signup_address_per_hour", &self.signup_address_per_hour)
             .field("throttle_max_keys", &self.throttle_max_keys)
             .field("hash_concurrency", &self.hash_concurrency)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
+            .field("ops_token", &self.ops_token.as_ref().map(|_| "***"))
+            .field("ops_open", &self.ops_open)
+            .field("read_burst", &self.read_burst)
+            .field("read_rate_per_min", &self.read_rate_per_min)
             .field("bus", &self.bus)
             .field("nats_url", &redact_url(&self.nats_url))
             .field("nats_stream", &self.nats_stream)
@@ -657,6 +748,37 @@ pub fn open_file_limit() -> usize {
                 .and_then(|soft| soft.parse().ok())
         })
         .unwrap_or(1024)
+}
+
+/// The shortest `OPS_TOKEN` accepted: 16 characters of a random token is
+/// beyond guessing over HTTP, and anything shorter is likely a word.
+pub const OPS_TOKEN_MIN: usize = 16;
+
+/// Checks an `OPS_TOKEN`: not empty or blank (an `OPS_TOKEN=` left in a
+/// file must not stand for "a token that an empty `Bearer` matches"), at
+/// least [`OPS_TOKEN_MIN`] characters, and visible ASCII only (it travels
+/// in an `Authorization` header).
+pub fn parse_ops_token(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Err(format!(
+            "OPS_TOKEN is empty: set a random token of at least {OPS_TOKEN_MIN} characters \
+             (e.g. `openssl rand -hex 32`), or unset it"
+        ));
+    }
+    if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "OPS_TOKEN holds spaces or characters outside visible ASCII: it is sent as an \
+             `Authorization: Bearer` header; use e.g. `openssl rand -hex 32`"
+                .to_owned(),
+        );
+    }
+    if raw.len() < OPS_TOKEN_MIN {
+        return Err(format!(
+            "OPS_TOKEN is {} characters long: use at least {OPS_TOKEN_MIN} (e.g. `openssl rand -hex 32`)",
+            raw.len()
+        ));
+    }
+    Ok(raw.to_owned())
 }
 
 /// Parses one `TRUSTED_PROXIES` entry: an address or a CIDR range. An empty
@@ -748,6 +870,60 @@ mod tests {
         let refused = settings.pipeline_pool_size().unwrap_err().to_string();
         assert!(refused.contains("RELAY_CONCURRENCY=16"), "{refused}");
         assert!(refused.contains("up to 34"), "{refused}");
+    }
+
+    #[test]
+    fn an_ops_token_that_guards_nothing_is_refused_when_read() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        for bad in ["", "   ", "short-token", "has a space in the middle"] {
+            let refused = Cli::try_parse_from(["sightline", "--ops-token", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"))
+                .to_string();
+            assert!(refused.contains("OPS_TOKEN"), "{refused}");
+        }
+        let good = Cli::try_parse_from(["sightline", "--ops-token", "0123456789abcdef"])
+            .unwrap()
+            .settings;
+        assert_eq!(good.ops_access(), super::OpsAccess::Token);
+    }
+
+    #[test]
+    fn operations_are_open_on_loopback_or_by_choice_and_closed_beyond() {
+        let mut settings = Settings::from_env().unwrap();
+        settings.ops_token = None;
+        settings.ops_open = false;
+        for (bind, access) in [
+            ("127.0.0.1:3000", super::OpsAccess::OpenOnLoopback),
+            ("[::1]:3000", super::OpsAccess::OpenOnLoopback),
+            ("0.0.0.0:3000", super::OpsAccess::Closed),
+            ("[::]:3000", super::OpsAccess::Closed),
+            ("10.1.2.3:3000", super::OpsAccess::Closed),
+        ] {
+            settings.bind_addr = bind.parse().unwrap();
+            assert_eq!(settings.ops_access(), access, "{bind}");
+        }
+        settings.ops_open = true;
+        assert_eq!(settings.ops_access(), super::OpsAccess::OpenByChoice);
+    }
+
+    #[test]
+    fn an_address_shares_a_tenth_of_the_connections_but_at_least_64() {
+        let mut settings = Settings::from_env().unwrap();
+        settings.max_connections_per_address = None;
+        settings.max_connections = Some(10_000);
+        assert_eq!(settings.connection_limit_per_address(), 1000);
+        settings.max_connections = Some(200);
+        assert_eq!(settings.connection_limit_per_address(), 64);
+        settings.max_connections = Some(8);
+        assert_eq!(settings.connection_limit_per_address(), 8);
+        settings.max_connections_per_address = Some(3);
+        assert_eq!(settings.connection_limit_per_address(), 3);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod db;
 pub mod locks;
 pub mod money;
 pub mod order;
+pub mod rate;
 pub mod shutdown;
 pub mod supervision;
 pub mod telemetry;

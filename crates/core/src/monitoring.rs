@@ -564,10 +564,6 @@ pub fn describe_metrics() {
             "Pipeline samples taken (outbox query + Elasticsearch ping): one a second, shared by every /status reader.",
         ),
         (
-            "sightline_connections_refused_total",
-            "Connections refused at the connection limit (MAX_CONNECTIONS).",
-        ),
-        (
             "sightline_write_admission_refused_total",
             "Write requests refused with 503 busy before touching anything, by reason: queue_full (WRITE_QUEUE) or waited (WRITE_QUEUE_WAIT_MS).",
         ),
@@ -582,9 +578,18 @@ pub fn describe_metrics() {
         "Relay batches that failed, by kind of failure; their events are retried with backoff."
     );
     describe_counter!(
+        "sightline_connections_refused_total",
+        Unit::Count,
+        "Connections refused by scope: instance (MAX_CONNECTIONS) or address (one client address at its share, MAX_CONNECTIONS_PER_ADDRESS)."
+    );
+    // Both scopes listed from the start, so a rate over them is never empty.
+    for scope in ["instance", "address"] {
+        metrics::counter!("sightline_connections_refused_total", "scope" => scope).increment(0);
+    }
+    describe_counter!(
         "sightline_limit_rejections_total",
         Unit::Count,
-        "Requests refused by a limit, by kind (stream, poll, status_stream, write, body, ops_token) and scope (user, address, instance, ...)."
+        "Requests refused by a limit, by kind (stream, poll, status_stream, write, read, body, ops_token) and scope (user, address, instance, ...)."
     );
     describe_counter!(
         "sightline_http_requests_total",

@@ -1,5 +1,5 @@
 //! The HTTP surface, and all of it: the JSON API (`api`), the pages, health,
-//! status, CORS, the extractors, the limits and admission, the shared state,
+//! status and who may see it (`ops_access`), CORS, the extractors, the limits and admission, the shared state,
 //! the one error type, and the layers that apply to every route. No stage
 //! below imports from here.
 
@@ -12,6 +12,7 @@ pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod openapi;
+pub mod ops_access;
 pub mod pages;
 pub mod schemas;
 pub mod serve;
@@ -24,7 +25,7 @@ use axum::extract::Request;
 use axum::http::HeaderName;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -55,17 +56,21 @@ pub fn operations_app(state: AppState) -> Router {
 }
 
 fn operations(state: &AppState) -> Router<AppState> {
-    // `OPS_TOKEN` guards what shows the pipeline; load balancers' probes stay open.
-    let token: Option<std::sync::Arc<str>> = state.settings.ops_token.as_deref().map(Into::into);
+    // What shows the pipeline is guarded (see `ops_access`); load
+    // balancers' probes and the sign-in form stay outside the guard.
+    let guard = ops_access::OpsGuard::new(&state.settings);
+    let sign_in = guard.clone();
     Router::new()
         .route("/metrics", get(health::metrics))
         .route("/status", get(status::page))
         .route("/status/stream", get(status::stream))
         .route_layer(axum::middleware::from_fn(
-            move |request: Request, next: Next| {
-                crate::limits::ops_token(token.clone(), request, next)
-            },
+            move |request: Request, next: Next| ops_access::guard(guard.clone(), request, next),
         ))
+        .route(
+            "/status/login",
+            post(move |headers, form| ops_access::sign_in(sign_in.clone(), headers, form)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
 }

@@ -10,11 +10,14 @@
 //! A connection whose first request is an event stream is served by
 //! `event_streams` instead, without hyper's 16 KiB of buffers.
 //!
-//! The loop also caps open connections (`MAX_CONNECTIONS`) and records each
+//! The loop also caps open connections (`MAX_CONNECTIONS`, and each client
+//! address's share of them, `MAX_CONNECTIONS_PER_ADDRESS`) and records each
 //! connection's peer address for the per-address limits.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -31,12 +34,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use super::event_streams::{self, FirstRequest, Rewind};
+use super::extract::client_addr::limit_key;
 
 /// Serves `router` until `stop` resolves, then gives the open connections up
 /// to `drain` to finish (SSE streams end at once on the application's
 /// shutdown; a client that stopped reading would otherwise hold the exit).
 ///
-/// At most `max_connections` are open at once: past that a new connection
+/// At most `max_connections` are open at once, and at most
+/// `max_per_address` from one client address: past either a new connection
 /// gets a bare 503 `too_many_connections` and is closed, and the open ones
 /// (streams included) go on. Each request carries its peer's address as
 /// `ConnectInfo<SocketAddr>`.
@@ -46,11 +51,13 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
     drain: Duration,
     max_connections: usize,
+    max_per_address: usize,
 ) {
     let connections = GracefulShutdown::new();
     // Tells connections still reading their first request head to close.
     let (stopping, _) = tokio::sync::watch::channel(false);
     let open = Arc::new(Semaphore::new(max_connections));
+    let by_address = Arc::new(PerAddress::new(max_per_address));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     metrics::gauge!("sightline_http_connections_max").set(max_connections as f64);
     let mut full = false;
@@ -70,7 +77,8 @@ pub async fn serve(
             _ = &mut stop => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            metrics::counter!("sightline_connections_refused_total").increment(1);
+            metrics::counter!("sightline_connections_refused_total", "scope" => "instance")
+                .increment(1);
             if !full {
                 full = true;
                 tracing::warn!(
@@ -80,7 +88,19 @@ pub async fn serve(
             }
             // Past a few refusals in flight, close without a word.
             if let Ok(refusal) = refusing.clone().try_acquire_owned() {
-                tokio::spawn(refuse(stream, refusal));
+                tokio::spawn(refuse(stream, refusal, AT_THE_LIMIT));
+            }
+            continue;
+        };
+        // Checked after the instance's place is taken, so that a refusal
+        // here gives that place back (the permit drops) at once.
+        let Some(share) = by_address.take(peer.ip()) else {
+            drop(permit);
+            metrics::counter!("sightline_connections_refused_total", "scope" => "address")
+                .increment(1);
+            tracing::debug!(peer = %peer.ip(), max_per_address, "an address is at its share of the connections");
+            if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(refuse(stream, refusal, AT_THE_ADDRESS_LIMIT));
             }
             continue;
         };
@@ -131,6 +151,9 @@ pub async fn serve(
                 }
                 Some(FirstRequest::Closed) | None => {}
             }
+            // Every way a connection ends comes here (a panic unwinds
+            // through the drops too): both places are given back.
+            drop(share);
             drop(permit);
             metrics::gauge!("sightline_http_connections").decrement(1.0);
         });
@@ -160,15 +183,17 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// of connections cannot make refusing them cost more than a few sockets.
 const REFUSING_AT_ONCE: usize = 64;
 
-/// A connection past the limit: a 503 in plain HTTP/1.1, then close. The
+const AT_THE_LIMIT: &str = r#"{"error":"the server is at its connection limit, try again shortly","code":"too_many_connections"}"#;
+const AT_THE_ADDRESS_LIMIT: &str = r#"{"error":"too many connections are open from this address; close some or try again shortly","code":"too_many_connections"}"#;
+
+/// A connection past a limit: a 503 in plain HTTP/1.1, then close. The
 /// request is read and thrown away until the client closes (at most 1 s), so
 /// that closing does not reset the connection before the answer is read.
-async fn refuse(mut stream: TcpStream, _refusal: OwnedSemaphorePermit) {
-    const BODY: &str = r#"{"error":"the server is at its connection limit, try again shortly","code":"too_many_connections"}"#;
+async fn refuse(mut stream: TcpStream, _refusal: OwnedSemaphorePermit, body: &'static str) {
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
-        BODY.len()
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(response.as_bytes()).await?;
@@ -178,4 +203,82 @@ async fn refuse(mut stream: TcpStream, _refusal: OwnedSemaphorePermit) {
         std::io::Result::Ok(())
     })
     .await;
+}
+
+/// Open connections per client address, each address up to its share.
+///
+/// The address is the TCP peer's, by [`limit_key`] (IPv6 by /64, as the
+/// other per-address limits count): at accept time no request has been
+/// read, so `TRUSTED_PROXIES`' forwarded-for headers cannot apply — behind
+/// a proxy every client shares the proxy's address, and the share must be
+/// raised to the whole limit (or the proxy limits per client itself).
+struct PerAddress {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Mutex::default(),
+        }
+    }
+
+    /// One more connection from `peer`, or `None` at its share. O(1): one
+    /// hash map entry per address with connections open, none for the rest.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Option<AddressShare> {
+        let key = limit_key(peer);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressShare {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One open connection counted against its address; given back on drop.
+struct AddressShare {
+    table: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl Drop for AddressShare {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        // An address with nothing open leaves the map, so it holds only
+        // addresses with connections (at most `max_connections` entries).
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_its_share_and_an_ipv6_network_counts_as_one() {
+        let table = Arc::new(PerAddress::new(2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let first = table.take(a).unwrap();
+        let _second = table.take(a).unwrap();
+        assert!(table.take(a).is_none());
+        assert!(table.take("10.0.0.2".parse().unwrap()).is_some());
+        drop(first);
+        assert!(table.take(a).is_some());
+
+        let _v6 = table.take("2001:db8::1".parse().unwrap()).unwrap();
+        let _v6b = table.take("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(table.take("2001:db8::ffff".parse().unwrap()).is_none());
+    }
 }

@@ -3,8 +3,9 @@
 //! keeps the relay failing since when — with a live chart of lag fed by
 //! `/status/stream` (one `event: sample` per monitor sample).
 //!
-//! Public like `/healthz` unless `OPS_TOKEN` is set: it shows counts and
-//! timings, never user data. It reads the monitor's samples (one a second)
+//! Guarded with `/metrics` (see `ops_access`: open on loopback, else
+//! `OPS_TOKEN` or `OPS_OPEN=true`): it shows counts and timings, never user
+//! data. It reads the monitor's samples (one a second)
 //! and never takes its own, so readers cost the databases nothing.
 
 use std::convert::Infallible;

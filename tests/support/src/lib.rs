@@ -74,6 +74,9 @@ pub async fn test_settings() -> Settings {
     // Many tests place orders as fast as a script would: the per-user write
     // limit has tests of its own (limits.rs), which set it.
     settings.write_burst = 0;
+    // Likewise reads: tests poll and list as fast as they can; the per-user
+    // read limit has its own test (limits.rs).
+    settings.read_burst = 0;
     settings.read_store = test_read_store();
 
     let mut url = url::Url::parse(&settings.database_url).expect("DATABASE_URL is a URL");

@@ -107,7 +107,9 @@ impl Accounts<'_> {
     /// Creates a user; [`AuthError::UsernameTaken`] when the name is taken.
     /// Counted per client address (`client`: the address as the limits key
     /// it).
-    #[tracing::instrument(skip_all, fields(username = %credentials.username))]
+    // The name is logged once it is an account's: what a refused sign-up
+    // typed stays out of the logs.
+    #[tracing::instrument(skip_all, fields(username = tracing::field::Empty))]
     pub async fn register(
         &self,
         credentials: Credentials,
@@ -130,13 +132,16 @@ impl Accounts<'_> {
         if inserted.rows_affected() == 0 {
             return Err(AuthError::UsernameTaken);
         }
+        tracing::Span::current().record("username", credentials.username.as_str());
         Ok(id)
     }
 
     /// Checks credentials and opens a session. The attempt is counted before
     /// the password is checked (and given back if it is right or was never
     /// checked).
-    #[tracing::instrument(skip_all, fields(username = %credentials.username))]
+    // The name is logged only once the password matched: a failed attempt's
+    // "username" may be a password typed into the wrong box.
+    #[tracing::instrument(skip_all, fields(username = tracing::field::Empty))]
     pub async fn authenticate(
         &self,
         credentials: Credentials,
@@ -168,6 +173,7 @@ impl Accounts<'_> {
         let user_id = match checked.await {
             Ok(Some(user_id)) => {
                 self.throttle.succeeded(attempt);
+                tracing::Span::current().record("username", credentials.username.as_str());
                 user_id
             }
             Ok(None) => {

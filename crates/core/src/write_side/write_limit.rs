@@ -3,71 +3,27 @@
 //! else's writes (`WRITE_BURST`, `WRITE_RATE_PER_MIN`). Refusals are counted
 //! in `/metrics` with the other limits.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
-
 use uuid::Uuid;
 
 use super::WriteError;
+use crate::rate::UserBuckets;
 
 /// A token bucket per user for writes: `burst` at once, refilled at
-/// `per_min` a minute. Only users who wrote recently have a bucket: full
-/// ones are forgotten when the map grows.
-pub struct WriteLimiter {
-    burst: f64,
-    per_sec: f64,
-    buckets: Mutex<HashMap<Uuid, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Buckets kept before the full ones are swept out.
-const SWEEP_ABOVE: usize = 10_000;
+/// `per_min` a minute (see [`UserBuckets`]).
+pub struct WriteLimiter(UserBuckets);
 
 impl WriteLimiter {
     pub fn new(burst: u32, per_min: u32) -> Self {
-        Self {
-            burst: f64::from(burst),
-            per_sec: f64::from(per_min.max(1)) / 60.0,
-            buckets: Mutex::default(),
-        }
+        Self(UserBuckets::new(burst, per_min))
     }
 
     /// Takes one write from `user`'s bucket, or [`WriteError::RateLimited`] with the
     /// seconds until the next one is allowed.
     pub fn check(&self, user: Uuid) -> Result<(), WriteError> {
-        if self.burst < 1.0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("write limiter lock poisoned");
-        if buckets.len() >= SWEEP_ABOVE && !buckets.contains_key(&user) {
-            let (burst, per_sec) = (self.burst, self.per_sec);
-            buckets
-                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < burst);
-        }
-        let bucket = buckets.entry(user).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        bucket.tokens = (bucket.tokens
-            + now.duration_since(bucket.at).as_secs_f64() * self.per_sec)
-            .min(self.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Ok(());
-        }
-        let wait = (1.0 - bucket.tokens) / self.per_sec;
-        drop(buckets);
-        metrics::counter!("sightline_limit_rejections_total", "kind" => "write", "scope" => "user")
-            .increment(1);
-        Err(WriteError::RateLimited {
-            retry_after: wait.ceil().max(1.0) as u64,
+        self.0.take(user).map_err(|retry_after| {
+            metrics::counter!("sightline_limit_rejections_total", "kind" => "write", "scope" => "user")
+                .increment(1);
+            WriteError::RateLimited { retry_after }
         })
     }
 }

@@ -245,6 +245,7 @@ pub async fn list_page(
         (status = 200, description = "One page of orders.", body = OrderList, headers(
             ("X-Read-Source" = crate::schemas::ReadSourceHeader, description = "`read-model`, or `merged` when the write side filled in orders search does not show yet."),
         )),
+        (status = 429, description = "`rate_limited`: too many reads for this user (`READ_BURST`, `READ_RATE_PER_MIN`); `Retry-After` says when to try again.", body = crate::schemas::ErrorBody),
     ),
 )]
 pub(crate) async fn list_orders(
@@ -253,6 +254,7 @@ pub(crate) async fn list_orders(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> AppResult<impl IntoResponse> {
+    state.limits.read(user.id)?;
     let token = presented_token(&params, &headers)?;
     let (list, source) = list_page(&state, &user, &params, token).await?;
     Ok((read_source_header(source), Json(list)))
@@ -271,6 +273,7 @@ pub(crate) async fn list_orders(
             ("X-Read-Source" = crate::schemas::ReadSourceHeader, description = "`read-model`, or `write-db` while search does not show it yet."),
         )),
         (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::schemas::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many reads for this user (`READ_BURST`, `READ_RATE_PER_MIN`); `Retry-After` says when to try again.", body = crate::schemas::ErrorBody),
     ),
 )]
 pub(crate) async fn get_order(
@@ -278,6 +281,7 @@ pub(crate) async fn get_order(
     user: CurrentUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> AppResult<impl IntoResponse> {
+    state.limits.read(user.id)?;
     match state.read_model.find(user.id, id).await {
         Ok(Some(doc)) => {
             return Ok((
@@ -315,12 +319,14 @@ fn read_source_header(source: ReadSource) -> [(HeaderName, HeaderValue); 1] {
         (status = 200, description = "The user's counters (all zero before the first order is projected).", body = SummaryDocument, headers(
             ("X-Read-Source" = crate::schemas::ReadSourceHeader, description = "`read-model`."),
         )),
+        (status = 429, description = "`rate_limited`: too many reads for this user (`READ_BURST`, `READ_RATE_PER_MIN`); `Retry-After` says when to try again.", body = crate::schemas::ErrorBody),
     ),
 )]
 pub(crate) async fn get_summary(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> AppResult<impl IntoResponse> {
+    state.limits.read(user.id)?;
     let summary = state
         .read_model
         .summary(user.id)

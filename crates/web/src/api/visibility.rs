@@ -66,7 +66,7 @@ pub struct Visibility {
     responses(
         (status = 200, description = "The order's visibility now.", body = Visibility),
         (status = 404, description = "`not_found`: unknown, or another user's.", body = crate::schemas::ErrorBody),
-        (status = 429, description = "`too_many_polls`: too many waiting polls for this user or address (`wait` > 0 only).", body = crate::schemas::ErrorBody),
+        (status = 429, description = "`too_many_polls`: too many waiting polls for this user or address (`wait` > 0 only); `rate_limited`: too many reads for this user (`READ_BURST`, `READ_RATE_PER_MIN`; every poll is one).", body = crate::schemas::ErrorBody),
     ),
 )]
 pub async fn visibility(
@@ -76,6 +76,9 @@ pub async fn visibility(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<VisibilityParams>,
 ) -> AppResult<Json<Visibility>> {
+    // Every poll is a read, the waiting ones too: a `wait=1` on a visible
+    // order answers at once, and must not be a way around the limit.
+    state.limits.read(user.id)?;
     let wait = params.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
         return Err(AppError::bad_request(

@@ -110,8 +110,9 @@ fn sentence(message: &str) -> String {
 }
 
 /// Login and sign-up have no session to protect yet, but a cross-site form
-/// must not log a browser into someone else's account either.
-fn refuse_cross_site(headers: &HeaderMap) -> Result<(), AppError> {
+/// must not log a browser into someone else's account either (the
+/// operator's sign-in on `/status` refuses such posts the same way).
+pub(crate) fn refuse_cross_site(headers: &HeaderMap) -> Result<(), AppError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let cross_site =
         matches!(header("sec-fetch-site"), Some(site) if site != "same-origin" && site != "none");

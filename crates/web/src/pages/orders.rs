@@ -701,7 +701,36 @@ pub(super) async fn orders_page(
 ) -> Response {
     // A mangled query string still gets the page, just without its options.
     let query = query.map(|Query(q)| q).unwrap_or_default();
+    // The page's list is a read like the API's (its form's writes are
+    // charged to the write limit instead).
+    if let Err(limited) = state.limits.read(user.id) {
+        return read_limited(limited);
+    }
     orders_response(&state, &user, query, FormValues::fresh(), None).await
+}
+
+/// The orders page when its user's reads are spent: 429 with `Retry-After`
+/// and a line saying when to reload, instead of the list.
+fn read_limited(limited: AppError) -> Response {
+    let retry_after = match &limited {
+        AppError::TooMany { retry_after, .. } => *retry_after,
+        _ => 1,
+    };
+    let (status, message) = describe(limited);
+    // The message is the server's own words and a number: nothing to escape.
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Too many reads · Sightline</title>\
+         <link rel=\"stylesheet\" href=\"/static/sightline.css\"></head>\
+         <body><main id=\"main\"><section class=\"card\"><h1>Slow down</h1>\
+         <p role=\"alert\">{message}.</p><p><a href=\"/orders\">Reload the orders</a></p>\
+         </section></main></body></html>\n"
+    );
+    let mut response = html_page(status, body);
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+    response
 }
 
 /// What the form says of a price it cannot read.

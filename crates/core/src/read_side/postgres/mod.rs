@@ -99,7 +99,8 @@ impl ReadQueries for PgReadModel {
     /// A page of one user's orders, newest first (by the millisecond, then
     /// the id, as the Elasticsearch store sorts), optionally filtered by the
     /// words of `q` over skus and note.
-    #[tracing::instrument(skip(self))]
+    // What a user typed stays out of the logs: only its length.
+    #[tracing::instrument(skip(self, q), fields(q_len = q.map_or(0, str::len)))]
     fn search<'a>(
         &'a self,
         user_id: Uuid,
