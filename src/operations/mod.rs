@@ -6,8 +6,10 @@
 //! - [`rebuild`]: a fresh read model from the event log, swapped in while the
 //!   live one keeps serving.
 //! - [`outbox`]: backlog, dead letters, retries and retention of the outbox.
-//! - [`prune`]: retention of notices, expired sessions and the inbox.
+//! - [`prune`]: the `prune` command; [`retention`]: what it counts and
+//!   deletes, through each table's owner.
 
 pub mod outbox;
 pub mod prune;
 pub mod rebuild;
+pub mod retention;

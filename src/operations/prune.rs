@@ -1,10 +1,10 @@
 //! `sightline prune`: retention of the notice log, expired sessions and the
-//! projector's inbox, and what it prints (the rules of what may go live in
-//! [`crate::visibility::retention`]).
+//! projector's inbox, and what it prints (what goes, table by table, is
+//! [`super::retention`]).
 
+use super::retention;
 use crate::config::Settings;
 use crate::db::connect_and_migrate;
-use crate::visibility::retention;
 
 /// Prunes (or, without `yes`, counts) what the retention bound lets go.
 pub async fn command(yes: bool, batch_size: i64, settings: Settings) -> anyhow::Result<()> {

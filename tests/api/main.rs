@@ -39,6 +39,7 @@ mod sessions;
 mod smoke;
 mod sse_clients;
 mod stress;
+mod table_owners;
 mod task_deaths;
 mod typed_client;
 mod write_costs;

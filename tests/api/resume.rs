@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 use sightline::config::ReadStoreKind;
+use sightline::operations::retention;
 use sightline::visibility::notice_log::{self, NewNotice, ORDER_VISIBLE};
-use sightline::visibility::retention;
 use uuid::Uuid;
 
 use crate::binary::cli;

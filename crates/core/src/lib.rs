@@ -40,6 +40,7 @@ pub mod locks;
 pub mod money;
 pub mod order;
 pub mod rate;
+pub mod rebuild_log;
 pub mod shutdown;
 pub mod supervision;
 pub mod telemetry;

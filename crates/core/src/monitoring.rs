@@ -213,19 +213,6 @@ impl Monitor {
     }
 }
 
-/// Outbox figures from one query: pending count, oldest pending age, parked.
-async fn outbox_figures(db: &PgPool) -> sqlx::Result<(i64, f64, i64)> {
-    sqlx::query_as(
-        "SELECT
-           (SELECT count(*) FROM outbox WHERE published_at IS NULL AND NOT parked),
-           coalesce((SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8
-                       FROM outbox WHERE published_at IS NULL AND NOT parked), 0),
-           (SELECT count(*) FROM dead_letters)",
-    )
-    .fetch_one(db)
-    .await
-}
-
 /// What the lag monitor needs, and no more: the handles it reads and the
 /// place it keeps its samples (the web reads them from there).
 pub struct Sampler {
@@ -247,7 +234,8 @@ impl Sampler {
     /// Takes a fresh sample: the outbox and Elasticsearch, concurrently.
     async fn sample(&self) -> Sample {
         self.monitor.taken.fetch_add(1, Ordering::Relaxed);
-        let figures = tokio::time::timeout(Duration::from_secs(2), outbox_figures(&self.db));
+        let figures =
+            tokio::time::timeout(Duration::from_secs(2), crate::outbox::backlog(&self.db));
         let ping = async { !self.same_database && self.search_index.ping().await };
         let (figures, elasticsearch) = tokio::join!(figures, ping);
         let mut figures = figures.ok().and_then(Result::ok);

@@ -36,7 +36,6 @@
 //! twice (see the README's *Moving between the modes*).
 
 mod cli;
-mod log;
 mod report;
 
 use std::time::{Duration, Instant};
@@ -52,9 +51,11 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::db::connect_and_migrate;
 use crate::locks;
+// The rebuild log lives in core: outbox pruning and the projector read it too.
 use crate::outbox::events::OrderEvent;
 use crate::outbox::{self, OutboxEvent};
 use crate::read_side::index::{SearchIndex, WriteOutcome};
+use crate::rebuild_log as log;
 pub use cli::{RebuildArgs, command};
 pub use report::RebuildReport;
 use report::progress_bar;

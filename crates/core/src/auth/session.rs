@@ -106,6 +106,34 @@ pub async fn delete_all(db: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Error> 
     Ok(deleted.rows_affected())
 }
 
+/// How many sessions are past their end (idle or absolute).
+pub async fn count_expired(db: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM sessions WHERE expires_at < now()")
+        .fetch_one(db)
+        .await
+}
+
+/// Deletes sessions past their end, `batch` per statement (retention).
+/// Returns how many went.
+pub async fn delete_expired(db: &PgPool, batch: i64) -> sqlx::Result<i64> {
+    let batch = batch.max(1);
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM sessions WHERE token_hash IN (
+               SELECT token_hash FROM sessions WHERE expires_at < now() LIMIT $1)",
+        )
+        .bind(batch)
+        .execute(db)
+        .await?
+        .rows_affected() as i64;
+        total += deleted;
+        if deleted < batch {
+            return Ok(total);
+        }
+    }
+}
+
 type SessionRow = (Uuid, String, Option<String>, bool);
 
 /// The user of the session `token` opens, if it is neither past its end nor

@@ -262,6 +262,22 @@ pub async fn park(tx: &mut Transaction<'_, Postgres>, id: i64, error: &str) -> s
     Ok(())
 }
 
+/// The backlog in one cheap query, for the lag monitor's every sample:
+/// pending events, the oldest pending one's age in seconds (0 with none),
+/// and parked ones. ([`status`] adds a count of every published event,
+/// which is too dear to take each second.)
+pub async fn backlog(db: &PgPool) -> sqlx::Result<(i64, f64, i64)> {
+    sqlx::query_as(
+        "SELECT
+           (SELECT count(*) FROM outbox WHERE published_at IS NULL AND NOT parked),
+           coalesce((SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8
+                       FROM outbox WHERE published_at IS NULL AND NOT parked), 0),
+           (SELECT count(*) FROM dead_letters)",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// Where the relay stands: its backlog and its dead letters.
 #[derive(Debug, serde::Serialize)]
 pub struct OutboxStatus {
@@ -457,10 +473,7 @@ pub async fn prune(db: &sqlx::PgPool, before: DateTime<Utc>, batch: i64) -> anyh
     if !locked {
         anyhow::bail!("a rebuild is running: prune once it has finished");
     }
-    let unfinished: Option<String> =
-        sqlx::query_scalar("SELECT orders_index FROM rebuilds WHERE finished_at IS NULL")
-            .fetch_optional(&mut guard)
-            .await?;
+    let unfinished = crate::rebuild_log::unfinished_index(&mut guard).await?;
     if let Some(index) = unfinished {
         anyhow::bail!(
             "a rebuild into {index} was interrupted: finish it (`sightline rebuild`) \

@@ -234,13 +234,9 @@ impl Projector {
     /// operator to look at, and the failure stays visible on `/status`.
     #[tracing::instrument(skip(self))]
     async fn restore_aliases(&self) -> anyhow::Result<()> {
-        let swapped: Option<(String, String)> = sqlx::query_as(
-            "SELECT orders_index, summaries_index FROM rebuilds
-             WHERE outcome = 'swapped' ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_optional(&self.db)
-        .await
-        .context("Failed to read the last rebuild")?;
+        let swapped = crate::rebuild_log::last_swapped(&self.db)
+            .await
+            .context("Failed to read the last rebuild")?;
         let (orders, summaries) = swapped.unwrap_or_else(|| {
             (
                 format!("{}_v1", self.store.alias()),

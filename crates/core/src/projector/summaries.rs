@@ -4,9 +4,21 @@
 //! counted through an inbox keyed by event id, in the same transaction as the
 //! counters: a redelivered event finds itself in the inbox and counts nothing.
 //! The folds commute, so delivery order does not matter either.
+//!
+//! Retention of the inbox ([`prune_settled_inbox`]). Why pruning it cannot count an event twice: the relay only delivers
+//! unpublished events, and it marks a batch published in the very transaction
+//! that holds the claimed rows, so an event published (or already pruned from
+//! the outbox, which only prunes published events) is never delivered again.
+//! Only those inbox rows go, and only once both the inbox row and the
+//! publication are older than the bound — an operator putting an event back
+//! by hand within the bound is still caught.
+
+//! (It reads the outbox's `published_at` and `parked` for that, in the
+//! same statement: the outbox owns those columns.)
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -198,4 +210,48 @@ pub async fn count_in(
     }
     // Users with nothing counted yet (revision 0) have nothing to show.
     Ok(summaries.into_values().filter(|s| s.revision > 0).collect())
+}
+
+/// Inbox rows of events that can never be delivered again: applied before
+/// `cutoff`, and their outbox row published (not parked) before it, or gone.
+const SETTLED: &str = "i.applied_at < $1
+    AND (o.id IS NULL OR (o.published_at < $1 AND NOT o.parked))";
+
+/// How many inbox rows [`prune_settled_inbox`] would delete.
+pub async fn count_settled_inbox(db: &PgPool, cutoff: DateTime<Utc>) -> sqlx::Result<i64> {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM projector_inbox i
+         LEFT JOIN outbox o ON o.event_id = i.event_id WHERE {SETTLED}"
+    ))
+    .bind(cutoff)
+    .fetch_one(db)
+    .await
+}
+
+/// Deletes the inbox's memory of events that cannot come again, `batch` per
+/// statement. Returns how many went.
+pub async fn prune_settled_inbox(
+    db: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+) -> sqlx::Result<i64> {
+    let batch = batch.max(1);
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM projector_inbox WHERE event_id IN (
+               SELECT i.event_id FROM projector_inbox i
+               LEFT JOIN outbox o ON o.event_id = i.event_id
+               WHERE {SETTLED} LIMIT $2)"
+        ))
+        .bind(cutoff)
+        .bind(batch)
+        .execute(db)
+        .await?
+        .rows_affected() as i64;
+        total += deleted;
+        if deleted < batch {
+            return Ok(total);
+        }
+    }
 }
