@@ -313,7 +313,7 @@ pub struct Settings {
     /// The bus between the relay and the projectors: `inprocess` (one
     /// machine: the relay hands batches straight to the projector in the
     /// same process) or `nats` (NATS JetStream: relay and projectors run in
-    /// any processes; see README "Scaling out").
+    /// any processes; see docs/OPERATIONS.md, *Scaling out*).
     #[arg(long, env = "BUS", value_enum, default_value_t = BusKind::Inprocess)]
     pub bus: BusKind,
 

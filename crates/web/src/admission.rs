@@ -9,7 +9,7 @@
 //! connection is timed out mid-ping or mid-connect and closed, the next one
 //! opens a connection it cannot finish either, and the instance stops
 //! committing anything until the load stops — the overload collapse of
-//! docs/BENCHMARKS.md (fourth session). Here the line is FIFO (tokio's
+//! docs/BENCHMARKS.md (before `4a342df`). Here the line is FIFO (tokio's
 //! semaphore is fair) and its wait bounded well under the pool's timeout,
 //! so a write admitted is one the pool serves at once (at most
 //! `WRITE_CONCURRENCY` hold connections), and the excess costs the server

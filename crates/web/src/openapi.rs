@@ -46,7 +46,7 @@ pub async fn serve() -> impl IntoResponse {
     info(
         title = "Sightline",
         version = "1",
-        description = "Orders committed with an outbox, projected into Elasticsearch, and `order-visible` pushed over Server-Sent Events once search can find them. HTTP contract v1: see the README's *HTTP contract v1* and *Resuming the event stream*.",
+        description = "Orders committed with an outbox, projected into Elasticsearch, and `order-visible` pushed over Server-Sent Events once search can find them. HTTP contract v1: see docs/HTTP.md, and *Resuming the event stream* in docs/ARCHITECTURE.md.",
     ),
     paths(
         crate::api::sessions::sign_up,
@@ -269,7 +269,7 @@ fn shared_answers(path: &str, method: HttpMethod, operation: &mut Operation) {
             operation,
             "429",
             error_response(
-                "`throttled`: too many login or sign-up attempts (see Limits in the README).",
+                "`throttled`: too many login or sign-up attempts (see docs/SECURITY.md).",
                 true,
             ),
         );

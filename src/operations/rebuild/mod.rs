@@ -33,7 +33,7 @@
 //! event published once the new index has it and its order version is
 //! noticed: the relay, once the mode is switched, starts after them and
 //! delivers only what committed since — nothing missing, nothing noticed
-//! twice (see the README's *Moving between the modes*).
+//! twice (see docs/ARCHITECTURE.md, *Moving between the modes*).
 
 mod cli;
 mod report;

@@ -19,7 +19,7 @@
 //! keys, and each table holds at most `THROTTLE_MAX_KEYS` keys: past that the
 //! entries that have nothing left to count go, then the least recently used.
 //! The counts are per instance: with N instances behind a balancer the
-//! limits are up to N times as generous (see the README's Limits table).
+//! limits are up to N times as generous (see docs/SECURITY.md).
 
 use std::collections::HashMap;
 use std::hash::Hash;

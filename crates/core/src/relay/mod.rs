@@ -246,7 +246,7 @@ async fn connect_listener(db: &PgPool) -> Option<PgListener> {
 mod tests {
     use super::*;
 
-    /// The README's contract: exponential, capped, full jitter — a delay
+    /// The contract (docs/ARCHITECTURE.md, *Guarantees*): exponential, capped, full jitter — a delay
     /// drawn from the whole range up to the ceiling, not only its top half.
     #[test]
     fn backoff_is_exponential_capped_with_full_jitter() {

@@ -91,7 +91,7 @@ fn cursor_event(kind: &str, cursor: &Cursor, reason: Option<&'static str>) -> By
 /// `ready` ([`sse_data::ReadyData`]), `reset` ([`sse_data::ResetData`]),
 /// `order-visible` ([`sse_data::OrderVisibleData`]), `order-failed`
 /// ([`sse_data::OrderFailedData`]); `: heartbeat` comment lines keep an idle
-/// stream open. Resume with `Last-Event-ID` (see the README's *Resuming the
+/// stream open. Resume with `Last-Event-ID` (see docs/ARCHITECTURE.md, *Resuming the
 /// event stream*).
 #[utoipa::path(
     get,

@@ -50,7 +50,8 @@ pub fn cookie_header(state: &AppState, token: &str) -> (header::HeaderName, Stri
     )
 }
 
-/// Creates a user. Counted per client address (see Limits in the README).
+/// Creates a user. Counted per client address (see docs/SECURITY.md,
+/// *Logins, sign-ups and password hashing*).
 #[utoipa::path(
     post,
     path = "/api/users",

@@ -6,7 +6,7 @@
 //! answers with a redirect (303) or the same page re-rendered with the error.
 //! `static/app.js` only enhances `/orders` (rows from the page's own row
 //! template, live updates over SSE with long polling as the fallback, search
-//! as you type, cancel with undo); see README "The orders page".
+//! as you type, cancel with undo); see docs/FRONTEND.md, *The orders page*.
 
 mod assets;
 mod auth;
