@@ -90,7 +90,7 @@ fn render(template: &impl Template, status: StatusCode) -> Response {
 
 /// The status an error answers with and the message a person may read.
 /// Internal details never reach the page (the JSON error logs them).
-fn describe(err: impl Into<AppError>) -> (StatusCode, String) {
+pub(super) fn describe(err: impl Into<AppError>) -> (StatusCode, String) {
     let (status, message) = err.into().public();
     let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         "something went wrong on our side, please try again".to_owned()
