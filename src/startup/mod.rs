@@ -145,7 +145,11 @@ impl Application {
             search_index,
             settings,
             shutdown: ShutdownSignal::new(),
-            metrics: telemetry::metrics_handle(),
+            metrics: {
+                let handle = telemetry::metrics_handle();
+                web::describe_metrics();
+                handle
+            },
             monitor: Default::default(),
             pipeline: Default::default(),
             pipeline_db,

@@ -37,6 +37,7 @@ pub mod config;
 pub mod consistency;
 pub mod db;
 pub mod locks;
+pub mod metric_catalogue;
 pub mod money;
 pub mod order;
 pub mod rate;

@@ -415,253 +415,6 @@ pub fn render_metrics(monitor: &Monitor, metrics: &PrometheusHandle) -> String {
     metrics.render()
 }
 
-/// Help text and units for every metric Sightline exports. Unlabelled
-/// counters start at zero and histograms are registered, so those families
-/// are listed from the first scrape (to `rate()`, absent is not zero).
-pub fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-
-    let gauges: &[(&'static str, Unit, &'static str)] = &[
-        (
-            "sightline_outbox_backlog",
-            Unit::Count,
-            "Outbox events committed but not yet published (sampled every second).",
-        ),
-        (
-            "sightline_outbox_oldest_pending_age_seconds",
-            Unit::Seconds,
-            "Age of the oldest unpublished outbox event, 0 when none (sampled every second).",
-        ),
-        (
-            "sightline_outbox_dead_letters",
-            Unit::Count,
-            "Events parked in the dead-letter table right now.",
-        ),
-        (
-            "sightline_projection_lag_seconds",
-            Unit::Seconds,
-            "Projection lag: now minus the commit time of the oldest unpublished event, 0 when none.",
-        ),
-        (
-            "sightline_projection_lag_events",
-            Unit::Count,
-            "Projection lag in events (the outbox backlog).",
-        ),
-        (
-            "sightline_lag_slo_seconds",
-            Unit::Seconds,
-            "The projection lag SLO (LAG_SLO_MS).",
-        ),
-        (
-            "sightline_lag_slo_breached",
-            Unit::Count,
-            "1 while projection lag is above the SLO, else 0.",
-        ),
-        (
-            "sightline_postgres_up",
-            Unit::Count,
-            "1 when this instance's last pipeline sample reached PostgreSQL, else 0.",
-        ),
-        (
-            "sightline_elasticsearch_up",
-            Unit::Count,
-            "1 when this instance's last pipeline sample reached Elasticsearch, else 0.",
-        ),
-        (
-            PIPELINE_FAILING,
-            Unit::Count,
-            "1 for the kind of failure (Elasticsearch error type, elasticsearch_unreachable, postgres, other) that keeps this instance's relay failing right now; 0 for kinds that are over.",
-        ),
-        (
-            PIPELINE_FAILING_SINCE,
-            Unit::Seconds,
-            "Unix time the current run of failed relay batches began on this instance, 0 when the relay is not failing.",
-        ),
-        (
-            "sightline_sse_streams",
-            Unit::Count,
-            "Open notice streams (GET /api/events) on this instance.",
-        ),
-        (
-            "sightline_notice_head",
-            Unit::Count,
-            "The last global notice sequence this instance's hub dispatched (internal; clients see per-user cursors).",
-        ),
-        (
-            "sightline_http_connections",
-            Unit::Count,
-            "Open HTTP connections on this instance.",
-        ),
-        (
-            "sightline_http_connections_max",
-            Unit::Count,
-            "The connection limit in force (MAX_CONNECTIONS, or sized from the open-file limit).",
-        ),
-        (
-            "sightline_write_admission_waiting",
-            Unit::Count,
-            "Write requests waiting for a turn (WRITE_CONCURRENCY) on this instance.",
-        ),
-        (
-            "sightline_status_streams",
-            Unit::Count,
-            "Open /status/stream streams on this instance.",
-        ),
-    ];
-    // Gauges appear with the first measurement: a zero before it would claim one.
-    for (name, unit, help) in gauges {
-        describe_gauge!(*name, *unit, *help);
-    }
-
-    let counters: &[(&'static str, &'static str)] = &[
-        ("sightline_orders_placed_total", "Orders committed."),
-        (
-            "sightline_orders_cancelled_total",
-            "Cancellations committed.",
-        ),
-        (
-            "sightline_events_published_total",
-            "Outbox events the relay published.",
-        ),
-        (
-            "sightline_dead_letters_total",
-            "Events parked as dead letters (ever).",
-        ),
-        (
-            "sightline_duplicates_acknowledged_total",
-            "Redelivered events the read store already had (acknowledged, not applied again).",
-        ),
-        (
-            "sightline_notices_recorded_total",
-            "Notices recorded in the notice log.",
-        ),
-        (
-            "sightline_notices_sent_total",
-            "Notices written to SSE streams (replayed and live).",
-        ),
-        (
-            "sightline_notices_dropped_total",
-            "Live notices a lagging SSE client missed when it was cut off (it resumes from the log).",
-        ),
-        (
-            "sightline_sse_resets_total",
-            "Streams opened with a Last-Event-ID the log could not vouch for, answered with event: reset (reason: malformed, too_old, unknown).",
-        ),
-        (
-            "sightline_status_samples_total",
-            "Pipeline samples taken (outbox query + Elasticsearch ping): one a second, shared by every /status reader.",
-        ),
-        (
-            "sightline_write_admission_refused_total",
-            "Write requests refused with 503 busy before touching anything, by reason: queue_full (WRITE_QUEUE) or waited (WRITE_QUEUE_WAIT_MS).",
-        ),
-    ];
-    for (name, help) in counters {
-        describe_counter!(*name, Unit::Count, *help);
-        metrics::counter!(*name).increment(0);
-    }
-    describe_counter!(
-        BATCH_FAILURES,
-        Unit::Count,
-        "Relay batches that failed, by kind of failure; their events are retried with backoff."
-    );
-    describe_counter!(
-        "sightline_connections_refused_total",
-        Unit::Count,
-        "Connections refused by scope: instance (MAX_CONNECTIONS) or address (one client address at its share, MAX_CONNECTIONS_PER_ADDRESS)."
-    );
-    // Both scopes listed from the start, so a rate over them is never empty.
-    for scope in ["instance", "address"] {
-        metrics::counter!("sightline_connections_refused_total", "scope" => scope).increment(0);
-    }
-    describe_counter!(
-        "sightline_limit_rejections_total",
-        Unit::Count,
-        "Requests refused by a limit, by kind (stream, poll, status_stream, write, read, body, ops_token) and scope (user, address, instance, ...)."
-    );
-    describe_counter!(
-        "sightline_http_requests_total",
-        Unit::Count,
-        "HTTP requests by matched route, method and status."
-    );
-
-    let histograms: &[(&'static str, &'static str)] = &[
-        (
-            "sightline_commit_to_searchable_seconds",
-            "From an event's commit to its batch being searchable.",
-        ),
-        (
-            "sightline_commit_to_notice_sent_seconds",
-            "From an event's commit to its order-visible notice being sent on a live stream.",
-        ),
-        (
-            "sightline_es_bulk_seconds",
-            "Elasticsearch bulk request latency.",
-        ),
-    ];
-    for (name, help) in histograms {
-        describe_histogram!(*name, Unit::Seconds, *help);
-        // Registered, so an empty histogram is listed too.
-        let _ = metrics::histogram!(*name);
-    }
-    describe_histogram!(
-        "sightline_http_request_duration_seconds",
-        Unit::Seconds,
-        "HTTP request duration until the response head, by matched route, method and status."
-    );
-    describe_histogram!(
-        BATCH_STAGE_SECONDS,
-        Unit::Seconds,
-        "Time a relay batch spends in each stage (waiting: from an event's creation to its claim; then claim, count, write, refresh, notices, mark): where visibility latency goes."
-    );
-
-    // The distributed bus (BUS=nats): listed only where it runs.
-    let bus_gauges: &[(&'static str, &'static str)] = &[
-        (
-            "sightline_bus_stream_messages",
-            "Events the stream holds (sampled every 2 s).",
-        ),
-        (
-            "sightline_bus_consumer_pending",
-            "Events in the stream no projector has been handed yet.",
-        ),
-        (
-            "sightline_bus_consumer_ack_pending",
-            "Events handed to projectors and not yet acknowledged.",
-        ),
-        (
-            "sightline_bus_consumer_redelivered",
-            "Unacknowledged events that were delivered more than once.",
-        ),
-        (
-            "sightline_bus_node_up",
-            "1 for each node holding the stream that is up (the leader, or a replica not offline), else 0.",
-        ),
-        (
-            "sightline_bus_reachable",
-            "1 while the stream and consumer can be looked at, else 0.",
-        ),
-    ];
-    for (name, help) in bus_gauges {
-        describe_gauge!(*name, Unit::Count, *help);
-    }
-    describe_counter!(
-        "sightline_bus_publish_duplicates_total",
-        Unit::Count,
-        "Publishes the stream acknowledged as duplicates (it had the outbox id already: a retry after a lost PubAck or a relay crash)."
-    );
-    describe_counter!(
-        "sightline_bus_events_projected_total",
-        Unit::Count,
-        "Events the NATS projectors on this instance made searchable and acknowledged."
-    );
-    describe_histogram!(
-        "sightline_bus_publish_seconds",
-        Unit::Seconds,
-        "From a relay batch's first publish to its last PubAck."
-    );
-}
-
 /// Where a relay batch's time goes, one `stage` label per step.
 pub const BATCH_STAGE_SECONDS: &str = "sightline_batch_stage_seconds";
 
@@ -679,6 +432,28 @@ pub fn stage_histogram(stage: &'static str) -> metrics::Histogram {
 pub fn record_stage(stage: &'static str, started: std::time::Instant) {
     stage_histogram(stage).record(started.elapsed().as_secs_f64());
 }
+
+use crate::metric_catalogue::{Listed, Metric};
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::gauge("sightline_outbox_backlog", Unit::Count, "Outbox events committed but not yet published (sampled every second)."),
+    Metric::gauge("sightline_outbox_oldest_pending_age_seconds", Unit::Seconds, "Age of the oldest unpublished outbox event, 0 when none (sampled every second)."),
+    Metric::gauge("sightline_outbox_dead_letters", Unit::Count, "Events parked in the dead-letter table right now."),
+    Metric::gauge("sightline_projection_lag_seconds", Unit::Seconds, "Projection lag: now minus the commit time of the oldest unpublished event, 0 when none."),
+    Metric::gauge("sightline_projection_lag_events", Unit::Count, "Projection lag in events (the outbox backlog)."),
+    Metric::gauge("sightline_lag_slo_seconds", Unit::Seconds, "The projection lag SLO (LAG_SLO_MS)."),
+    Metric::gauge("sightline_lag_slo_breached", Unit::Count, "1 while projection lag is above the SLO, else 0."),
+    Metric::gauge("sightline_postgres_up", Unit::Count, "1 when this instance's last pipeline sample reached PostgreSQL, else 0."),
+    Metric::gauge("sightline_elasticsearch_up", Unit::Count, "1 when this instance's last pipeline sample reached Elasticsearch, else 0."),
+    Metric::gauge(PIPELINE_FAILING, Unit::Count, "1 for the kind of failure (Elasticsearch error type, elasticsearch_unreachable, postgres, other) that keeps this instance's relay failing right now; 0 for kinds that are over."),
+    Metric::gauge(PIPELINE_FAILING_SINCE, Unit::Seconds, "Unix time the current run of failed relay batches began on this instance, 0 when the relay is not failing."),
+    Metric::counter("sightline_status_samples_total", "Pipeline samples taken (outbox query + Elasticsearch ping): one a second, shared by every /status reader."),
+    Metric::counter(BATCH_FAILURES, "Relay batches that failed, by kind of failure; their events are retried with backoff.").listed(Listed::OnFirstUse),
+    Metric::seconds(BATCH_STAGE_SECONDS, "Time a relay batch spends in each stage (waiting: from an event's creation to its claim; then claim, count, write, refresh, notices, mark): where visibility latency goes.").listed(Listed::OnFirstUse),
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,5 @@
-//! Logging and metrics set-up.
+//! Logging and metrics set-up: the one recorder, and every metric of this
+//! crate described to it (each module keeps its own table).
 
 use std::sync::OnceLock;
 
@@ -32,7 +33,17 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("static buckets are valid")
                 .install_recorder()
                 .expect("Failed to install the Prometheus recorder");
-            crate::monitoring::describe_metrics();
+            // Each table lives beside the code that records its metrics.
+            crate::metric_catalogue::describe(&[
+                crate::write_side::METRICS,
+                crate::relay::METRICS,
+                crate::bus::nats::METRICS,
+                crate::projector::METRICS,
+                crate::projector::nats_consumer::METRICS,
+                crate::read_side::index::writes::METRICS,
+                crate::visibility::hub::METRICS,
+                crate::monitoring::METRICS,
+            ]);
             crate::auth::throttle::describe_metrics();
             handle
         })

@@ -161,6 +161,17 @@ pub async fn admit_writes(
     }
 }
 
+use metrics::Unit;
+use sightline_core::metric_catalogue::Metric;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::gauge("sightline_write_admission_waiting", Unit::Count, "Write requests waiting for a turn (WRITE_CONCURRENCY) on this instance."),
+    Metric::counter("sightline_write_admission_refused_total", "Write requests refused with 503 busy before touching anything, by reason: queue_full (WRITE_QUEUE) or waited (WRITE_QUEUE_WAIT_MS)."),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,3 +137,13 @@ fn method_label(method: &Method) -> &'static str {
         _ => "other",
     }
 }
+
+use sightline_core::metric_catalogue::{Listed, Metric};
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::counter("sightline_http_requests_total", "HTTP requests by matched route, method and status.").listed(Listed::OnFirstUse),
+    Metric::seconds("sightline_http_request_duration_seconds", "HTTP request duration until the response head, by matched route, method and status.").listed(Listed::OnFirstUse),
+];

@@ -34,6 +34,19 @@ use crate::state::AppState;
 
 pub use crate::limits::BODY_LIMIT;
 
+/// Describes HTTP's metrics to the process's recorder (each table lives
+/// beside the code that records them). Start-up calls it once.
+pub fn describe_metrics() {
+    sightline_core::metric_catalogue::describe(&[
+        api::events::METRICS,
+        serve::METRICS,
+        admission::METRICS,
+        status::METRICS,
+        limits::METRICS,
+        health::METRICS,
+    ]);
+}
+
 /// Everything a `web` instance serves.
 pub fn app(state: AppState) -> Router {
     with_layers(

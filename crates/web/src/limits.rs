@@ -266,6 +266,15 @@ pub async fn body_timeout(timeout: Duration, request: Request, next: Next) -> Re
     }
 }
 
+use sightline_core::metric_catalogue::{Listed, Metric};
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::counter("sightline_limit_rejections_total", "Requests refused by a limit, by kind (stream, poll, status_stream, write, read, body, ops_token) and scope (user, address, instance, ...).").listed(Listed::OnFirstUse),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,6 +262,19 @@ impl Drop for AddressShare {
     }
 }
 
+use metrics::Unit;
+use sightline_core::metric_catalogue::{Listed, Metric};
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::gauge("sightline_http_connections", Unit::Count, "Open HTTP connections on this instance."),
+    Metric::gauge("sightline_http_connections_max", Unit::Count, "The connection limit in force (MAX_CONNECTIONS, or sized from the open-file limit)."),
+    // Both scopes listed from the start, so a rate over them is never empty.
+    Metric::counter("sightline_connections_refused_total", "Connections refused by scope: instance (MAX_CONNECTIONS) or address (one client address at its share, MAX_CONNECTIONS_PER_ADDRESS).").listed(Listed::ForEach("scope", &["instance", "address"])),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,6 +311,16 @@ pub async fn stylesheet(headers: axum::http::HeaderMap) -> axum::response::Respo
     super::pages::STYLESHEET.respond(&headers)
 }
 
+use metrics::Unit;
+use sightline_core::metric_catalogue::Metric;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::gauge("sightline_status_streams", Unit::Count, "Open /status/stream streams on this instance."),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

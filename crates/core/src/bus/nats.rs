@@ -340,3 +340,21 @@ pub async fn watch(
         latest.set(look);
     }
 }
+
+use crate::metric_catalogue::{Listed, Metric};
+use metrics::Unit;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    // The distributed bus (BUS=nats): listed only where it runs.
+    Metric::gauge("sightline_bus_stream_messages", Unit::Count, "Events the stream holds (sampled every 2 s)."),
+    Metric::gauge("sightline_bus_consumer_pending", Unit::Count, "Events in the stream no projector has been handed yet."),
+    Metric::gauge("sightline_bus_consumer_ack_pending", Unit::Count, "Events handed to projectors and not yet acknowledged."),
+    Metric::gauge("sightline_bus_consumer_redelivered", Unit::Count, "Unacknowledged events that were delivered more than once."),
+    Metric::gauge("sightline_bus_node_up", Unit::Count, "1 for each node holding the stream that is up (the leader, or a replica not offline), else 0."),
+    Metric::gauge("sightline_bus_reachable", Unit::Count, "1 while the stream and consumer can be looked at, else 0."),
+    Metric::counter("sightline_bus_publish_duplicates_total", "Publishes the stream acknowledged as duplicates (it had the outbox id already: a retry after a lost PubAck or a relay crash).").listed(Listed::OnFirstUse),
+    Metric::seconds("sightline_bus_publish_seconds", "From a relay batch's first publish to its last PubAck.").listed(Listed::OnFirstUse),
+];

@@ -337,3 +337,14 @@ fn name_failure(error: anyhow::Error) -> anyhow::Error {
         None => error,
     }
 }
+
+use crate::metric_catalogue::Metric;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::counter("sightline_duplicates_acknowledged_total", "Redelivered events the read store already had (acknowledged, not applied again)."),
+    Metric::counter("sightline_notices_recorded_total", "Notices recorded in the notice log."),
+    Metric::seconds("sightline_commit_to_searchable_seconds", "From an event's commit to its batch being searchable."),
+];

@@ -412,3 +412,12 @@ fn backoff(failures: u32) -> Duration {
     let ceiling = (100u64 << failures.min(10)).min(MAX_BACKOFF.as_millis() as u64);
     Duration::from_millis(rand::rng().random_range(0..=ceiling))
 }
+
+use crate::metric_catalogue::{Listed, Metric};
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::counter("sightline_bus_events_projected_total", "Events the NATS projectors on this instance made searchable and acknowledged.").listed(Listed::OnFirstUse),
+];

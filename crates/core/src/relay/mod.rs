@@ -242,6 +242,16 @@ async fn connect_listener(db: &PgPool) -> Option<PgListener> {
     Some(listener)
 }
 
+use crate::metric_catalogue::Metric;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::counter("sightline_events_published_total", "Outbox events the relay published."),
+    Metric::counter("sightline_dead_letters_total", "Events parked as dead letters (ever)."),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,6 +237,16 @@ async fn connect_listener(db: &PgPool) -> Option<PgListener> {
     Some(listener)
 }
 
+use crate::metric_catalogue::Metric;
+use metrics::Unit;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::gauge("sightline_notice_head", Unit::Count, "The last global notice sequence this instance's hub dispatched (internal; clients see per-user cursors)."),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,3 +47,13 @@ pub enum WriteError {
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+use crate::metric_catalogue::Metric;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::counter("sightline_orders_placed_total", "Orders committed."),
+    Metric::counter("sightline_orders_cancelled_total", "Cancellations committed."),
+];

@@ -301,3 +301,17 @@ impl Drop for StreamGauge {
         metrics::gauge!("sightline_sse_streams").decrement(1.0);
     }
 }
+
+use metrics::Unit;
+use sightline_core::metric_catalogue::Metric;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::gauge("sightline_sse_streams", Unit::Count, "Open notice streams (GET /api/events) on this instance."),
+    Metric::counter("sightline_notices_sent_total", "Notices written to SSE streams (replayed and live)."),
+    Metric::counter("sightline_notices_dropped_total", "Live notices a lagging SSE client missed when it was cut off (it resumes from the log)."),
+    Metric::counter("sightline_sse_resets_total", "Streams opened with a Last-Event-ID the log could not vouch for, answered with event: reset (reason: malformed, too_old, unknown)."),
+    Metric::seconds("sightline_commit_to_notice_sent_seconds", "From an event's commit to its order-visible notice being sent on a live stream."),
+];

@@ -7,7 +7,7 @@
 
 mod admin;
 mod search;
-mod writes;
+pub mod writes;
 
 pub use search::{SearchPage, SortKey};
 pub use writes::{ItemFailure, WriteOutcome, is_document_refusal};

@@ -226,6 +226,15 @@ struct BulkItemResult {
     error: Option<Value>,
 }
 
+use crate::metric_catalogue::Metric;
+
+/// The metrics this module records (described at start-up: see
+/// `metric_catalogue`).
+#[rustfmt::skip]
+pub const METRICS: &[Metric] = &[
+    Metric::seconds("sightline_es_bulk_seconds", "Elasticsearch bulk request latency."),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
