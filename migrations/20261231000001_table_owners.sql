@@ -24,7 +24,7 @@ COMMENT ON TABLE orders IS
 COMMENT ON TABLE order_items IS 'owner=crates/core/src/write_side/';
 
 COMMENT ON TABLE outbox IS
-  'owner=crates/core/src/outbox/ readers=crates/core/src/visibility/notice_log.rs,crates/core/src/read_side/read_your_writes.rs,crates/core/src/projector/summaries.rs';
+  'owner=crates/core/src/outbox/ readers=crates/core/src/visibility/notice_log/,crates/core/src/read_side/read_your_writes.rs,crates/core/src/projector/summaries.rs';
 -- notice_log: a notice's commit time is its event's created_at, read as the
 -- notice is recorded; read_your_writes: whether a write's event is still
 -- pending; summaries: which inbox rows can never be delivered again.

@@ -1,0 +1,215 @@
+//! Recording notices: numbering them in commit order under one lock, each
+//! user's stream continuing its chain, and waking every hub. See the parent
+//! module for the two positions every notice has.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{CHAIN_START, CHANNEL, COLUMNS, NewNotice, Notice, chain, payload};
+use crate::locks;
+
+/// Records notices for order versions that search now shows. Recording the
+/// same version again does nothing, so redelivery never sends a notice twice;
+/// nor does recording a version older than one already noticed (relay
+/// batches run concurrently, so an older version can finish last: its notice
+/// would describe an order search no longer shows). Returns the notices newly
+/// recorded, in `seq` order.
+///
+/// Under the lock, it picks the new notices, numbers them (global `seq`
+/// from the sequence, sorted so that it follows the batch's order; each
+/// user's `user_seq` and `chain` continuing from `notice_streams`), inserts
+/// them and moves the users' heads — all in one transaction.
+#[tracing::instrument(skip_all, fields(notices = notices.len()))]
+pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Notice>> {
+    if notices.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut tx = db.begin().await?;
+    let recorded = record_in(&mut tx, notices).await?;
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// [`record`] inside the caller's transaction: the same-database mode
+/// records an order's notice in the order's own transaction. The lock is
+/// held until that transaction ends, so take it last (after any row locks)
+/// and commit soon: every other recording waits for it.
+pub async fn record_in(tx: &mut PgConnection, notices: &[NewNotice]) -> sqlx::Result<Vec<Notice>> {
+    if notices.is_empty() {
+        return Ok(vec![]);
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(locks::NOTICE_RECORD)
+        .execute(&mut *tx)
+        .await?;
+    // Nobody else records while we hold the lock, so what this sees is what
+    // the insert will find.
+    let fresh = fresh(tx, notices).await?;
+    let (rows, heads) = number(notices, fresh);
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
+    let recorded = insert(tx, &rows).await?;
+    move_heads(tx, heads).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload(&recorded))
+        .execute(&mut *tx)
+        .await?;
+    Ok(recorded)
+}
+
+/// Where a user's stream stands: its last `user_seq` and `chain`.
+type Head = (i64, String);
+
+/// One notice to insert, numbered: its place and chain in its user's stream.
+type Numbered<'a> = (&'a NewNotice, i64, String);
+
+/// The notices not recorded yet, in the batch's order, as their place in
+/// `notices` (1-based) with their user's stream head: none whose version (or
+/// a newer one of its order) was noticed before.
+async fn fresh(
+    tx: &mut PgConnection,
+    notices: &[NewNotice],
+) -> sqlx::Result<Vec<(i64, Option<i64>, Option<String>)>> {
+    let users: Vec<Uuid> = notices.iter().map(|n| n.user_id).collect();
+    let orders: Vec<Uuid> = notices.iter().map(|n| n.order_id).collect();
+    let versions: Vec<i32> = notices.iter().map(|n| n.order_version).collect();
+    let kinds: Vec<&str> = notices.iter().map(|n| n.kind).collect();
+    sqlx::query_as(
+        "SELECT n.ord, s.last_seq, s.last_chain
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[]) WITH ORDINALITY
+                AS n (user_id, order_id, order_version, kind, ord)
+         LEFT JOIN notice_streams s ON s.user_id = n.user_id
+         WHERE NOT EXISTS (SELECT 1 FROM notices later
+                            WHERE later.order_id = n.order_id
+                              AND later.order_version > n.order_version)
+           AND NOT EXISTS (SELECT 1 FROM notices same
+                            WHERE same.order_id = n.order_id
+                              AND same.order_version = n.order_version
+                              AND same.kind = n.kind)
+         ORDER BY n.ord",
+    )
+    .bind(&users)
+    .bind(&orders)
+    .bind(&versions)
+    .bind(&kinds)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Numbers the fresh notices in the batch's order, continuing each user's
+/// stream from its head, and returns them with the users' new heads.
+fn number<'a>(
+    notices: &'a [NewNotice],
+    fresh: Vec<(i64, Option<i64>, Option<String>)>,
+) -> (Vec<Numbered<'a>>, HashMap<Uuid, Head>) {
+    // The newest version of each order this batch has noticed so far: a
+    // batch may carry several versions of one order in any order (a
+    // redelivery), and one that follows a newer version of its order would
+    // send that order's stream back a version.
+    let mut noticed: HashMap<Uuid, i32> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut heads: HashMap<Uuid, Head> = HashMap::new();
+    let mut rows: Vec<Numbered<'a>> = Vec::with_capacity(fresh.len());
+    for (ord, last_seq, last_chain) in fresh {
+        let notice = &notices[(ord - 1) as usize];
+        if noticed
+            .get(&notice.order_id)
+            .is_some_and(|&newer| newer > notice.order_version)
+        {
+            continue;
+        }
+        noticed
+            .entry(notice.order_id)
+            .and_modify(|v| *v = (*v).max(notice.order_version))
+            .or_insert(notice.order_version);
+        // The same notice twice in one batch counts once.
+        if !seen.insert((notice.order_id, notice.order_version, notice.kind)) {
+            continue;
+        }
+        let head = heads.entry(notice.user_id).or_insert_with(|| {
+            (
+                last_seq.unwrap_or(0),
+                last_chain.unwrap_or_else(|| CHAIN_START.to_owned()),
+            )
+        });
+        head.0 += 1;
+        head.1 = chain(&head.1, notice.order_id, notice.order_version, notice.kind);
+        rows.push((notice, head.0, head.1.clone()));
+    }
+    (rows, heads)
+}
+
+/// Inserts the numbered notices with global `seq`s in the batch's order and
+/// returns them as recorded, in `seq` order, with their commit times.
+async fn insert(tx: &mut PgConnection, rows: &[Numbered<'_>]) -> sqlx::Result<Vec<Notice>> {
+    // The order nextval hands values out in is not promised; sorted, they
+    // follow the batch's order, as each user's `user_seq` does.
+    let mut seqs: Vec<i64> = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('notices', 'seq')) FROM generate_series(1, $1)",
+    )
+    .bind(rows.len() as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    seqs.sort_unstable();
+
+    let col = |f: fn(&NewNotice) -> Uuid| rows.iter().map(|r| f(r.0)).collect::<Vec<_>>();
+    let mut recorded: Vec<Notice> = sqlx::query_as(&format!(
+        "INSERT INTO notices (seq, user_id, user_seq, chain, order_id, order_version, kind,
+                              status, error, visible_at)
+         SELECT n.*, clock_timestamp()
+         FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::uuid[], $6::int[],
+                     $7::text[], $8::text[], $9::text[])
+              AS n (seq, user_id, user_seq, chain, order_id, order_version, kind, status, error)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(&seqs)
+    .bind(col(|n| n.user_id))
+    .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>())
+    .bind(col(|n| n.order_id))
+    .bind(rows.iter().map(|r| r.0.order_version).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.0.kind).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.0.status).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.0.error.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    recorded.sort_by_key(|n| n.seq);
+    // Sorted by `seq`, the rows are in the order their numbers were handed
+    // out, which is the order of `rows`.
+    for (notice, row) in recorded.iter_mut().zip(rows) {
+        notice.committed_at = row.0.committed_at;
+    }
+    Ok(recorded)
+}
+
+/// Moves each user's stream head to its last new notice.
+async fn move_heads(tx: &mut PgConnection, heads: HashMap<Uuid, Head>) -> sqlx::Result<()> {
+    let (users, seqs, chains): (Vec<Uuid>, Vec<i64>, Vec<String>) = heads
+        .into_iter()
+        .map(|(user, (seq, chain))| (user, seq, chain))
+        .fold(
+            Default::default(),
+            |(mut u, mut s, mut c), (user, seq, chain)| {
+                u.push(user);
+                s.push(seq);
+                c.push(chain);
+                (u, s, c)
+            },
+        );
+    sqlx::query(
+        "INSERT INTO notice_streams (user_id, last_seq, last_chain)
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[])
+         ON CONFLICT (user_id) DO UPDATE
+           SET last_seq = excluded.last_seq, last_chain = excluded.last_chain",
+    )
+    .bind(&users)
+    .bind(&seqs)
+    .bind(&chains)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
