@@ -2,7 +2,7 @@
 //! server: the Prometheus rules (`promtool`), the Grafana dashboard, and the
 //! configuration tables (docs/CONFIGURATION.md) against `sightline serve --help`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -246,6 +246,77 @@ fn script_settings() -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// `serve --help`'s groups: each heading (`Server:`, …) with the settings
+/// listed under it.
+fn help_groups() -> BTreeMap<String, BTreeSet<String>> {
+    let output = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut heading = String::new();
+    for line in help.lines() {
+        if let Some(name) = line.strip_suffix(':').filter(|_| !line.starts_with(' ')) {
+            heading = name.to_owned();
+        }
+        for rest in line.split("[env: ").skip(1) {
+            let name = rest.split(['=', ']']).next().unwrap().to_owned();
+            groups.entry(heading.clone()).or_default().insert(name);
+        }
+    }
+    groups
+}
+
+/// docs/CONFIGURATION.md's `## ` sections with the settings their tables name.
+fn documented_groups() -> BTreeMap<String, BTreeSet<String>> {
+    let document = read("docs/CONFIGURATION.md");
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in document.lines() {
+        if let Some(name) = line.strip_prefix("## ") {
+            section = name.to_owned();
+        } else if line.starts_with("| `") {
+            let first = line.split('|').nth(1).unwrap();
+            for quoted in first.split('`').skip(1).step_by(2) {
+                let name = quoted.split('=').next().unwrap();
+                groups
+                    .entry(section.clone())
+                    .or_default()
+                    .insert(name.to_owned());
+            }
+        }
+    }
+    groups
+}
+
+/// The configuration document is grouped as the settings are: every group
+/// of `serve --help` is a section of the same name listing exactly its
+/// settings (a setting moved to another group in the code, or documented
+/// under the wrong one, fails here).
+#[test]
+fn the_configuration_document_has_a_section_for_each_group_of_settings() {
+    let help = help_groups();
+    let documented = documented_groups();
+    let groups: Vec<_> = help.keys().filter(|h| *h != "Options").collect();
+    assert!(groups.len() >= 5, "too few groups in --help: {help:?}");
+    for heading in groups {
+        let in_doc = documented
+            .get(heading)
+            .unwrap_or_else(|| panic!("docs/CONFIGURATION.md has no `## {heading}` section"));
+        let missing: Vec<_> = help[heading].difference(in_doc).collect();
+        assert!(missing.is_empty(), "`## {heading}` lacks {missing:?}");
+        let misplaced: Vec<_> = in_doc
+            .iter()
+            .filter(|n| !help[heading].contains(*n) && help.values().any(|g| g.contains(*n)))
+            .collect();
+        assert!(
+            misplaced.is_empty(),
+            "`## {heading}` lists settings of another group: {misplaced:?}"
+        );
+    }
 }
 
 /// No setting is undocumented, and the table names none that does not exist.

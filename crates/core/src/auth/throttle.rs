@@ -20,6 +20,10 @@
 //! entries that have nothing left to count go, then the least recently used.
 //! The counts are per instance: with N instances behind a balancer the
 //! limits are up to N times as generous (see docs/SECURITY.md).
+//!
+//! One cohesive thing, kept in one file: the three login counts and the
+//! sign-up count share one table type, one lock and one eviction rule; the
+//! last fifth of the file is their tests.
 
 use std::collections::HashMap;
 use std::hash::Hash;
