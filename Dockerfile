@@ -4,6 +4,8 @@
 # `docker compose up --build` with compose.yaml (PostgreSQL + Elasticsearch).
 
 # --- build -------------------------------------------------------------------
+# Base images by tag: pin their digests where a registry is reachable (see
+# docs/SECURITY.md, Supply chain); this project's build machines reach none.
 FROM rust:1-bookworm AS builder
 WORKDIR /build
 
