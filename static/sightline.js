@@ -424,6 +424,14 @@ class Hub {
         if (this.channel) this.channel.postMessage({ type: 'notice', notice });
       });
     }
+    // `session-ended`: signed out (here, in another browser, or everywhere)
+    // or past the session's end. Reconnecting would only get 401: stop, and
+    // let the page say so.
+    source.addEventListener('session-ended', () => {
+      if (this.source !== source) return;
+      this.closeSource();
+      this.setState('offline', false);
+    });
     source.addEventListener('error', () => {
       if (this.source !== source) return;
       this.failures++;

@@ -135,6 +135,7 @@ impl Application {
                 WriteLimiter::new(settings.write_burst, settings.write_rate_per_min),
             ),
             hub: Arc::new(NoticeHub::new(head, settings.sse_buffer)),
+            sessions: Default::default(),
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),
             limits: crate::web::limits::Limits::new(&settings),
@@ -240,6 +241,14 @@ impl Application {
                 hub::run(
                     state.hub.clone(),
                     state.pipeline_db.clone(),
+                    state.shutdown.subscribe(),
+                ),
+            );
+            tasks.spawn(
+                "session watch",
+                crate::auth::session_watch::run(
+                    state.sessions.clone(),
+                    state.db.clone(),
                     state.shutdown.subscribe(),
                 ),
             );

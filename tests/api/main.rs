@@ -35,6 +35,7 @@ mod pools;
 mod rebuild;
 mod relay_wake;
 mod resume;
+mod session_streams;
 mod sessions;
 mod smoke;
 mod sse_clients;

@@ -69,6 +69,8 @@ pub async fn serve() -> impl IntoResponse {
         ReadSourceHeader,
         sightline_core::visibility::sse_data::ReadyData,
         sightline_core::visibility::sse_data::ResetData,
+        sightline_core::visibility::sse_data::SessionEndReason,
+        sightline_core::visibility::sse_data::SessionEndedData,
         sightline_core::visibility::sse_data::OrderVisibleData,
         sightline_core::visibility::sse_data::OrderFailedData,
     )),
@@ -359,6 +361,7 @@ fn events_schemas(doc: &mut Document) {
                     "reset": reference("ResetData"),
                     "order-visible": reference("OrderVisibleData"),
                     "order-failed": reference("OrderFailedData"),
+                    "session-ended": reference("SessionEndedData"),
                 }),
             )
             .build(),

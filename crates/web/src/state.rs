@@ -43,6 +43,9 @@ pub struct App {
     pub orders: sightline_core::write_side::orders::Orders,
     /// Fans recorded notices out to this instance's SSE streams and long polls.
     pub hub: Arc<NoticeHub>,
+    /// The sessions this instance's streams and polls are open under: they
+    /// end when their session does.
+    pub sessions: Arc<sightline_core::auth::session_watch::SessionWatch>,
     pub settings: Settings,
     /// Tells SSE streams, long polls and background tasks to finish.
     pub shutdown: ShutdownSignal,

@@ -7,6 +7,7 @@
 
 pub mod password;
 pub mod session;
+pub mod session_watch;
 pub mod throttle;
 
 use anyhow::Context;

@@ -89,21 +89,70 @@ pub async fn remember_consistency_token(
     Ok(())
 }
 
+/// Ends the session `token` opens. Its key goes out on the session watch's
+/// channel in the same transaction, so every instance closes the streams
+/// and polls it opened once (and only if) the delete commits.
 pub async fn delete(db: &PgPool, token: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-        .bind(token_hash(token))
-        .execute(db)
-        .await?;
+    let mut tx = db.begin().await?;
+    let gone: Vec<Vec<u8>> =
+        sqlx::query_scalar("DELETE FROM sessions WHERE token_hash = $1 RETURNING token_hash")
+            .bind(token_hash(token))
+            .fetch_all(&mut *tx)
+            .await?;
+    announce(&mut tx, &gone).await?;
+    tx.commit().await
+}
+
+/// Ends every session of `user_id` ("sign out everywhere"), announced as
+/// [`delete`] announces one.
+pub async fn delete_all(db: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let gone: Vec<Vec<u8>> =
+        sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING token_hash")
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    announce(&mut tx, &gone).await?;
+    tx.commit().await?;
+    Ok(gone.len() as u64)
+}
+
+/// Where sign-outs announce the keys of the sessions they ended (hex); each
+/// instance's `session_watch` listens.
+pub const ENDED_CHANNEL: &str = "sightline_sessions";
+
+/// Sends the keys of ended sessions on the session watch's channel
+/// (comma-separated hex, 100 to a payload: well under PostgreSQL's 8000
+/// bytes). A NOTIFY is delivered at commit, and not at all on rollback.
+pub async fn announce(conn: &mut sqlx::PgConnection, keys: &[Vec<u8>]) -> sqlx::Result<()> {
+    for chunk in keys.chunks(100) {
+        let payload = chunk
+            .iter()
+            .map(|key| key.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(ENDED_CHANNEL)
+            .bind(payload)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
-/// Ends every session of `user_id` ("sign out everywhere").
-pub async fn delete_all(db: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(db)
-        .await?;
-    Ok(deleted.rows_affected())
+/// Of `keys`, the sessions the database still holds: true while open,
+/// false once past their end. A key missing from the answer has no row.
+pub async fn open_among(
+    db: &PgPool,
+    keys: &[Vec<u8>],
+) -> sqlx::Result<std::collections::HashMap<Vec<u8>, bool>> {
+    let rows: Vec<(Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT token_hash, expires_at > now() FROM sessions WHERE token_hash = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// How many sessions are past their end (idle or absolute).

@@ -40,6 +40,24 @@ pub struct ResetData {
     pub reason: &'static str,
 }
 
+/// Why a stream ended with `session-ended`.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEndReason {
+    /// Signed out: this session, or every session of the user.
+    SignedOut,
+    /// The session passed its idle or absolute end.
+    Expired,
+}
+
+/// `event: session-ended` — the stream's session is over; the stream closes
+/// after it, and reconnecting gets 401: sign in again.
+#[derive(Serialize, ToSchema)]
+pub struct SessionEndedData {
+    #[schema(value_type = SessionEndReason)]
+    pub reason: &'static str,
+}
+
 /// `event: order-visible` — the order is searchable at this version: a list
 /// request made now includes it.
 #[derive(Serialize, ToSchema)]

@@ -9,6 +9,7 @@
 //! undelivered notice would let a dropped connection skip it for good.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -23,6 +24,7 @@ use crate::error::AppResult;
 use crate::extract::client_addr::{ClientAddr, limit_key};
 use crate::state::AppState;
 use sightline_core::auth::CurrentUser;
+use sightline_core::auth::session_watch::Ended;
 use sightline_core::visibility::notice_log::{self, Cursor, CursorCheck, Notice};
 use sightline_core::visibility::sse_data;
 
@@ -67,6 +69,20 @@ pub fn notice_event(notice: &Notice) -> Bytes {
         Some(&notice.cursor()),
         None,
         &sse_data::notice_data(notice),
+    )
+}
+
+/// `session-ended`: the stream's session ended (signed out, or past its
+/// end); the stream closes after it and a reconnect gets 401.
+fn session_ended_event(why: Ended) -> Bytes {
+    frame(
+        "session-ended",
+        None,
+        None,
+        &serde_json::to_string(&sse_data::SessionEndedData {
+            reason: why.as_str(),
+        })
+        .expect("a static string serialises"),
     )
 }
 
@@ -183,13 +199,31 @@ pub async fn events(
             })
         });
     let mut shutdown = state.shutdown.subscribe();
-    let stopped = async move { shutdown.recv().await };
-    // A hint and a comment, no blank line: nothing for a client to dispatch.
-    let farewell = stream::once(async {
-        Bytes::from(format!(
-            "retry: {}\n: stream closed; reconnect with Last-Event-ID\n",
-            RETRY.as_millis()
-        ))
+    // The stream ends with its session (sign-out on any instance, or its
+    // end): see `session_watch`. Which of the two stopped it decides the
+    // last words.
+    let mut session = state.sessions.watch(&user.session_key);
+    let ended = Arc::new(std::sync::OnceLock::new());
+    let stopped = {
+        let ended = ended.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown.recv() => {}
+                why = session.ended() => { let _ = ended.set(why); }
+            }
+        }
+    };
+    let farewell = stream::once(async move {
+        match ended.get() {
+            // The session is over: reconnecting would only get 401.
+            Some(why) => session_ended_event(*why),
+            // A hint and a comment, no blank line: nothing for a client to
+            // dispatch.
+            None => Bytes::from(format!(
+                "retry: {}\n: stream closed; reconnect with Last-Event-ID\n",
+                RETRY.as_millis()
+            )),
+        }
     });
 
     metrics::gauge!("sightline_sse_streams").increment(1.0);

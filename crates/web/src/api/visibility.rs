@@ -110,10 +110,17 @@ pub async fn visibility(
         .polls
         .acquire(user.id, Some(limit_key(client)))?;
     let mut shutdown = state.shutdown.subscribe();
+    // A poll ends with its session, as a stream does (see `session_watch`).
+    let mut session = state.sessions.watch(&user.session_key);
+    let mut session_ended = false;
     let waited = tokio::time::timeout(Duration::from_secs(wait), async {
         loop {
             tokio::select! {
                 _ = shutdown.recv() => return Ok::<_, sqlx::Error>(()),
+                _ = session.ended() => {
+                    session_ended = true;
+                    return Ok(());
+                }
                 received = subscription.receiver.recv() => match received {
                     Ok(n) if n.order_id == id && enough(Some(&n)) => return Ok(()),
                     Ok(_) => {}
@@ -131,6 +138,9 @@ pub async fn visibility(
     .await;
     if let Ok(result) = waited {
         result.map_err(AppError::from)?;
+    }
+    if session_ended {
+        return Err(AppError::Unauthorized);
     }
     // Whatever ended the wait (the notice, the timeout, a shutdown), the
     // answer is the order's state now: an earlier version that is visible
