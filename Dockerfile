@@ -21,8 +21,10 @@ RUN mkdir -p src bench/src tests/support/src \
     && cargo build --release --locked --bin sightline \
     && rm -rf src
 
-# Migrations, templates and static files are compiled into the binary.
+# Migrations, templates, static files and the common-password list are
+# compiled into the binary.
 COPY src ./src
+COPY data ./data
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static

@@ -198,8 +198,8 @@ pub struct Settings {
     pub hash_concurrency: usize,
 
     /// Minutes a session may go unused before it ends (beside its absolute
-    /// lifetime, `SESSION_TTL_HOURS`).
-    #[arg(long, env = "SESSION_IDLE_MINUTES", default_value_t = 24 * 60, value_parser = clap::value_parser!(i64).range(1..))]
+    /// lifetime, `SESSION_TTL_HOURS`). 12 hours: ASVS 3.3.2's bound at level 2.
+    #[arg(long, env = "SESSION_IDLE_MINUTES", default_value_t = 12 * 60, value_parser = clap::value_parser!(i64).range(1..))]
     pub session_idle_minutes: i64,
 
     /// Most PostgreSQL connections in the pipeline's pool (relay, projector,

@@ -97,12 +97,20 @@ pub async fn delete(db: &PgPool, token: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Ends every session of `user_id` ("sign out everywhere").
-pub async fn delete_all(db: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(db)
-        .await?;
+/// Ends every session of `user_id` ("sign out everywhere") but `keep` (a
+/// session's key), if given: a password change keeps the session it came
+/// through. Takes any executor, so a change can do it in its transaction.
+pub async fn delete_all<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    user_id: Uuid,
+    keep: Option<&[u8]>,
+) -> Result<u64, sqlx::Error> {
+    let deleted =
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2")
+            .bind(user_id)
+            .bind(keep)
+            .execute(db)
+            .await?;
     Ok(deleted.rows_affected())
 }
 

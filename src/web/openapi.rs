@@ -25,6 +25,7 @@ use utoipa::openapi::{
     Response, ResponseBuilder, Type,
 };
 
+use crate::web::api::sessions::PASSWORD_PATH;
 use crate::web::extract::session::SECURE_COOKIE_NAME;
 use crate::web::schemas::{ErrorBody, FieldError, ReadSourceHeader};
 
@@ -52,6 +53,7 @@ pub async fn serve() -> impl IntoResponse {
         crate::web::api::sessions::sign_up,
         crate::web::api::sessions::log_in,
         crate::web::api::sessions::log_out,
+        crate::web::api::sessions::change_password,
         crate::web::api::orders::create_order,
         crate::web::api::orders::cancel,
         crate::web::api::orders::list_orders,
@@ -264,7 +266,11 @@ fn shared_answers(path: &str, method: HttpMethod, operation: &mut Operation) {
             );
         }
     }
-    if path == "/api/users" || path == "/api/sessions" && method == HttpMethod::Post {
+    // Where a password is checked or hashed: throttled, and bound by hashing.
+    let hashes = path == "/api/users"
+        || path == "/api/sessions" && method == HttpMethod::Post
+        || path == PASSWORD_PATH;
+    if hashes {
         add(
             operation,
             "429",
@@ -276,7 +282,7 @@ fn shared_answers(path: &str, method: HttpMethod, operation: &mut Operation) {
     }
     if path != "/healthz" && path != "/api/openapi.json" {
         let mut busy = String::new();
-        if has_body && public {
+        if hashes {
             busy.push_str(" `busy`: password hashing is at its bound (`HASH_CONCURRENCY`).");
         }
         if !matches!(

@@ -1,5 +1,6 @@
-//! `/api/users` and `/api/sessions`: sign-up, login and logout over JSON,
-//! through `auth::Accounts`; the session cookie is set and expired here.
+//! `/api/users` and `/api/sessions`: sign-up, login, logout and changing
+//! the password over JSON, through `auth::Accounts`; the session cookie is
+//! set and expired here.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::{Credentials, CurrentUser, session};
+use crate::auth::{Credentials, CurrentUser, PasswordChange, session};
 use crate::web::error::AppResult;
 use crate::web::extract::client_addr::{ClientAddr, limit_key};
 use crate::web::extract::session::{presented_token, session_cookie};
@@ -21,7 +22,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/users", post(sign_up))
         .route("/api/sessions", post(log_in).delete(log_out))
+        .route(PASSWORD_PATH, post(change_password))
 }
+
+/// Where the signed-in user changes their password.
+pub const PASSWORD_PATH: &str = "/api/users/me/password";
 
 /// The answer to a sign-up.
 #[derive(Serialize, ToSchema)]
@@ -59,7 +64,8 @@ pub fn cookie_header(state: &AppState, token: &str) -> (header::HeaderName, Stri
     request_body = Credentials,
     responses(
         (status = 201, description = "The user exists; log in next.", body = SignedUp),
-        (status = 409, description = "`username_taken`.", body = crate::web::schemas::ErrorBody),
+        (status = 409, description = "`username_taken`: the name is taken, in any case (`Ada` when `ada` exists).", body = crate::web::schemas::ErrorBody),
+        (status = 422, description = "`invalid_shape`: JSON of the wrong shape; `invalid` with `field` (and `errors`): a rule broken; `common_password` (`field`: `password`): the password is on the list of common ones.", body = crate::web::schemas::ErrorBody),
     ),
     security(()),
 )]
@@ -87,7 +93,7 @@ pub(crate) async fn sign_up(
         (status = 200, description = "Signed in.", body = SessionOpened, headers(
             ("Set-Cookie" = String, description = "`__Host-sightline_session=<token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=…; Secure` (`sightline_session` without `Secure` when `COOKIE_SECURE=false`)"),
         )),
-        (status = 401, description = "`bad_credentials`: wrong username or password.", body = crate::web::schemas::ErrorBody),
+        (status = 401, description = "`bad_credentials`: wrong username or password. The username is found in any case.", body = crate::web::schemas::ErrorBody),
     ),
     security(()),
 )]
@@ -139,10 +145,38 @@ pub(crate) async fn log_out(
 ) -> AppResult<impl IntoResponse> {
     // The extractor has proven the token valid (and the request same-origin).
     if params.all {
-        session::delete_all(&state.db, user.id).await?;
+        session::delete_all(&state.db, user.id, None).await?;
     } else if let Some((token, _)) = presented_token(&headers, &state.settings) {
         session::delete(&state.db, &token).await?;
     }
     let expired = session_cookie("", 0, &state.settings);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]))
+}
+
+/// Changes the signed-in user's password and ends every other session of
+/// theirs; the session this request came with stays. The current password
+/// is checked and counted as a login's (same limits, same `429`).
+#[utoipa::path(
+    post,
+    path = "/api/users/me/password",
+    tag = "users and sessions",
+    operation_id = "changePassword",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; every other session of the user has ended."),
+        (status = 422, description = "`wrong_password` (`field`: `current_password`): the current password is wrong (counted as a failed login); `invalid` or `common_password` (`field`: `new_password`): the new one breaks a rule; `invalid_shape`: JSON of the wrong shape. Nothing changed.", body = crate::web::schemas::ErrorBody),
+    ),
+)]
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ClientAddr(client): ClientAddr,
+    ApiJson(change): ApiJson<PasswordChange>,
+) -> AppResult<StatusCode> {
+    // The extractor has proven the session valid (and the request same-origin).
+    state
+        .accounts()
+        .change_password(&user, change, limit_key(client))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -137,7 +137,9 @@ pub(super) async fn logout(
 ) -> Response {
     let all = query.is_ok_and(|Query(q)| q.all);
     let ended = if all {
-        session::delete_all(&state.db, user.id).await.map(|_| ())
+        session::delete_all(&state.db, user.id, None)
+            .await
+            .map(|_| ())
     } else {
         match presented_token(&headers, &state.settings) {
             Some((token, _)) => session::delete(&state.db, &token).await,
