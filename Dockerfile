@@ -25,9 +25,11 @@ RUN mkdir -p src crates/core/src crates/web/src bench/src tests/support/src \
     && cargo build --release --locked --bin sightline \
     && rm -rf src crates/core/src crates/web/src
 
-# Migrations, templates and static files are compiled into the binary.
+# Migrations, templates, static files and the common-password list are
+# compiled into the binary.
 COPY src ./src
 COPY crates ./crates
+COPY data ./data
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static

@@ -4,6 +4,7 @@ mod direct_writes;
 // The shared test support, under the name every test file imports it by.
 use sightline_test_support as helpers;
 
+mod accounts;
 mod auth_api;
 mod bounded_work;
 mod browser;

@@ -97,6 +97,22 @@ impl AppError {
         }])
     }
 
+    /// A well-formed request that breaks one rule with a code of its own
+    /// (422 `code`, e.g. `common_password`), also the answer's `code`.
+    pub fn broken_rule(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::Invalid {
+            code,
+            message: message.clone(),
+            field: Some(field.to_owned()),
+            errors: vec![FieldError {
+                field: field.to_owned(),
+                code,
+                message,
+            }],
+        }
+    }
+
     /// A request that breaks every rule in `errors` (at least one). The
     /// first is repeated as `error`/`field` for clients that read one.
     pub fn invalid_all(errors: Vec<FieldError>) -> Self {
@@ -264,9 +280,18 @@ impl From<WriteError> for AppError {
 impl From<AuthError> for AppError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Invalid { field, message } => AppError::invalid(field, message),
+            AuthError::Invalid {
+                field,
+                code,
+                message,
+            } => AppError::broken_rule(field, code, message),
             AuthError::UsernameTaken => AppError::conflict("username_taken", e.to_string()),
             AuthError::BadCredentials => AppError::BadCredentials,
+            // 422, not 401: the session is fine, and a client that reads 401
+            // as "signed out" must not sign the user out over a typo.
+            AuthError::WrongCurrentPassword => {
+                AppError::broken_rule("current_password", "wrong_password", e.to_string())
+            }
             AuthError::Throttled { retry_after } => AppError::Throttled { retry_after },
             AuthError::Busy => AppError::Busy,
             AuthError::Database(e) => AppError::Database(e),

@@ -25,6 +25,7 @@ use utoipa::openapi::{
     Response, ResponseBuilder, Type,
 };
 
+use crate::api::sessions::PASSWORD_PATH;
 use crate::extract::session::SECURE_COOKIE_NAME;
 use crate::schemas::{ErrorBody, FieldError, ReadSourceHeader};
 
@@ -52,6 +53,7 @@ pub async fn serve() -> impl IntoResponse {
         crate::api::sessions::sign_up,
         crate::api::sessions::log_in,
         crate::api::sessions::log_out,
+        crate::api::sessions::change_password,
         crate::api::orders::create_order,
         crate::api::orders::cancel,
         crate::api::orders::list_orders,
@@ -266,7 +268,11 @@ fn shared_answers(path: &str, method: HttpMethod, operation: &mut Operation) {
             );
         }
     }
-    if path == "/api/users" || path == "/api/sessions" && method == HttpMethod::Post {
+    // Where a password is checked or hashed: throttled, and bound by hashing.
+    let hashes = path == "/api/users"
+        || path == "/api/sessions" && method == HttpMethod::Post
+        || path == PASSWORD_PATH;
+    if hashes {
         add(
             operation,
             "429",
@@ -278,7 +284,7 @@ fn shared_answers(path: &str, method: HttpMethod, operation: &mut Operation) {
     }
     if path != "/healthz" && path != "/api/openapi.json" {
         let mut busy = String::new();
-        if has_body && public {
+        if hashes {
             busy.push_str(" `busy`: password hashing is at its bound (`HASH_CONCURRENCY`).");
         }
         if !matches!(

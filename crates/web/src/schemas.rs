@@ -14,6 +14,7 @@ pub struct ErrorBody {
     #[schema(example = "Quantity must be between 1 and 1,000")]
     pub error: String,
     /// A machine code, e.g. `invalid`, `invalid_shape`, `malformed_json`,
+    /// `common_password`, `wrong_password`,
     /// `bad_query`, `bad_cursor`, `unauthorized`, `bad_credentials`,
     /// `forbidden`, `not_found`, `username_taken`, `order_conflict`,
     /// `payload_too_large`, `unsupported_media_type`, `body_timeout`,
@@ -21,7 +22,7 @@ pub struct ErrorBody {
     /// `unavailable`, `busy`.
     #[schema(example = "invalid")]
     pub code: String,
-    /// The field that breaks a rule (422 `invalid`), e.g. `items[0].quantity`.
+    /// The field that breaks a rule (422), e.g. `items[0].quantity`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// Every rule the request breaks (422), the first of which is also in

@@ -80,5 +80,36 @@ pub async fn verify(
     .context("Failed to join the verification task")?
 }
 
+/// Checks `current` against a stored hash as [`verify`] does and, if it is
+/// right, hashes `new`: the answer is the new hash, or `None` for a wrong
+/// password. Both hashes run in one blocking task under the one permit, so
+/// a change never waits for a second permit half-way through.
+pub async fn verify_then_hash(
+    permit: Permit,
+    current: String,
+    stored: Option<String>,
+    new: String,
+) -> anyhow::Result<Option<String>> {
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let parsed = PasswordHash::new(&stored)
+            .map_err(|e| anyhow::anyhow!("Failed to parse stored hash: {e}"))?;
+        if Argon2::default()
+            .verify_password(current.as_bytes(), &parsed)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(new.as_bytes(), &salt)
+            .map(|h| Some(h.to_string()))
+            .map_err(|e| anyhow::anyhow!("Failed to hash password: {e}"))
+    })
+    .await
+    .context("Failed to join the hashing task")?
+}
+
 /// Argon2id hash of a random password nobody knows (default parameters).
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$8kBxUuo0BvplN3tyn8i8xZ0A0Fj6Qx9cD1DnY3eF1Lk";

@@ -107,14 +107,9 @@ pub async fn delete(db: &PgPool, token: &str) -> Result<(), sqlx::Error> {
 /// [`delete`] announces one.
 pub async fn delete_all(db: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let gone: Vec<Vec<u8>> =
-        sqlx::query_scalar("DELETE FROM sessions WHERE user_id = $1 RETURNING token_hash")
-            .bind(user_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    announce(&mut tx, &gone).await?;
+    let ended = end_all_but(&mut tx, user_id, None).await?;
     tx.commit().await?;
-    Ok(gone.len() as u64)
+    Ok(ended)
 }
 
 /// Where sign-outs announce the keys of the sessions they ended (hex); each
@@ -181,6 +176,26 @@ pub async fn delete_expired(db: &PgPool, batch: i64) -> sqlx::Result<i64> {
             return Ok(total);
         }
     }
+}
+
+/// Ends every session of `user_id` but `keep` (a session's key), inside the
+/// caller's transaction, announced as [`delete`] announces one: a password
+/// change keeps the session it came through and ends the rest.
+pub async fn end_all_but(
+    conn: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    keep: Option<&[u8]>,
+) -> Result<u64, sqlx::Error> {
+    let gone: Vec<Vec<u8>> = sqlx::query_scalar(
+        "DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2
+         RETURNING token_hash",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .fetch_all(&mut *conn)
+    .await?;
+    announce(conn, &gone).await?;
+    Ok(gone.len() as u64)
 }
 
 type SessionRow = (Uuid, String, Option<String>, bool);

@@ -2,7 +2,7 @@
 //! apart, calls the stage that owns the work, and answers; every failure
 //! becomes an answer in `web::error`.
 //!
-//! - `sessions` — `/api/users`, `/api/sessions`
+//! - `sessions` — `/api/users`, `/api/sessions`, `/api/users/me/password`
 //! - `orders` — `/api/orders` (place, cancel, list, get) and `/api/summary`
 //! - `events` — `GET /api/events`, where the notice leaves (SSE)
 //! - `visibility` — `GET /api/orders/{id}/visibility`, the long-poll fallback

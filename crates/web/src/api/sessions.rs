@@ -1,5 +1,6 @@
-//! `/api/users` and `/api/sessions`: sign-up, login and logout over JSON,
-//! through `auth::Accounts`; the session cookie is set and expired here.
+//! `/api/users` and `/api/sessions`: sign-up, login, logout and changing
+//! the password over JSON, through `auth::Accounts`; the session cookie is
+//! set and expired here.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,13 +16,17 @@ use crate::extract::client_addr::{ClientAddr, limit_key};
 use crate::extract::session::{presented_token, session_cookie};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
-use sightline_core::auth::{Credentials, CurrentUser, session};
+use sightline_core::auth::{Credentials, CurrentUser, PasswordChange, session};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/users", post(sign_up))
         .route("/api/sessions", post(log_in).delete(log_out))
+        .route(PASSWORD_PATH, post(change_password))
 }
+
+/// Where the signed-in user changes their password.
+pub const PASSWORD_PATH: &str = "/api/users/me/password";
 
 /// The answer to a sign-up.
 #[derive(Serialize, ToSchema)]
@@ -60,7 +65,8 @@ pub fn cookie_header(state: &AppState, token: &str) -> (header::HeaderName, Stri
     request_body = Credentials,
     responses(
         (status = 201, description = "The user exists; log in next.", body = SignedUp),
-        (status = 409, description = "`username_taken`.", body = crate::schemas::ErrorBody),
+        (status = 409, description = "`username_taken`: the name is taken, in any case (`Ada` when `ada` exists).", body = crate::schemas::ErrorBody),
+        (status = 422, description = "`invalid_shape`: JSON of the wrong shape; `invalid` with `field` (and `errors`): a rule broken; `common_password` (`field`: `password`): the password is on the list of common ones.", body = crate::schemas::ErrorBody),
     ),
     security(()),
 )]
@@ -88,7 +94,7 @@ pub(crate) async fn sign_up(
         (status = 200, description = "Signed in.", body = SessionOpened, headers(
             ("Set-Cookie" = String, description = "`__Host-sightline_session=<token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=…; Secure` (`sightline_session` without `Secure` when `COOKIE_SECURE=false`)"),
         )),
-        (status = 401, description = "`bad_credentials`: wrong username or password.", body = crate::schemas::ErrorBody),
+        (status = 401, description = "`bad_credentials`: wrong username or password. The username is found in any case.", body = crate::schemas::ErrorBody),
     ),
     security(()),
 )]
@@ -146,4 +152,32 @@ pub(crate) async fn log_out(
     }
     let expired = session_cookie("", 0, &state.settings);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]))
+}
+
+/// Changes the signed-in user's password and ends every other session of
+/// theirs; the session this request came with stays. The current password
+/// is checked and counted as a login's (same limits, same `429`).
+#[utoipa::path(
+    post,
+    path = "/api/users/me/password",
+    tag = "users and sessions",
+    operation_id = "changePassword",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; every other session of the user has ended."),
+        (status = 422, description = "`wrong_password` (`field`: `current_password`): the current password is wrong (counted as a failed login); `invalid` or `common_password` (`field`: `new_password`): the new one breaks a rule; `invalid_shape`: JSON of the wrong shape. Nothing changed.", body = crate::schemas::ErrorBody),
+    ),
+)]
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ClientAddr(client): ClientAddr,
+    ApiJson(change): ApiJson<PasswordChange>,
+) -> AppResult<StatusCode> {
+    // The extractor has proven the session valid (and the request same-origin).
+    state
+        .accounts()
+        .change_password(&user, change, limit_key(client))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,7 @@
-//! Server-rendered pages: [`auth`] (sign-up, login, logout), [`orders`]
-//! (the orders page and its forms) and [`assets`] (the embedded static
-//! files). This file holds the router and how every page answers.
+//! Server-rendered pages: [`auth`] (sign-up, login, logout), [`account`]
+//! (changing the password), [`orders`] (the orders page and its forms) and
+//! [`assets`] (the embedded static files). This file holds the router and
+//! how every page answers.
 //!
 //! Every page works without JavaScript: the forms post here and the server
 //! answers with a redirect (303) or the same page re-rendered with the error.
@@ -8,6 +9,7 @@
 //! template, live updates over SSE with long polling as the fallback, search
 //! as you type, cancel with undo); see docs/FRONTEND.md, *The orders page*.
 
+mod account;
 mod assets;
 mod auth;
 mod orders;
@@ -21,6 +23,7 @@ use axum::routing::{get, post};
 use crate::error::AppError;
 use crate::state::AppState;
 
+use account::{account_page, change_password_form};
 use assets::{APP_JS, FAVICON, SIGHTLINE_JS};
 pub use assets::{STYLESHEET, StaticAsset};
 use auth::{login, login_form, logout, signup, signup_form};
@@ -32,6 +35,8 @@ pub fn router() -> Router<AppState> {
         .route("/signup", get(signup_form).post(signup))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
+        .route("/account", get(account_page))
+        .route("/account/password", post(change_password_form))
         .route("/orders", get(orders_page).post(place_order_form))
         .route("/orders/{id}/cancel", post(cancel_order_form))
         .route(
