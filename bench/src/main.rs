@@ -13,6 +13,8 @@
 
 mod capacity;
 mod floor;
+#[cfg(test)]
+mod golden;
 mod load;
 mod replay;
 mod server;
