@@ -1,17 +1,20 @@
 //! The table and `latest.json` rendered from one fixed run, compared with
-//! the saved output in `golden/`: what they print cannot change by accident
-//! (set `BENCH_GOLDEN_WRITE=1` to save new output after a deliberate change).
+//! the saved output in `golden/` beside this file: what they print cannot
+//! change by accident (set `BENCH_GOLDEN_WRITE=1` to save new output after
+//! a deliberate change).
 
 use std::time::Duration;
 
 use serde_json::json;
 
+use super::json::latest as report;
+use super::table::table;
 use crate::capacity::{Capacity, PerUser};
 use crate::floor::Floor;
 use crate::load::LoadResult;
 use crate::replay::Replay;
+use crate::results::Results;
 use crate::stats::Summary;
-use crate::{Results, report, table};
 
 fn summary(p50: f64) -> Summary {
     Summary {
@@ -143,7 +146,7 @@ fn machine() -> serde_json::Value {
 /// Compares with `golden/<name>`, or saves it with `BENCH_GOLDEN_WRITE=1`.
 fn check(name: &str, got: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/golden")
+        .join("src/report/golden")
         .join(name);
     if std::env::var_os("BENCH_GOLDEN_WRITE").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
