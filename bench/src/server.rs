@@ -165,7 +165,7 @@ impl Bench {
             work_dir,
             next: AtomicU32::new(1),
             server_env: Vec::new(),
-            rate_steps: crate::RATE_STEPS.to_vec(),
+            rate_steps: crate::run::RATE_STEPS.to_vec(),
         };
         bench
             .http
