@@ -12,7 +12,7 @@
 pub use sightline_core::{
     auth, bus, config, consistency, db, locks, metric_catalogue, money, monitoring, order, outbox,
     projector, rate, read_side, rebuild_log, relay, shutdown, supervision, telemetry, visibility,
-    write_side,
+    wake, write_side,
 };
 
 /// All of HTTP: the JSON API, pages, health, status, CORS, extractors,

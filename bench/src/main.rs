@@ -15,6 +15,7 @@
 //! in `cli`, the run's steps in `run`, what it measured in `results`, and
 //! the table and `latest.json` in `report`.
 
+mod bare_write;
 mod capacity;
 mod cli;
 mod floor;

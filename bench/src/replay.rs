@@ -28,15 +28,7 @@ pub async fn measure(bench: &Bench, notices: usize) -> anyhow::Result<Replay> {
         let mut left = notices;
         while left > 0 {
             let batch: Vec<NewNotice> = (0..left.min(RECORD_BATCH))
-                .map(|_| NewNotice {
-                    user_id: users[0],
-                    order_id: Uuid::new_v4(),
-                    order_version: 1,
-                    kind: notice_log::ORDER_VISIBLE,
-                    status: "placed",
-                    error: None,
-                    committed_at: None,
-                })
+                .map(|_| NewNotice::placed(users[0], Uuid::new_v4()))
                 .collect();
             notice_log::record(&server.db, &batch).await?;
             left -= batch.len();

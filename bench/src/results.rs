@@ -3,7 +3,7 @@
 
 use crate::load::LoadResult;
 use crate::stats::{self, round2};
-use crate::{capacity, floor, replay};
+use crate::{bare_write, capacity, floor, replay};
 
 /// What one run measured (a part left out with `--only` stays `None`).
 #[derive(Default)]
@@ -13,6 +13,9 @@ pub struct Results {
     pub seed: Option<(LoadResult, LoadResult)>,
     pub steps: Vec<(u32, LoadResult, bool)>,
     pub max_sustained: Option<u32>,
+    /// `pgbench` running the write transaction's SQL alone: the anchor the
+    /// maximum rates are compared with.
+    pub bare_write: Option<bare_write::BareWrite>,
     /// The same, with `READ_STORE=postgres`.
     pub pg_visibility: Vec<(u32, LoadResult)>,
     pub pg_steps: Vec<(u32, LoadResult, bool)>,

@@ -12,7 +12,7 @@ use crate::load::{self, LoadResult};
 use crate::report::{self, line};
 use crate::results::Results;
 use crate::server::Bench;
-use crate::{capacity, floor, replay};
+use crate::{bare_write, capacity, floor, replay};
 
 /// Offered rates of the visibility test, orders/s.
 const VISIBILITY_RATES: [u32; 3] = [50, 200, 1000];
@@ -119,6 +119,13 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 
     if runs(Part::Max) {
+        eprintln!("[4/6] bare write rate (pgbench, the write transaction's SQL alone)");
+        let bare = bare_write::measure(&bench, step).await?;
+        eprintln!(
+            "  {:.0} orders/s, mean {:.1} ms, {} clients",
+            bare.rate, bare.latency_ms, bare.clients
+        );
+        results.bare_write = Some(bare);
         eprintln!("[4/6] maximum sustained rate (p99 <= 1 s)");
         let (steps, max) = max_rate(&bench, "max", |_| vec![], step).await?;
         (results.steps, results.max_sustained) = (steps, Some(max));

@@ -107,7 +107,7 @@ impl Application {
             );
         }
 
-        let head = notice_log::head(&db)
+        let head = notice_log::snapshot(&db)
             .await
             .context("Failed to read the notice log")?;
         let listener = TcpListener::bind(settings.bind_addr)
@@ -118,11 +118,14 @@ impl Application {
             .context("Failed to read the bound address")?
             .port();
 
+        let notice_waker: Arc<crate::wake::Waker> = Default::default();
         let (read_model, in_transaction): (ReadModel, Option<Arc<dyn InTransaction>>) =
             if same_database {
                 (
                     ReadModel::new(PgReadModel::new(db.clone())),
-                    Some(Arc::new(same_database::NoticeInTransaction)),
+                    Some(Arc::new(same_database::NoticeInTransaction {
+                        hubs: notice_waker.clone(),
+                    })),
                 )
             } else {
                 (ReadModel::new(search_index.clone()), None)
@@ -156,6 +159,7 @@ impl Application {
             pipeline_db,
             bus: Default::default(),
             relay_waker: Default::default(),
+            notice_waker,
             task_health: Default::default(),
             task_faults: Default::default(),
         }));
@@ -249,6 +253,15 @@ impl Application {
                 crate::auth::session_watch::run(
                     state.sessions.clone(),
                     state.db.clone(),
+                    state.shutdown.subscribe(),
+                ),
+            );
+            tasks.spawn(
+                "notice waker",
+                crate::wake::run(
+                    state.notice_waker.clone(),
+                    state.db.clone(),
+                    notice_log::CHANNEL,
                     state.shutdown.subscribe(),
                 ),
             );

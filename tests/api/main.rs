@@ -25,6 +25,7 @@ mod login_limits;
 mod long_polls;
 mod many_pending;
 mod nats_bus;
+mod notice_commit_order;
 mod operations;
 mod operators;
 mod ops_access;

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sightline::config::ReadStoreKind;
 use sightline::operations::retention;
-use sightline::visibility::notice_log::{self, NewNotice, ORDER_VISIBLE};
+use sightline::visibility::notice_log::{self, NewNotice};
 use uuid::Uuid;
 
 use crate::binary::cli;
@@ -131,15 +131,7 @@ async fn a_replay_of_200000_notices_streams_them_all_in_order() {
     for chunk in orders.chunks(20_000) {
         let batch: Vec<NewNotice> = chunk
             .iter()
-            .map(|&order_id| NewNotice {
-                user_id,
-                order_id,
-                order_version: 1,
-                kind: ORDER_VISIBLE,
-                status: "placed",
-                error: None,
-                committed_at: None,
-            })
+            .map(|&order_id| NewNotice::placed(user_id, order_id))
             .collect();
         assert_eq!(
             notice_log::record(&app.db, &batch).await.unwrap().len(),

@@ -413,19 +413,8 @@ async fn run(
 /// Records one `order-visible` notice for `user` through the server's own
 /// notice log (as the projector does once the order is searchable).
 pub async fn record(db: &sqlx::PgPool, user: Uuid, order_id: Uuid) -> anyhow::Result<()> {
-    notice_log::record(
-        db,
-        &[NewNotice {
-            user_id: user,
-            order_id,
-            order_version: 1,
-            kind: notice_log::ORDER_VISIBLE,
-            status: "placed",
-            error: None,
-            committed_at: None,
-        }],
-    )
-    .await
-    .context("Failed to record a notice")?;
+    notice_log::record(db, &[NewNotice::placed(user, order_id)])
+        .await
+        .context("Failed to record a notice")?;
     Ok(())
 }

@@ -85,6 +85,11 @@ fn results() -> Results {
             (700, load(1500.0, 700.0), false),
         ],
         max_sustained: Some(400),
+        bare_write: Some(crate::bare_write::BareWrite {
+            rate: 1600.0,
+            latency_ms: 9.25,
+            clients: 15,
+        }),
         pg_visibility: vec![
             (50, load(4.25, 50.0)),
             (200, load(5.0, 200.0)),

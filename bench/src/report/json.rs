@@ -77,7 +77,33 @@ pub fn latest(r: &Results, machine: Value) -> Option<Value> {
         .map(|(streams, rss)| json!({ "streams": streams, "rss_bytes": rss }))
         .collect();
     let samples = r.floor_samples();
+    let bare = r.bare_write.as_ref()?;
+    let (es_max, pg_max) = (r.max_sustained?, r.pg_max_sustained?);
+    let share = |max: u32| round2(f64::from(max) / bare.rate);
+    let p50_at = |visibility: &[(u32, LoadResult)], rate: u32| {
+        visibility
+            .iter()
+            .find(|(r, _)| *r == rate)
+            .map(|(_, v)| round2(v.latency.p50))
+    };
+    let (es_50, es_200) = (p50_at(&r.visibility, 50), p50_at(&r.visibility, 200));
+    let pg_200 = p50_at(&r.pg_visibility, 200);
     Some(json!({
+        "bare_write_rate": round2(bare.rate),
+        "bare_write": {
+            "rate": round2(bare.rate),
+            "latency_ms": round2(bare.latency_ms),
+            "clients": bare.clients,
+        },
+        // Issue #25's targets, each with its figure (ratios within this run).
+        "targets": {
+            "postgres_share_of_bare_write_rate": { "figure": share(pg_max), "target": ">= 0.6", "met": share(pg_max) >= 0.6 },
+            "postgres_max_at_least_elasticsearch_max": { "figure": [pg_max, es_max], "met": pg_max >= es_max },
+            "postgres_200_p50_ms": { "figure": pg_200, "target": "<= 5", "met": pg_200.is_some_and(|p| p <= 5.0) },
+            "elasticsearch_share_of_bare_write_rate": { "figure": share(es_max), "target": ">= 0.5", "met": share(es_max) >= 0.5 },
+            "elasticsearch_50_p50_over_floor_ms": { "figure": es_50.map(|p| round2(p - floor_p50)), "target": "<= 5", "met": es_50.is_some_and(|p| p - floor_p50 <= 5.0) },
+            "elasticsearch_200_p50_times_floor": { "figure": es_200.map(|p| round2(p / floor_p50)), "target": "<= 2", "met": es_200.is_some_and(|p| p / floor_p50 <= 2.0) },
+        },
         "bus": bus,
         "floor_p50_ms": round2(floor_p50),
         "floor_samples_ms": samples,
@@ -90,11 +116,13 @@ pub fn latest(r: &Results, machine: Value) -> Option<Value> {
         "read_store": {
             "elasticsearch": {
                 "visibility": visibility,
-                "max_sustained_rate": r.max_sustained?,
+                "max_sustained_rate": es_max,
+                "share_of_bare_write_rate": share(es_max),
             },
             "postgres": {
                 "visibility": visibility_json(&r.pg_visibility),
-                "max_sustained_rate": r.pg_max_sustained?,
+                "max_sustained_rate": pg_max,
+                "share_of_bare_write_rate": share(pg_max),
             },
         },
         "seed_settings_p50_ms": round2(seed.latency.p50),

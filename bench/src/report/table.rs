@@ -198,6 +198,16 @@ fn max_sustained(o: &mut String, r: &Results, step: Duration) {
         step.as_secs()
     );
     steps(o, &r.steps, max);
+    if let Some(bare) = &r.bare_write {
+        let _ = writeln!(
+            o,
+            "  bare write rate (pgbench, the write transaction's SQL, {} clients): {:.0}/s, mean {:.1} ms; maximum sustained = {:.2} x bare",
+            bare.clients,
+            bare.rate,
+            bare.latency_ms,
+            f64::from(max) / bare.rate
+        );
+    }
     let _ = writeln!(
         o,
         "  where the relay's batches spent their time (mean ms per stage), and what the server's PostgreSQL sessions waited on (share of samples)"
@@ -231,6 +241,14 @@ fn pg_max_sustained(o: &mut String, r: &Results) {
     if let Some(max) = r.pg_max_sustained {
         let _ = writeln!(o, "\nMaximum sustained rate, READ_STORE=postgres");
         steps(o, &r.pg_steps, max);
+        if let Some(bare) = &r.bare_write {
+            let _ = writeln!(
+                o,
+                "  maximum sustained = {:.2} x bare write rate ({:.0}/s)",
+                f64::from(max) / bare.rate,
+                bare.rate
+            );
+        }
     }
 }
 
@@ -390,6 +408,46 @@ fn targets(o: &mut String, r: &Results) {
             o,
             "  max sustained >= 3000/s     {max}/s   {}",
             mark(max >= 3000)
+        );
+    }
+    // Issue #25: writes at the speed of PostgreSQL, notices at the speed of
+    // search.
+    if let (Some(bare), Some(es), Some(pg)) = (&r.bare_write, r.max_sustained, r.pg_max_sustained) {
+        let (es_share, pg_share) = (f64::from(es) / bare.rate, f64::from(pg) / bare.rate);
+        let _ = writeln!(
+            o,
+            "  postgres max >= 0.6 x bare   {pg_share:.2} x bare   {}",
+            mark(pg_share >= 0.6)
+        );
+        let _ = writeln!(
+            o,
+            "  postgres max >= es max       {pg}/s vs {es}/s   {}",
+            mark(pg >= es)
+        );
+        let _ = writeln!(
+            o,
+            "  es max >= 0.5 x bare         {es_share:.2} x bare   {}",
+            mark(es_share >= 0.5)
+        );
+    }
+    if let Some((_, v)) = r.pg_visibility.iter().find(|(rate, _)| *rate == 200) {
+        let _ = writeln!(
+            o,
+            "  postgres 200/s p50 <= 5 ms   {} ms   {}",
+            num(v.latency.p50),
+            mark(v.latency.p50 <= 5.0)
+        );
+    }
+    if let (Some((_, v)), Some(f)) = (
+        r.visibility.iter().find(|(rate, _)| *rate == 50),
+        r.floor_p50(),
+    ) {
+        let over = v.latency.p50 - f;
+        let _ = writeln!(
+            o,
+            "  50/s p50 <= floor + 5 ms     floor + {} ms   {}",
+            num(over),
+            mark(over <= 5.0)
         );
     }
     if let Some(s) = &r.sse {

@@ -45,3 +45,4 @@ pub mod rebuild_log;
 pub mod shutdown;
 pub mod supervision;
 pub mod telemetry;
+pub mod wake;

@@ -18,6 +18,17 @@ pub const REBUILD: i64 = 0x5167_6874_7262;
 /// events a rebuild has yet to replay.
 pub const MAINTENANCE: i64 = 0x5167_6874_6d74;
 
-/// Serialises notice recording across processes: held from before the insert
-/// until commit, so the notice log's sequence order is commit order.
+/// The class of the per-user notice-stream locks (`pg_advisory_xact_lock(
+/// NOTICE_STREAM, hashtext(user_id))`: the two-key form, a key space apart
+/// from the keys above). A recording holds its users' locks from before it
+/// reads their stream heads until it commits, so each user's notices are
+/// numbered in commit order; users that share a hash merely wait for each
+/// other.
+pub const NOTICE_STREAM: i32 = 0x5167_6873;
+
+/// Every notice recording holds this lock *shared* until it commits, so
+/// recordings never wait for each other on it; whoever holds it exclusively
+/// pauses every recording (and, with `READ_STORE=postgres`, every write)
+/// until it lets go. Nothing in Sightline takes it exclusively: it is the
+/// seam through which a test (or an operator, by hand) holds notices back.
 pub const NOTICE_RECORD: i64 = 0x5167_6874_6c6e;

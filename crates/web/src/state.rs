@@ -72,6 +72,9 @@ pub struct App {
     pub write_admission: Arc<crate::admission::WriteAdmission>,
     /// Wakes the relay after write requests (see `outbox::wake`).
     pub relay_waker: Arc<sightline_core::outbox::wake::RelayWaker>,
+    /// Wakes every instance's notice hub after a write that recorded a
+    /// notice in its own transaction (`READ_STORE=postgres`; see `wake`).
+    pub notice_waker: Arc<sightline_core::wake::Waker>,
     /// Whether every background task still runs (`/readyz`; see `supervision`).
     pub task_health: Arc<sightline_core::supervision::TaskHealth>,
     /// The test seam that makes a background task panic.

@@ -371,10 +371,10 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
     body
 }
 
-/// The key of the advisory lock the projector takes to record notices
-/// (`sightline::locks::NOTICE_RECORD`). Holding it from a test lets the
-/// projector index a batch but not record its notices, and keeps the relay
-/// (one batch at a time) from projecting anything after it.
+/// The key of the advisory lock every notice recording takes shared
+/// (`sightline::locks::NOTICE_RECORD`). Holding it exclusively from a test
+/// lets the projector index a batch but not record its notices (and, with
+/// `READ_STORE=postgres`, holds every write at its notice).
 pub const NOTICE_RECORD_LOCK: i64 = sightline::locks::NOTICE_RECORD;
 
 /// A held notice-recording lock; dropping it (or `release`) lets the pipeline go on.

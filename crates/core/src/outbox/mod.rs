@@ -57,6 +57,19 @@ pub struct OutboxEvent {
     pub relay_attempt: i32,
 }
 
+/// The statement [`append`] runs: `$1` event id, `$2` type, `$3` schema
+/// version, `$4` aggregate id, `$5` aggregate version, `$6` user id, `$7`
+/// payload. Public so the benchmark's bare write rate runs exactly this SQL
+/// through `pgbench`.
+pub fn append_sql() -> String {
+    format!(
+        "INSERT INTO outbox (event_id, event_type, schema_version, aggregate_id,
+                             aggregate_version, user_id, payload)
+         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE pg_current_xact_id() IS NOT NULL
+         RETURNING {COLUMNS}"
+    )
+}
+
 /// Appends an event inside the caller's transaction and returns it as
 /// stored. It does not wake the relay: a NOTIFY here would serialise every
 /// write's commit on PostgreSQL's notification-queue lock; the web wakes it
@@ -69,21 +82,16 @@ pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<Ou
     // will never appear (see `operations::rebuild`). The filter is evaluated
     // before the row (and its `nextval` default) is formed, so one statement
     // keeps that order without a round trip of its own.
-    sqlx::query_as(&format!(
-        "INSERT INTO outbox (event_id, event_type, schema_version, aggregate_id,
-                             aggregate_version, user_id, payload)
-         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE pg_current_xact_id() IS NOT NULL
-         RETURNING {COLUMNS}"
-    ))
-    .bind(Uuid::new_v4())
-    .bind(event.event_type)
-    .bind(event.schema_version)
-    .bind(event.aggregate_id)
-    .bind(event.aggregate_version)
-    .bind(event.user_id)
-    .bind(event.payload)
-    .fetch_one(&mut *conn)
-    .await
+    sqlx::query_as(&append_sql())
+        .bind(Uuid::new_v4())
+        .bind(event.event_type)
+        .bind(event.schema_version)
+        .bind(event.aggregate_id)
+        .bind(event.aggregate_version)
+        .bind(event.user_id)
+        .bind(event.payload)
+        .fetch_one(&mut *conn)
+        .await
 }
 
 /// Claims up to `limit` unpublished events, oldest first, locking them for the

@@ -2,12 +2,12 @@
 //! streams and long polls, keyed by user.
 //!
 //! One database subscription per instance (LISTEN on the notice channel),
-//! never one per client. A notification carries the notices its recording
-//! committed; when they follow the last `seq` the hub dispatched, it sends
-//! them as they are. Otherwise — a gap, a notification too big to carry
-//! them, a reconnect, or the half-second safety timer — it reads the log
-//! after that `seq`, so a lost notification or a dropped connection delays
-//! notices but never loses them.
+//! never one per client. On a notification (however many arrived since its
+//! last read: one read serves them all), a reconnect or the half-second
+//! safety timer it reads what became visible in the log since its last
+//! snapshot ([`notice_log::between`]), so a lost notification or a dropped
+//! connection delays notices but never loses them, and a recording that
+//! commits late is read when it commits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
 use super::notice_buffer::{NoticeReceiver, NoticeSender};
-use super::notice_log::{self, Notice};
+use super::notice_log::{self, Notice, Snapshot};
 use crate::shutdown::Shutdown;
 
 pub struct NoticeHub {
@@ -28,8 +28,11 @@ pub struct NoticeHub {
 }
 
 struct Inner {
-    /// The last cursor dispatched: every notice up to here has been sent.
-    head: i64,
+    /// What the hub has read: every notice this snapshot sees as committed
+    /// has been (or, during a read, is being) dispatched.
+    head: Snapshot,
+    /// The highest `seq` dispatched (a gauge for operators, nothing more).
+    last_seq: i64,
     /// Grows only while a subscriber is behind (see `notice_buffer`).
     users: HashMap<Uuid, NoticeSender>,
     /// What the hub has seen of recent orders, so polls about them are
@@ -57,6 +60,15 @@ const RECENT_ORDERS: usize = 100_000;
 
 impl RecentNotices {
     fn record(&mut self, notice: &Notice) {
+        // An order's notices are recorded one after another (its user's
+        // lock), so a lower `seq` is an older notice: it changes nothing.
+        if self
+            .by_order
+            .get(&notice.order_id)
+            .is_some_and(|known| known.latest.seq >= notice.seq)
+        {
+            return;
+        }
         let visible = (notice.kind == notice_log::ORDER_VISIBLE).then(|| notice.clone());
         match self.by_order.get_mut(&notice.order_id) {
             Some(known) => {
@@ -84,18 +96,20 @@ impl RecentNotices {
     }
 }
 
-/// A live feed of one user's notices, starting right after `head` (the
-/// global `seq`: internal, never shown to clients).
+/// A live feed of one user's notices: every notice `head` does not see as
+/// committed (internal, never shown to clients). A notice `head` sees may
+/// still arrive, when the hub is mid-read: the stream drops what it has.
 pub struct Subscription {
-    pub head: i64,
+    pub head: Snapshot,
     pub receiver: NoticeReceiver,
 }
 
 impl NoticeHub {
-    pub fn new(head: i64, buffer: usize) -> Self {
+    pub fn new(head: Snapshot, buffer: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 head,
+                last_seq: 0,
                 users: HashMap::new(),
                 recent: RecentNotices::default(),
             }),
@@ -107,7 +121,7 @@ impl NoticeHub {
     /// exactly the notices after `head`: none missed, none before.
     pub fn subscribe(&self, user_id: Uuid) -> Subscription {
         let mut inner = self.inner.lock().expect("hub lock poisoned");
-        let head = inner.head;
+        let head = inner.head.clone();
         let receiver = inner
             .users
             .entry(user_id)
@@ -116,8 +130,8 @@ impl NoticeHub {
         Subscription { head, receiver }
     }
 
-    pub fn head(&self) -> i64 {
-        self.inner.lock().expect("hub lock poisoned").head
+    pub fn head(&self) -> Snapshot {
+        self.inner.lock().expect("hub lock poisoned").head.clone()
     }
 
     /// What this hub has dispatched about an order, if it is among the
@@ -127,15 +141,13 @@ impl NoticeHub {
         inner.recent.by_order.get(&order_id).cloned()
     }
 
-    /// Sends notices (in cursor order) to their users' subscribers. Never
-    /// blocks: a slow subscriber lags on its own without holding anyone up.
+    /// Sends notices (each user's in stream order) to their users'
+    /// subscribers. Never blocks: a slow subscriber lags on its own without
+    /// holding anyone up.
     fn dispatch(&self, notices: &[Notice]) {
         let mut inner = self.inner.lock().expect("hub lock poisoned");
         for notice in notices {
-            if notice.seq <= inner.head {
-                continue;
-            }
-            inner.head = notice.seq;
+            inner.last_seq = inner.last_seq.max(notice.seq);
             inner.recent.record(notice);
             if let Some(sender) = inner.users.get(&notice.user_id)
                 && sender.send(notice.clone()).is_err()
@@ -145,39 +157,48 @@ impl NoticeHub {
             }
         }
         inner.users.retain(|_, sender| sender.receiver_count() > 0);
-        metrics::gauge!("sightline_notice_head").set(inner.head as f64);
+        metrics::gauge!("sightline_notice_head").set(inner.last_seq as f64);
     }
 
-    /// Sends the notices a notification carries when they follow the head
-    /// with nothing between (the log's `seq`s are commit order, and
-    /// notifications arrive in commit order), saving the read of the log.
-    /// False when the log must be read instead: no notices carried, or a
-    /// gap before them — a notification missed, or a number a rolled-back
-    /// recording took.
-    fn dispatch_carried(&self, payload: &str) -> bool {
-        let Some(notices) = notice_log::carried(payload) else {
-            return false;
-        };
-        let follows = notices[0].seq <= self.head() + 1
-            && notices.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-        if !follows {
-            return false;
-        }
-        self.dispatch(&notices);
-        true
-    }
-
-    /// Reads the log after the head until it is drained.
+    /// Reads and dispatches what became visible in the log since the head.
+    ///
+    /// The head moves to the new snapshot before the first page is sent, so
+    /// a stream that subscribes during the read replays from the log what it
+    /// missed of the pages already sent and drops the rest when it comes
+    /// live; one that subscribed before gets every page. Were the head moved
+    /// after the last page, a stream subscribing in between would replay up
+    /// to the old head and never see the pages sent before it subscribed.
     async fn catch_up(&self, db: &PgPool) -> sqlx::Result<()> {
+        let to = notice_log::snapshot(db).await?;
+        let from = {
+            let mut inner = self.inner.lock().expect("hub lock poisoned");
+            std::mem::replace(&mut inner.head, to.clone())
+        };
+        let mut after = 0;
         loop {
-            let batch = notice_log::after(db, self.head(), 1000).await?;
-            if batch.is_empty() {
+            let page = match notice_log::between(db, &from, &to, after, READ_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    // Put the old head back: the next read covers it all
+                    // again (what was sent is sent twice, which streams drop).
+                    self.inner.lock().expect("hub lock poisoned").head = from;
+                    return Err(e);
+                }
+            };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.seq;
+            self.dispatch(&page);
+            if (page.len() as i64) < READ_PAGE {
                 return Ok(());
             }
-            self.dispatch(&batch);
         }
     }
 }
+
+/// Notices per read of the log.
+const READ_PAGE: i64 = 1000;
 
 /// Keeps the hub in step with the notice log until shutdown.
 /// `db` is the pipeline's pool, not the web's: a burst of requests must not
@@ -219,10 +240,12 @@ pub async fn run(hub: Arc<NoticeHub>, db: PgPool, mut shutdown: Shutdown) {
                     None => std::future::pending().await,
                 }
             } => match received {
-                Ok(Some(notification)) => {
-                    if !hub.dispatch_carried(notification.payload()) {
-                        read_log = true;
+                Ok(Some(_)) => {
+                    // One read answers every notification received so far.
+                    if let Some(l) = listener.as_mut() {
+                        while l.next_buffered().is_some() {}
                     }
+                    read_log = true;
                 }
                 _ => listener = None,
             },
@@ -244,7 +267,7 @@ use metrics::Unit;
 /// `metric_catalogue`).
 #[rustfmt::skip]
 pub const METRICS: &[Metric] = &[
-    Metric::gauge("sightline_notice_head", Unit::Count, "The last global notice sequence this instance's hub dispatched (internal; clients see per-user cursors)."),
+    Metric::gauge("sightline_notice_head", Unit::Count, "The highest global notice sequence this instance's hub dispatched (internal; clients see per-user cursors)."),
 ];
 
 #[cfg(test)]
@@ -267,10 +290,6 @@ mod tests {
         }
     }
 
-    fn carrying(notices: &[Notice]) -> String {
-        notice_log::payload(notices)
-    }
-
     /// The receiver's next notice if one is there now.
     fn next(receiver: &mut NoticeReceiver) -> Option<Notice> {
         use futures::FutureExt;
@@ -280,45 +299,31 @@ mod tests {
             .map(|r| Notice::clone(&r.unwrap()))
     }
 
+    fn hub(buffer: usize) -> NoticeHub {
+        NoticeHub::new(Snapshot::from_text("5:5:"), buffer)
+    }
+
     #[test]
-    fn carried_notices_that_follow_the_head_are_sent_and_a_gap_asks_for_the_log() {
-        let hub = NoticeHub::new(4, 8);
-        let mut receiver = hub.subscribe(Uuid::from_u128(1)).receiver;
+    fn dispatched_notices_reach_their_users_subscribers_only() {
+        let hub = hub(8);
+        let mut mine = hub.subscribe(Uuid::from_u128(1)).receiver;
         let mut first = notice(5, 7, notice_log::ORDER_VISIBLE);
         first.committed_at = Some(chrono::Utc::now());
-        let carried = [first.clone(), notice(6, 8, notice_log::ORDER_VISIBLE)];
-        assert!(hub.dispatch_carried(&carrying(&carried)));
-        assert_eq!(hub.head(), 6);
-        let got = next(&mut receiver).unwrap();
+        let mut other = notice(6, 8, notice_log::ORDER_VISIBLE);
+        other.user_id = Uuid::from_u128(2);
+        hub.dispatch(&[first.clone(), other]);
         // What reaches the stream is the notice as recorded, commit time too.
-        assert_eq!(got, first);
-        assert_eq!(next(&mut receiver).unwrap().seq, 6);
-
-        // Seq 7 was never seen: the log must be read, nothing is sent.
-        assert!(!hub.dispatch_carried(&carrying(&[notice(8, 9, "order-visible")])));
-        // A gap inside one notification is a gap too.
-        let inner_gap = [notice(7, 9, "order-visible"), notice(9, 9, "order-visible")];
-        assert!(!hub.dispatch_carried(&carrying(&inner_gap)));
-        // Too many to carry: the notification carries none and the hub reads
-        // the log.
-        let many: Vec<Notice> = (7..100)
-            .map(|seq| notice(seq, 9, "order-visible"))
-            .collect();
-        assert_eq!(carrying(&many), "");
-        assert!(!hub.dispatch_carried(""));
-        assert_eq!(hub.head(), 6);
-        assert!(next(&mut receiver).is_none());
-
-        // Notices the log already gave are skipped, the new one is sent.
-        let overlapping = [notice(6, 8, "order-visible"), notice(7, 9, "order-visible")];
-        assert!(hub.dispatch_carried(&carrying(&overlapping)));
-        assert_eq!(next(&mut receiver).unwrap().seq, 7);
-        assert!(next(&mut receiver).is_none());
+        assert_eq!(next(&mut mine).unwrap(), first);
+        assert!(next(&mut mine).is_none());
+        assert_eq!(
+            hub.subscribe(Uuid::from_u128(1)).head,
+            Snapshot::from_text("5:5:")
+        );
     }
 
     #[test]
     fn the_hub_remembers_recent_orders_and_forgets_the_oldest() {
-        let hub = NoticeHub::new(0, 4);
+        let hub = hub(4);
         hub.dispatch(&[notice(1, 7, notice_log::ORDER_VISIBLE)]);
         hub.dispatch(&[notice(2, 7, notice_log::ORDER_FAILED)]);
         let known = hub.known(Uuid::from_u128(7)).unwrap();

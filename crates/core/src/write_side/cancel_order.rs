@@ -87,6 +87,9 @@ pub async fn cancel_order(
         work.run(&mut tx, &appended).await?;
     }
     tx.commit().await?;
+    if let Some(work) = in_transaction {
+        work.after_commit();
+    }
     metrics::counter!("sightline_orders_cancelled_total").increment(1);
     Ok(Cancellation { order, write_seq })
 }

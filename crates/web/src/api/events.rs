@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -25,7 +26,7 @@ use crate::extract::client_addr::{ClientAddr, limit_key};
 use crate::state::AppState;
 use sightline_core::auth::CurrentUser;
 use sightline_core::auth::session_watch::Ended;
-use sightline_core::visibility::notice_log::{self, Cursor, CursorCheck, Notice};
+use sightline_core::visibility::notice_log::{self, Cursor, CursorCheck, Notice, Snapshot};
 use sightline_core::visibility::sse_data;
 
 /// Where the event stream is served (the accept loop serves it without
@@ -133,8 +134,8 @@ pub async fn events(
         .streams
         .acquire(user.id, Some(limit_key(client)))?;
     // Subscribe before reading the log, so nothing falls between the two:
-    // the subscription carries every notice with a `seq` above `hub_head`,
-    // the replay reads the log up to it.
+    // the subscription carries every notice the hub's snapshot `hub_head`
+    // does not see, the replay reads the log as that snapshot sees it.
     let subscription = state.hub.subscribe(user.id);
     let hub_head = subscription.head;
     let last_event_id = headers
@@ -169,13 +170,24 @@ pub async fn events(
         Some(None) => reset(&state, user.id, "malformed").await?,
     };
 
+    // The client's position in its stream: what it had, then what the
+    // replay sent. Live notices at or below it are dropped: the client has
+    // them (its cursor may be ahead of this instance's hub), or the replay
+    // sent them (the hub was mid-read when the stream subscribed).
+    let sent = Arc::new(AtomicI64::new(from.position));
     let replayed = if replay {
-        replay_pages(state.db.clone(), user.id, from.position, hub_head).boxed()
+        replay_pages(
+            state.db.clone(),
+            user.id,
+            from.position,
+            hub_head,
+            sent.clone(),
+        )
+        .boxed()
     } else {
         stream::empty().boxed()
     };
     let user_id = user.id;
-    let floor = from.position;
     let live = subscription
         .receiver
         .into_stream()
@@ -188,10 +200,10 @@ pub async fn events(
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(move |item| {
             std::future::ready(match item {
-                // A user's positions grow with `seq`, so everything live is
-                // past what was replayed; `floor` drops what the client had
-                // before (its cursor may be ahead of this instance's hub).
-                Ok(n) if n.user_id == user_id && n.user_seq > floor => {
+                // The hub sends a user's notices in stream order, after the
+                // replay has ended (the two are chained).
+                Ok(n) if n.user_id == user_id && n.user_seq > sent.load(Ordering::Relaxed) => {
+                    sent.store(n.user_seq, Ordering::Relaxed);
                     count_live(&n);
                     Some(n.event(notice_event))
                 }
@@ -257,22 +269,23 @@ async fn reset(
     Ok((cursor_event("reset", &head, Some(reason)), head, false))
 }
 
-/// The user's notices after position `after` up to the hub's head at
-/// subscription, a page at a time, so a stream never holds more than one
+/// The user's notices after position `after` that the hub's snapshot at
+/// subscription sees, a page at a time (recording in `sent` how far it got), so a stream never holds more than one
 /// page however much it replays. A failing read ends the stream: the client
 /// reconnects from the last notice it got and loses nothing.
 fn replay_pages(
     db: sqlx::PgPool,
     user_id: Uuid,
     after: i64,
-    up_to: i64,
+    seen: Snapshot,
+    sent: Arc<AtomicI64>,
 ) -> impl Stream<Item = Bytes> {
     stream::unfold(Some(after), move |after| {
-        let db = db.clone();
+        let (db, seen, sent) = (db.clone(), seen.clone(), sent.clone());
         async move {
             let after = after?;
             let page =
-                match notice_log::page_for_user(&db, user_id, after, up_to, REPLAY_PAGE).await {
+                match notice_log::page_for_user(&db, user_id, after, &seen, REPLAY_PAGE).await {
                     Ok(page) => page,
                     Err(e) => {
                         tracing::warn!(error = %e, "replay read failed; ending the stream");
@@ -280,6 +293,7 @@ fn replay_pages(
                     }
                 };
             let last = page.last()?.user_seq;
+            sent.store(last, Ordering::Relaxed);
             let next = (page.len() as i64 == REPLAY_PAGE).then_some(last);
             metrics::counter!("sightline_notices_sent_total").increment(page.len() as u64);
             let events: Vec<Bytes> = page.iter().map(notice_event).collect();

@@ -1,13 +1,21 @@
 //! The durable notice log: one row per order version that search can see.
 //!
-//! Every notice has two positions. `seq` is global and internal: the hubs
-//! read the log in `seq` order. `user_seq` is the notice's place in its
-//! user's own stream, and with `chain` (a hash over that user's whole stream
-//! up to it) makes the cursor clients see, `<user_seq>-<chain>` ([`Cursor`]).
-//! Writers hold an advisory lock from before numbering until commit, so both
-//! orders are commit order: a reader that has seen `seq = N` has seen every
-//! notice below N, whatever commits concurrently, and a user's `user_seq`
-//! grows with `seq`.
+//! Every notice has two positions. `seq` is global and internal. `user_seq`
+//! is the notice's place in its user's own stream, and with `chain` (a hash
+//! over that user's whole stream up to it) makes the cursor clients see,
+//! `<user_seq>-<chain>` ([`Cursor`]). A recording holds a lock on each of
+//! its users from before numbering until commit, so a user's `user_seq`
+//! (and `seq` within one user) grows in commit order; different users'
+//! recordings run side by side, so across users `seq` is *not* commit order.
+//!
+//! The hubs therefore read by transaction, not by `seq`: each notice keeps
+//! the id of the transaction that recorded it (`xid`), and a hub reads what
+//! became visible between its last snapshot and a new one ([`between`]). A
+//! transaction that commits late becomes visible late, and is read then: a
+//! hub never skips it, as a "`seq` above N" read would (Marten's
+//! high-water-mark bug). The same snapshot bounds an SSE replay
+//! ([`page_for_user`]), so replay and live notices meet without gap or
+//! overlap.
 
 use std::fmt;
 
@@ -17,13 +25,12 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-mod payload;
 mod record;
 
-pub use payload::{carried, payload};
-pub use record::{record, record_in};
+pub use record::{record, record_in, wake_hubs};
 
-/// Every instance's hub listens here; a recording commit wakes them all.
+/// Every instance's hub listens here; a recording wakes them all once it has
+/// committed (an empty payload: the hubs read the log).
 pub const CHANNEL: &str = "sightline_notices";
 
 /// `order-visible`: search shows this version. `order-failed`: its event
@@ -159,6 +166,23 @@ pub struct NewNotice {
     pub committed_at: Option<DateTime<Utc>>,
 }
 
+impl NewNotice {
+    /// `order-visible` for the first version of a placed order, its commit
+    /// time unknown: what the benchmark and tests record by hand, as the
+    /// projector would once the order is searchable.
+    pub fn placed(user_id: Uuid, order_id: Uuid) -> Self {
+        NewNotice {
+            user_id,
+            order_id,
+            order_version: 1,
+            kind: ORDER_VISIBLE,
+            status: "placed",
+            error: None,
+            committed_at: None,
+        }
+    }
+}
+
 const COLUMNS: &str =
     "seq, user_id, user_seq, chain, order_id, order_version, kind, status, error, visible_at";
 
@@ -169,46 +193,84 @@ const COMMITTED_AT: &str = "(SELECT o.created_at FROM outbox o
                                 AND o.aggregate_version = notices.order_version
                               ORDER BY o.id LIMIT 1) AS committed_at";
 
-/// Every user's notices after `seq`, in order (the hub's catch-up), with
-/// their events' commit times.
-pub async fn after(db: &PgPool, seq: i64, limit: i64) -> sqlx::Result<Vec<Notice>> {
+/// What a hub has read up to: a PostgreSQL snapshot (`pg_snapshot` as text,
+/// `xmin:xmax:xip,…`). Every notice whose transaction it sees as committed
+/// has been read; every other notice has not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot(String);
+
+impl Snapshot {
+    /// A snapshot as PostgreSQL writes it (`xmin:xmax:xip,…`).
+    pub fn from_text(text: impl Into<String>) -> Self {
+        Snapshot(text.into())
+    }
+
+    /// The oldest transaction the snapshot saw running: every notice it has
+    /// not seen has an `xid` at least this (the index bound of [`between`]).
+    fn xmin(&self) -> &str {
+        self.0.split(':').next().unwrap_or("0")
+    }
+}
+
+/// The database's current snapshot: what a hub starting now has "read".
+pub async fn snapshot(db: &PgPool) -> sqlx::Result<Snapshot> {
+    sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+        .fetch_one(db)
+        .await
+        .map(Snapshot)
+}
+
+/// One page of the notices that became visible between snapshots `from` and
+/// `to` (committed as `to` sees them, not as `from` does), after `seq`
+/// `after`, in `seq` order, with their events' commit times: the hub's read.
+/// Within one user `seq` follows `user_seq`, so each user's notices come in
+/// stream order.
+pub async fn between(
+    db: &PgPool,
+    from: &Snapshot,
+    to: &Snapshot,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Notice>> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS}, {COMMITTED_AT}
-         FROM notices WHERE seq > $1 ORDER BY seq LIMIT $2"
+         FROM notices
+         WHERE xid >= $1::text::xid8
+           AND pg_visible_in_snapshot(xid, $3::pg_snapshot)
+           AND NOT pg_visible_in_snapshot(xid, $2::pg_snapshot)
+           AND seq > $4
+         ORDER BY seq LIMIT $5"
     ))
-    .bind(seq)
+    .bind(from.xmin())
+    .bind(&from.0)
+    .bind(&to.0)
+    .bind(after)
     .bind(limit)
     .fetch_all(db)
     .await
 }
 
-/// One page of a user's stream: notices after position `after` with a global
-/// `seq` up to `up_to`, in order, at most `limit` (SSE replay).
+/// One page of a user's stream: notices after position `after` that
+/// snapshot `seen` sees as committed (what the hub had read when the stream
+/// subscribed), in order, at most `limit` (SSE replay).
 pub async fn page_for_user(
     db: &PgPool,
     user_id: Uuid,
     after: i64,
-    up_to: i64,
+    seen: &Snapshot,
     limit: i64,
 ) -> sqlx::Result<Vec<Notice>> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM notices
-         WHERE user_id = $1 AND user_seq > $2 AND seq <= $3
+         WHERE user_id = $1 AND user_seq > $2 AND pg_visible_in_snapshot(xid, $3::pg_snapshot)
          ORDER BY user_seq LIMIT $4"
     ))
     .bind(user_id)
     .bind(after)
-    .bind(up_to)
+    .bind(&seen.0)
     .bind(limit)
     .fetch_all(db)
     .await
-}
-
-/// The newest global `seq` (where a hub starts).
-pub async fn head(db: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM notices")
-        .fetch_one(db)
-        .await
 }
 
 /// The cursor after a user's newest notice (kept when the notice itself is

@@ -1,26 +1,28 @@
-//! Recording notices: numbering them in commit order under one lock, each
-//! user's stream continuing its chain, and waking every hub. See the parent
-//! module for the two positions every notice has.
+//! Recording notices: each user's stream continued under a lock on that
+//! user alone, its chain extended, and every hub woken once the recording
+//! has committed. See the parent module for the two positions every notice
+//! has and how the hubs read the log in commit order without a global lock.
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{CHAIN_START, CHANNEL, COLUMNS, NewNotice, Notice, chain, payload};
+use super::{CHAIN_START, CHANNEL, COLUMNS, NewNotice, Notice, chain};
 use crate::locks;
 
-/// Records notices for order versions that search now shows. Recording the
-/// same version again does nothing, so redelivery never sends a notice twice;
-/// nor does recording a version older than one already noticed (relay
-/// batches run concurrently, so an older version can finish last: its notice
-/// would describe an order search no longer shows). Returns the notices newly
+/// Records notices for order versions that search now shows, and wakes every
+/// instance's hub once they have committed. Recording the same version again
+/// does nothing, so redelivery never sends a notice twice; nor does
+/// recording a version older than one already noticed (relay batches run
+/// concurrently, so an older version can finish last: its notice would
+/// describe an order search no longer shows). Returns the notices newly
 /// recorded, in `seq` order.
 ///
-/// Under the lock, it picks the new notices, numbers them (global `seq`
-/// from the sequence, sorted so that it follows the batch's order; each
-/// user's `user_seq` and `chain` continuing from `notice_streams`), inserts
-/// them and moves the users' heads — all in one transaction.
+/// Under its users' locks, it picks the new notices, numbers them (global
+/// `seq` from the sequence, sorted so that it follows the batch's order;
+/// each user's `user_seq` and `chain` continuing from `notice_streams`),
+/// inserts them and moves the users' heads — all in one transaction.
 #[tracing::instrument(skip_all, fields(notices = notices.len()))]
 pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Notice>> {
     if notices.is_empty() {
@@ -29,23 +31,39 @@ pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Noti
     let mut tx = db.begin().await?;
     let recorded = record_in(&mut tx, notices).await?;
     tx.commit().await?;
+    if !recorded.is_empty() {
+        wake_hubs(db).await;
+    }
     Ok(recorded)
 }
 
+/// Tells every instance's hub that notices have committed: a NOTIFY of its
+/// own, after the recording's commit, never inside it (see [`crate::wake`]).
+/// A lost one delays the notices by the hubs' safety timer, never loses them.
+pub async fn wake_hubs(db: &PgPool) {
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(db)
+        .await
+    {
+        tracing::debug!(error = %e, "failed to wake the notice hubs");
+    }
+}
+
 /// [`record`] inside the caller's transaction: the same-database mode
-/// records an order's notice in the order's own transaction. The lock is
-/// held until that transaction ends, so take it last (after any row locks)
-/// and commit soon: every other recording waits for it.
+/// records an order's notice in the order's own transaction. It wakes no
+/// hub: the caller does once it has committed ([`crate::wake`]). The users'
+/// locks are held until that transaction ends; they exclude only other
+/// recordings for the same users.
 pub async fn record_in(tx: &mut PgConnection, notices: &[NewNotice]) -> sqlx::Result<Vec<Notice>> {
     if notices.is_empty() {
         return Ok(vec![]);
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(locks::NOTICE_RECORD)
-        .execute(&mut *tx)
-        .await?;
-    // Nobody else records while we hold the lock, so what this sees is what
-    // the insert will find.
+    lock_streams(tx, notices).await?;
+    // Nobody else records for these users while we hold their locks, so
+    // what this sees is what the insert will find (a statement of its own,
+    // after the locks: its snapshot includes every recording that released
+    // them).
     let fresh = fresh(tx, notices).await?;
     let (rows, heads) = number(notices, fresh);
     if rows.is_empty() {
@@ -53,12 +71,30 @@ pub async fn record_in(tx: &mut PgConnection, notices: &[NewNotice]) -> sqlx::Re
     }
     let recorded = insert(tx, &rows).await?;
     move_heads(tx, heads).await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload(&recorded))
-        .execute(&mut *tx)
-        .await?;
     Ok(recorded)
+}
+
+/// Takes the notices' users' stream locks, in one order (by key) so two
+/// recordings never wait for each other in a circle. Held until commit: a
+/// user's notices are numbered one recording after another, so `user_seq`
+/// grows in commit order, and so does `seq` within a user (taken after the
+/// lock). With them, the recording lock shared ([`locks::NOTICE_RECORD`]):
+/// recordings never wait for one another on it.
+async fn lock_streams(tx: &mut PgConnection, notices: &[NewNotice]) -> sqlx::Result<()> {
+    let users: Vec<Uuid> = notices.iter().map(|n| n.user_id).collect();
+    sqlx::query(
+        "WITH paused AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($3))
+         SELECT pg_advisory_xact_lock($1, s.key)
+         FROM paused,
+              (SELECT DISTINCT hashtext(u::text) AS key FROM UNNEST($2::uuid[]) AS u
+               ORDER BY key) AS s",
+    )
+    .bind(locks::NOTICE_STREAM)
+    .bind(&users)
+    .bind(locks::NOTICE_RECORD)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Where a user's stream stands: its last `user_seq` and `chain`.
