@@ -219,6 +219,9 @@ pub struct LoadResult {
     /// PostgreSQL wait events of the server's sessions during the step
     /// (samples, most frequent first; see `waits`).
     pub waits: Vec<(String, u64)>,
+    /// The statements with the most execution time in the step's database,
+    /// and the execution time of all its statements, ms (see `statements`).
+    pub statements: (Vec<super::statements::Statement>, f64),
 }
 
 impl LoadResult {
@@ -251,6 +254,9 @@ pub fn latencies(
     (samples, lost)
 }
 
+/// Statements listed per step (the most execution time first).
+const STATEMENTS: i64 = 5;
+
 /// One scenario: a fresh server with `knobs`, `users` users each with an
 /// open stream, a short warm-up, then `rate` orders/s for `duration`.
 pub async fn scenario(
@@ -267,6 +273,7 @@ pub async fn scenario(
     let waits = waits.finish().await;
     if let Ok(r) = result.as_mut() {
         r.waits = waits;
+        r.statements = super::statements::top(&bench.admin, &server.name, STATEMENTS).await;
     }
     // The server's own view (lag histograms, counters), for digging deeper.
     if let Ok(response) = bench
@@ -285,6 +292,13 @@ pub async fn scenario(
     result
 }
 
+/// The running totals read beside the stages: the table's column, the
+/// server's histogram (seconds from the event's commit).
+pub const SINCE_COMMIT: [(&str, &str); 2] = [
+    ("searchable", "sightline_commit_to_searchable_seconds"),
+    ("sent", "sightline_commit_to_notice_sent_seconds"),
+];
+
 /// Mean ms per stage from the Prometheus text, and how many batches and
 /// events ran.
 fn stage_means(metrics: &str) -> (Vec<(String, f64)>, u64, u64) {
@@ -295,13 +309,35 @@ fn stage_means(metrics: &str) -> (Vec<(String, f64)>, u64, u64) {
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
-    let stages = BATCH_STAGES
+    let stages: Vec<(String, f64)> = BATCH_STAGES
         .iter()
         .filter_map(|stage| {
             let (sum, count) = (value("sum", stage)?, value("count", stage)?);
             (count > 0.0).then(|| (stage.to_string(), sum / count * 1000.0))
         })
         .collect();
+    // Two running totals beside the stages, from an event's commit: to its
+    // batch being searchable, and to its notice leaving on a stream. Their
+    // difference is what follows the refresh: recording the notice, the
+    // NOTIFY, the hub and the socket.
+    let since_commit = |name: &str| {
+        let read = |part: &str| {
+            let prefix = format!("{name}_{part} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let (sum, count) = (read("sum")?, read("count")?);
+        (count > 0.0).then(|| sum / count * 1000.0)
+    };
+    let stages =
+        stages
+            .into_iter()
+            .chain(SINCE_COMMIT.iter().filter_map(|(column, metric)| {
+                since_commit(metric).map(|ms| (column.to_string(), ms))
+            }))
+            .collect();
     let batches = value("count", "claim").unwrap_or(0.0) as u64;
     let events = value("count", "waiting").unwrap_or(0.0) as u64;
     (stages, batches, events)
@@ -397,6 +433,7 @@ async fn measure(
         batches: 0,
         events: 0,
         waits: Vec::new(),
+        statements: (Vec::new(), 0.0),
     })
 }
 

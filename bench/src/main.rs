@@ -26,6 +26,7 @@ mod results;
 mod run;
 mod server;
 mod sse;
+mod statements;
 mod stats;
 mod waits;
 

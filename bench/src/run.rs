@@ -72,6 +72,11 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         bench.rate_steps = cli.rates.clone();
     }
     bench.remove_leftovers().await?;
+    if !crate::statements::prepare(&bench.admin).await {
+        eprintln!(
+            "pg_stat_statements is not loaded (scripts/services preloads it from a restart on): no per-statement times"
+        );
+    }
     let machine = machine(&bench).await?;
     let mode = if quick { "--quick" } else { "full" };
     eprintln!(

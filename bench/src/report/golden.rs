@@ -57,6 +57,14 @@ fn load(p50: f64, rate: f64) -> LoadResult {
             ("Client:ClientRead".to_owned(), 1),
             ("IO:DataFileRead".to_owned(), 1),
         ],
+        statements: (
+            vec![crate::statements::Statement {
+                query: "WITH position AS ( UPDATE users SET write_seq = write_seq +...".to_owned(),
+                calls: 1000,
+                total_ms: 250.0,
+            }],
+            1000.0,
+        ),
     }
 }
 

@@ -10,7 +10,7 @@ use sightline_core::monitoring::BATCH_STAGES;
 
 use super::{line, num};
 use crate::capacity::{Capacity, IDLE_USERS as IDLE};
-use crate::load::LoadResult;
+use crate::load::{LoadResult, SINCE_COMMIT};
 use crate::results::Results;
 use crate::run::USERS;
 
@@ -158,18 +158,33 @@ fn visibility(o: &mut String, r: &Results) {
     let _ = writeln!(
         o,
         "\nWhere the time goes: the server's relay batches, mean ms per stage (waiting: an event's \
-         creation to its claim)"
+         creation to its claim), then from an event's commit to its batch being searchable and to \
+         its notice leaving on a stream"
     );
+    let columns: Vec<&str> = BATCH_STAGES
+        .iter()
+        .copied()
+        .chain(SINCE_COMMIT.iter().map(|(column, _)| *column))
+        .collect();
     let _ = write!(o, "  {:<22}", "load");
-    for stage in BATCH_STAGES {
-        let _ = write!(o, " {stage:>8}");
+    for stage in &columns {
+        let _ = write!(o, " {stage:>10}");
     }
     let _ = writeln!(o, " {:>8} {:>8}", "batches", "ev/batch");
-    for (rate, v) in &r.visibility {
-        let _ = write!(o, "  {:<22}", format!("{rate}/s"));
-        for stage in BATCH_STAGES {
+    let rows = r
+        .visibility
+        .iter()
+        .map(|(rate, v)| (format!("{rate}/s"), v))
+        .chain(
+            r.pg_visibility
+                .iter()
+                .map(|(rate, v)| (format!("{rate}/s postgres"), v)),
+        );
+    for (label, v) in rows {
+        let _ = write!(o, "  {label:<22}");
+        for stage in &columns {
             let mean = v.stages.iter().find(|(s, _)| s == stage).map(|(_, m)| *m);
-            let _ = write!(o, " {:>8}", mean.map_or("-".to_owned(), num));
+            let _ = write!(o, " {:>10}", mean.map_or("-".to_owned(), num));
         }
         let per_batch = v.events as f64 / v.batches.max(1) as f64;
         let _ = writeln!(o, " {:>8} {:>8.1}", v.batches, per_batch);
@@ -210,7 +225,7 @@ fn max_sustained(o: &mut String, r: &Results, step: Duration) {
     }
     let _ = writeln!(
         o,
-        "  where the relay's batches spent their time (mean ms per stage), and what the server's PostgreSQL sessions waited on (share of samples)"
+        "  where the relay's batches spent their time (mean ms per stage), what the server's PostgreSQL sessions waited on (share of samples), and which statements took PostgreSQL's execution time (share, mean per call, calls per order committed)"
     );
     for (rate, v, _) in &r.steps {
         let stages: Vec<String> = v
@@ -233,6 +248,24 @@ fn max_sustained(o: &mut String, r: &Results, step: Duration) {
             "",
             waits.join(", ")
         );
+        statements(o, v);
+    }
+}
+
+/// The statements that took PostgreSQL's time in a step: share of all
+/// execution time, mean ms per call and calls per order committed.
+fn statements(o: &mut String, v: &LoadResult) {
+    let (top, all) = &v.statements;
+    for s in top {
+        let _ = writeln!(
+            o,
+            "  {:<8}   {:>3.0}% {:>6.3} ms x {:>4.2}/order  {}",
+            "",
+            s.total_ms * 100.0 / all.max(f64::MIN_POSITIVE),
+            s.total_ms / s.calls.max(1) as f64,
+            s.calls as f64 / v.ok.max(1) as f64,
+            s.query
+        );
     }
 }
 
@@ -241,6 +274,14 @@ fn pg_max_sustained(o: &mut String, r: &Results) {
     if let Some(max) = r.pg_max_sustained {
         let _ = writeln!(o, "\nMaximum sustained rate, READ_STORE=postgres");
         steps(o, &r.pg_steps, max);
+        let _ = writeln!(
+            o,
+            "  where PostgreSQL's execution time went (share, mean per call, calls per order committed)"
+        );
+        for (rate, v, _) in &r.pg_steps {
+            let _ = writeln!(o, "  {rate}/s");
+            statements(o, v);
+        }
         if let Some(bare) = &r.bare_write {
             let _ = writeln!(
                 o,
