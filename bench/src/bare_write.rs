@@ -64,7 +64,7 @@ pub async fn measure(bench: &Bench, duration: Duration) -> anyhow::Result<BareWr
 /// pgbench variables and SQL around them (an order id from two random
 /// numbers, a user id from a number, a payload like the server's).
 fn script_text() -> String {
-    let order = "(lpad(to_hex(:a), 16, '0') || lpad(to_hex(:b), 16, '0'))::uuid";
+    let order = "(lpad(to_hex(:a::bigint), 16, '0') || lpad(to_hex(:b::bigint), 16, '0'))::uuid";
     let user = "('00000000-0000-4000-8000-' || lpad(:u::text, 12, '0'))::uuid";
     let place = substitute(
         PLACE_ORDER_SQL,

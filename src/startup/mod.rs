@@ -82,6 +82,18 @@ impl Application {
         let search_index = SearchIndex::from_settings(&settings)?;
         let same_database = settings.read_store == ReadStoreKind::Postgres;
         if same_database {
+            // The orders the Elasticsearch mode wrote have no search words
+            // (nothing there reads them): add them before anything is
+            // noticed or searched.
+            let filled = crate::read_side::postgres::search_words::fill_missing(&db)
+                .await
+                .context("Failed to add the search words of orders written without them")?;
+            if filled > 0 {
+                tracing::info!(
+                    orders = filled,
+                    "added the search words the Elasticsearch mode left out"
+                );
+            }
             // Whatever the Elasticsearch mode left unprojected is visible
             // here already: notice it before anyone listens.
             let noticed = crate::projector::same_database::catch_up(&db, 1000)

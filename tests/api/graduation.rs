@@ -166,9 +166,31 @@ async fn graduating_to_elasticsearch_and_back_keeps_every_order_and_notices_each
         noticed_versions += 1;
     }
     stop(&es_web).await;
+    // The Elasticsearch mode kept no same-database search words for its
+    // orders (nothing there reads them)...
+    let without_words: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orders o
+         WHERE NOT EXISTS (SELECT 1 FROM order_search s WHERE s.order_id = o.id)",
+    )
+    .fetch_one(&es.db)
+    .await
+    .unwrap();
+    assert!(
+        without_words >= 3,
+        "the Elasticsearch mode still kept search words ({without_words} orders without)"
+    );
     let back = spawn_instance(settings.clone()).await;
     let (ids, summary) = listed(&back, &user).await;
     assert_eq!(ids, placed, "the same-database mode lists every order");
+    // ...and the same-database mode added them when it started: `q` finds
+    // the orders the other mode wrote.
+    for word in ["AFTER", "UNDELIVERED"] {
+        let (_, body) = back.list(&user, &format!("/api/orders?q={word}")).await;
+        assert!(
+            !crate::helpers::order_ids(&body).is_empty(),
+            "q={word} finds nothing after the move back: {body}"
+        );
+    }
     assert_eq!(summary["orders_placed"], placed.len());
     assert_eq!(summary["orders_cancelled"], 1);
     let last = place(&back, &user, "BACK").await;

@@ -9,7 +9,14 @@ use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
-use crate::config::{Settings, redact_in};
+use crate::config::{ReadStoreKind, Settings, redact_in};
+
+/// The session setting an instance in the Elasticsearch mode opens its
+/// connections with: the same-database search words' trigger skips their
+/// writes, since nothing in that mode reads the words (migration
+/// `20270101000002`; `read_side::postgres::search_words` adds the missing
+/// ones when an instance starts in the same-database mode).
+pub const ORDER_SEARCH_OFF: (&str, &str) = ("sightline.order_search", "off");
 
 /// A pooled connection idle this long is pinged before it is handed out.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
@@ -73,6 +80,11 @@ async fn open_pool(
     if let Some(timeout) = statement_timeout {
         // Sent in the start-up packet: no round trip per connection.
         options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
+    }
+    if settings.read_store == ReadStoreKind::Elasticsearch {
+        // Nothing in this mode reads the same-database search words: their
+        // trigger skips this instance's writes (see `search_words`).
+        options = options.options([ORDER_SEARCH_OFF]);
     }
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     PgPoolOptions::new()

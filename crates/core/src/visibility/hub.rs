@@ -60,12 +60,12 @@ const RECENT_ORDERS: usize = 100_000;
 
 impl RecentNotices {
     fn record(&mut self, notice: &Notice) {
-        // An order's notices are recorded one after another (its user's
-        // lock), so a lower `seq` is an older notice: it changes nothing.
+        // An order's notices are its user's, so a lower position in the
+        // user's stream is an older notice: it changes nothing.
         if self
             .by_order
             .get(&notice.order_id)
-            .is_some_and(|known| known.latest.seq >= notice.seq)
+            .is_some_and(|known| known.latest.user_seq >= notice.user_seq)
         {
             return;
         }
@@ -174,7 +174,7 @@ impl NoticeHub {
             let mut inner = self.inner.lock().expect("hub lock poisoned");
             std::mem::replace(&mut inner.head, to.clone())
         };
-        let mut after = 0;
+        let mut after = (Uuid::nil(), 0);
         loop {
             let page = match notice_log::between(db, &from, &to, after, READ_PAGE).await {
                 Ok(page) => page,
@@ -188,7 +188,7 @@ impl NoticeHub {
             let Some(last) = page.last() else {
                 return Ok(());
             };
-            after = last.seq;
+            after = (last.user_id, last.user_seq);
             self.dispatch(&page);
             if (page.len() as i64) < READ_PAGE {
                 return Ok(());

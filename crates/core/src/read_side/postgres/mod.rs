@@ -10,6 +10,8 @@
 //! summary are recorded in the order's own transaction (see
 //! `projector::same_database`), so a notice never runs ahead of this shape.
 
+pub mod search_words;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};

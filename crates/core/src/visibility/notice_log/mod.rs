@@ -1,12 +1,13 @@
 //! The durable notice log: one row per order version that search can see.
 //!
-//! Every notice has two positions. `seq` is global and internal. `user_seq`
+//! Every notice has two positions. `seq` is global and internal (a unique
+//! number, nothing more: it follows no order anyone relies on). `user_seq`
 //! is the notice's place in its user's own stream, and with `chain` (a hash
 //! over that user's whole stream up to it) makes the cursor clients see,
 //! `<user_seq>-<chain>` ([`Cursor`]). A recording holds a lock on each of
 //! its users from before numbering until commit, so a user's `user_seq`
-//! (and `seq` within one user) grows in commit order; different users'
-//! recordings run side by side, so across users `seq` is *not* commit order.
+//! grows in commit order; different users' recordings run side by side, so
+//! `seq` is *not* commit order.
 //!
 //! The hubs therefore read by transaction, not by `seq`: each notice keeps
 //! the id of the transaction that recorded it (`xid`), and a hub reads what
@@ -221,15 +222,15 @@ pub async fn snapshot(db: &PgPool) -> sqlx::Result<Snapshot> {
 }
 
 /// One page of the notices that became visible between snapshots `from` and
-/// `to` (committed as `to` sees them, not as `from` does), after `seq`
-/// `after`, in `seq` order, with their events' commit times: the hub's read.
-/// Within one user `seq` follows `user_seq`, so each user's notices come in
-/// stream order.
+/// `to` (committed as `to` sees them, not as `from` does), after position
+/// `after` (a user and a `user_seq`), by user and position, with their
+/// events' commit times: the hub's read. Each user's notices come in stream
+/// order.
 pub async fn between(
     db: &PgPool,
     from: &Snapshot,
     to: &Snapshot,
-    after: i64,
+    after: (Uuid, i64),
     limit: i64,
 ) -> sqlx::Result<Vec<Notice>> {
     sqlx::query_as(&format!(
@@ -238,13 +239,19 @@ pub async fn between(
          WHERE xid >= $1::text::xid8
            AND pg_visible_in_snapshot(xid, $3::pg_snapshot)
            AND NOT pg_visible_in_snapshot(xid, $2::pg_snapshot)
-           AND seq > $4
-         ORDER BY seq LIMIT $5"
+           AND (user_id, user_seq) > ($4, $5)
+         ORDER BY user_id, user_seq LIMIT $6"
     ))
+    // Planned for this call's values: a plan kept for every value of the
+    // bound cannot count on the index (it may be any transaction id), and
+    // a scan of the whole log per wake-up cost more than the write it
+    // announced (docs/BENCHMARKS.md).
+    .persistent(false)
     .bind(from.xmin())
     .bind(&from.0)
     .bind(&to.0)
-    .bind(after)
+    .bind(after.0)
+    .bind(after.1)
     .bind(limit)
     .fetch_all(db)
     .await
@@ -372,7 +379,7 @@ pub async fn check_cursor(
 /// The latest notice of an order, if any.
 pub async fn latest_for_order(db: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Notice>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notices WHERE order_id = $1 ORDER BY seq DESC LIMIT 1"
+        "SELECT {COLUMNS} FROM notices WHERE order_id = $1 ORDER BY user_seq DESC LIMIT 1"
     ))
     .bind(order_id)
     .fetch_optional(db)
@@ -383,7 +390,7 @@ pub async fn latest_for_order(db: &PgPool, order_id: Uuid) -> sqlx::Result<Optio
 pub async fn latest_visible(db: &PgPool, order_id: Uuid) -> sqlx::Result<Option<Notice>> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM notices WHERE order_id = $1 AND kind = '{ORDER_VISIBLE}'
-         ORDER BY seq DESC LIMIT 1"
+         ORDER BY user_seq DESC LIMIT 1"
     ))
     .bind(order_id)
     .fetch_optional(db)

@@ -19,10 +19,10 @@ use crate::locks;
 /// describe an order search no longer shows). Returns the notices newly
 /// recorded, in `seq` order.
 ///
-/// Under its users' locks, it picks the new notices, numbers them (global
-/// `seq` from the sequence, sorted so that it follows the batch's order;
-/// each user's `user_seq` and `chain` continuing from `notice_streams`),
-/// inserts them and moves the users' heads — all in one transaction.
+/// Under its users' locks, it picks the new notices, numbers them (each
+/// user's `user_seq` and `chain` continuing from `notice_streams`; the
+/// global `seq` from its sequence), inserts them and moves the users' heads
+/// — three statements in one transaction.
 #[tracing::instrument(skip_all, fields(notices = notices.len()))]
 pub async fn record(db: &PgPool, notices: &[NewNotice]) -> sqlx::Result<Vec<Notice>> {
     if notices.is_empty() {
@@ -69,16 +69,13 @@ pub async fn record_in(tx: &mut PgConnection, notices: &[NewNotice]) -> sqlx::Re
     if rows.is_empty() {
         return Ok(vec![]);
     }
-    let recorded = insert(tx, &rows).await?;
-    move_heads(tx, heads).await?;
-    Ok(recorded)
+    insert(tx, &rows, heads).await
 }
 
 /// Takes the notices' users' stream locks, in one order (by key) so two
 /// recordings never wait for each other in a circle. Held until commit: a
 /// user's notices are numbered one recording after another, so `user_seq`
-/// grows in commit order, and so does `seq` within a user (taken after the
-/// lock). With them, the recording lock shared ([`locks::NOTICE_RECORD`]):
+/// grows in commit order. With them, the recording lock shared ([`locks::NOTICE_RECORD`]):
 /// recordings never wait for one another on it.
 async fn lock_streams(tx: &mut PgConnection, notices: &[NewNotice]) -> sqlx::Result<()> {
     let users: Vec<Uuid> = notices.iter().map(|n| n.user_id).collect();
@@ -179,30 +176,46 @@ fn number<'a>(
     (rows, heads)
 }
 
-/// Inserts the numbered notices with global `seq`s in the batch's order and
-/// returns them as recorded, in `seq` order, with their commit times.
-async fn insert(tx: &mut PgConnection, rows: &[Numbered<'_>]) -> sqlx::Result<Vec<Notice>> {
-    // The order nextval hands values out in is not promised; sorted, they
-    // follow the batch's order, as each user's `user_seq` does.
-    let mut seqs: Vec<i64> = sqlx::query_scalar(
-        "SELECT nextval(pg_get_serial_sequence('notices', 'seq')) FROM generate_series(1, $1)",
-    )
-    .bind(rows.len() as i64)
-    .fetch_all(&mut *tx)
-    .await?;
-    seqs.sort_unstable();
-
+/// Inserts the numbered notices and moves each user's stream head to its
+/// last new notice, in one statement; returns the notices as recorded, in
+/// `seq` order, with their commit times. `seq` comes from the column's
+/// sequence as the rows are inserted; nothing relies on its order (the hubs
+/// read by transaction and order each user's notices by `user_seq`).
+async fn insert(
+    tx: &mut PgConnection,
+    rows: &[Numbered<'_>],
+    heads: HashMap<Uuid, Head>,
+) -> sqlx::Result<Vec<Notice>> {
     let col = |f: fn(&NewNotice) -> Uuid| rows.iter().map(|r| f(r.0)).collect::<Vec<_>>();
+    let (users, positions, chains): (Vec<Uuid>, Vec<i64>, Vec<String>) = heads
+        .into_iter()
+        .map(|(user, (position, chain))| (user, position, chain))
+        .fold(
+            Default::default(),
+            |(mut u, mut p, mut c), (user, position, chain)| {
+                u.push(user);
+                p.push(position);
+                c.push(chain);
+                (u, p, c)
+            },
+        );
     let mut recorded: Vec<Notice> = sqlx::query_as(&format!(
-        "INSERT INTO notices (seq, user_id, user_seq, chain, order_id, order_version, kind,
-                              status, error, visible_at)
-         SELECT n.*, clock_timestamp()
-         FROM UNNEST($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::uuid[], $6::int[],
-                     $7::text[], $8::text[], $9::text[])
-              AS n (seq, user_id, user_seq, chain, order_id, order_version, kind, status, error)
-         RETURNING {COLUMNS}"
+        "WITH recorded AS (
+             INSERT INTO notices (user_id, user_seq, chain, order_id, order_version, kind,
+                                  status, error, visible_at)
+             SELECT n.*, clock_timestamp()
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::int[],
+                         $6::text[], $7::text[], $8::text[])
+                  AS n (user_id, user_seq, chain, order_id, order_version, kind, status, error)
+             RETURNING {COLUMNS}
+         ), heads AS (
+             INSERT INTO notice_streams (user_id, last_seq, last_chain)
+             SELECT * FROM UNNEST($9::uuid[], $10::bigint[], $11::text[])
+             ON CONFLICT (user_id) DO UPDATE
+               SET last_seq = excluded.last_seq, last_chain = excluded.last_chain
+         )
+         SELECT * FROM recorded ORDER BY seq"
     ))
-    .bind(&seqs)
     .bind(col(|n| n.user_id))
     .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>())
@@ -211,41 +224,21 @@ async fn insert(tx: &mut PgConnection, rows: &[Numbered<'_>]) -> sqlx::Result<Ve
     .bind(rows.iter().map(|r| r.0.kind).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.0.status).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.0.error.clone()).collect::<Vec<_>>())
+    .bind(&users)
+    .bind(&positions)
+    .bind(&chains)
     .fetch_all(&mut *tx)
     .await?;
-    recorded.sort_by_key(|n| n.seq);
-    // Sorted by `seq`, the rows are in the order their numbers were handed
-    // out, which is the order of `rows`.
-    for (notice, row) in recorded.iter_mut().zip(rows) {
-        notice.committed_at = row.0.committed_at;
+    // What the caller knew of each event's commit, carried to the hubs.
+    let committed: HashMap<(Uuid, i32, &str), _> = rows
+        .iter()
+        .map(|r| ((r.0.order_id, r.0.order_version, r.0.kind), r.0.committed_at))
+        .collect();
+    for notice in &mut recorded {
+        notice.committed_at = committed
+            .get(&(notice.order_id, notice.order_version, notice.kind.as_str()))
+            .copied()
+            .flatten();
     }
     Ok(recorded)
-}
-
-/// Moves each user's stream head to its last new notice.
-async fn move_heads(tx: &mut PgConnection, heads: HashMap<Uuid, Head>) -> sqlx::Result<()> {
-    let (users, seqs, chains): (Vec<Uuid>, Vec<i64>, Vec<String>) = heads
-        .into_iter()
-        .map(|(user, (seq, chain))| (user, seq, chain))
-        .fold(
-            Default::default(),
-            |(mut u, mut s, mut c), (user, seq, chain)| {
-                u.push(user);
-                s.push(seq);
-                c.push(chain);
-                (u, s, c)
-            },
-        );
-    sqlx::query(
-        "INSERT INTO notice_streams (user_id, last_seq, last_chain)
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[])
-         ON CONFLICT (user_id) DO UPDATE
-           SET last_seq = excluded.last_seq, last_chain = excluded.last_chain",
-    )
-    .bind(&users)
-    .bind(&seqs)
-    .bind(&chains)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
