@@ -31,3 +31,11 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- The fill reads the orders and their items to build their words, as the
+-- trigger does, in one statement of its own (see the table owners in
+-- 20261231000001_table_owners.sql).
+COMMENT ON TABLE orders IS
+  'owner=crates/core/src/write_side/ readers=crates/core/src/read_side/read_your_writes.rs,crates/core/src/read_side/postgres/search_words.rs';
+COMMENT ON TABLE order_items IS
+  'owner=crates/core/src/write_side/ readers=crates/core/src/read_side/postgres/search_words.rs';
