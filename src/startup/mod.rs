@@ -383,6 +383,8 @@ fn pipeline(
         settings.relay_poll(),
     )
     .with_wake(settings.relay_wake)
+    // The web's writes in this process (if it runs here) wake it directly.
+    .with_local_wake(state.relay_waker.clone())
     .with_concurrency(settings.relay_concurrency.into())
     .with_stats(state.pipeline.clone());
     relay.run(state.shutdown.subscribe())

@@ -22,6 +22,9 @@ use crate::shutdown::Shutdown;
 #[derive(Default)]
 pub struct Waker {
     pending: Notify,
+    /// The same news for a listener in this process, which need not wait
+    /// for the NOTIFY's round trip through PostgreSQL.
+    here: Notify,
 }
 
 impl Waker {
@@ -29,6 +32,13 @@ impl Waker {
     /// share it.
     pub fn wake(&self) {
         self.pending.notify_one();
+        self.here.notify_one();
+    }
+
+    /// Returns once [`wake`](Self::wake) was called in this process since
+    /// the last return (a wake while nobody waits is kept for the next).
+    pub async fn woken_here(&self) {
+        self.here.notified().await;
     }
 }
 

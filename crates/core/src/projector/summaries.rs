@@ -153,19 +153,19 @@ pub async fn count_in(
     user_ids.sort();
     user_ids.dedup();
 
+    // One round trip for both inserts (the inbox's and a missing summary
+    // row's); the lock below is a statement of its own, so it sees the row.
     let fresh: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO projector_inbox (event_id) SELECT * FROM UNNEST($1::uuid[])
+        "WITH ensured AS (
+             INSERT INTO user_summaries (user_id, revision) SELECT *, 0 FROM UNNEST($2::uuid[])
+             ON CONFLICT DO NOTHING
+         )
+         INSERT INTO projector_inbox (event_id) SELECT * FROM UNNEST($1::uuid[])
          ON CONFLICT DO NOTHING RETURNING event_id",
     )
     .bind(&event_ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO user_summaries (user_id, revision) SELECT *, 0 FROM UNNEST($1::uuid[])
-         ON CONFLICT DO NOTHING",
-    )
     .bind(&user_ids)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
     // Sorted ids: concurrent projectors lock rows in the same order.
     let rows: Vec<SummaryRow> = sqlx::query_as(

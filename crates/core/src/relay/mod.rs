@@ -38,6 +38,9 @@ pub struct Relay {
     concurrency: usize,
     safety_poll: Duration,
     wake: RelayWake,
+    /// The web's waker when it runs in this process: its wakes reach the
+    /// relay at once, before their NOTIFY does.
+    local_wake: Option<Arc<crate::wake::Waker>>,
     /// The last batch, for `/status`.
     stats: Arc<PipelineStats>,
 }
@@ -56,6 +59,7 @@ impl Relay {
             concurrency: 1,
             safety_poll,
             wake: RelayWake::Notify,
+            local_wake: None,
             stats: Arc::default(),
         }
     }
@@ -76,6 +80,13 @@ impl Relay {
     /// timer (the default is `Notify`).
     pub fn with_wake(mut self, wake: RelayWake) -> Self {
         self.wake = wake;
+        self
+    }
+
+    /// Also wakes on `waker`'s wakes in this process (the web's writes when
+    /// both run here), a NOTIFY's round trip sooner; not with `RelayWake::Poll`.
+    pub fn with_local_wake(mut self, waker: Arc<crate::wake::Waker>) -> Self {
+        self.local_wake = Some(waker);
         self
     }
 
@@ -157,6 +168,12 @@ impl Relay {
                         _ => listener = None,
                     }
                 }
+                _ = async {
+                    match &relay.local_wake {
+                        Some(waker) if relay.wake == RelayWake::Notify => waker.woken_here().await,
+                        _ => std::future::pending().await,
+                    }
+                } => look = true,
                 _ = tokio::time::sleep_until(wake_at) => look = true,
             }
         }

@@ -174,6 +174,16 @@ impl NoticeHub {
             let mut inner = self.inner.lock().expect("hub lock poisoned");
             std::mem::replace(&mut inner.head, to.clone())
         };
+        if !from.precedes(&to) {
+            // Another database's history took this one's place: its
+            // notices cannot be told from what was read by transaction.
+            // Start again from it as it is; a stream's cursor is not of
+            // this history, so it gets `reset` when it reconnects.
+            tracing::warn!(
+                "the notice log's transaction ids went back (a restored backup?): the hub starts again from the log as it is"
+            );
+            return Ok(());
+        }
         let mut after = (Uuid::nil(), 0);
         loop {
             let page = match notice_log::between(db, &from, &to, after, READ_PAGE).await {

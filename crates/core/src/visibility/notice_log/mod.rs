@@ -211,6 +211,21 @@ impl Snapshot {
     fn xmin(&self) -> &str {
         self.0.split(':').next().unwrap_or("0")
     }
+
+    /// Whether `self` was taken before `later` in the same database's
+    /// history: transaction ids only grow, so a later snapshot whose first
+    /// unassigned id is lower comes from another history (a restored
+    /// backup, a new cluster), where reading "what became visible since"
+    /// means nothing.
+    pub fn precedes(&self, later: &Snapshot) -> bool {
+        let xmax = |s: &Snapshot| {
+            s.0.split(':')
+                .nth(1)
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        xmax(self) <= xmax(later)
+    }
 }
 
 /// The database's current snapshot: what a hub starting now has "read".
@@ -428,6 +443,15 @@ mod tests {
         ] {
             assert_eq!(Cursor::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_precedes_those_taken_after_it_in_the_same_history() {
+        let earlier = Snapshot::from_text("100:105:101,103");
+        assert!(earlier.precedes(&Snapshot::from_text("104:110:")));
+        assert!(earlier.precedes(&earlier));
+        assert!(!earlier.precedes(&Snapshot::from_text("3:3:")));
+        assert_eq!(earlier.xmin(), "100");
     }
 
     #[test]

@@ -232,7 +232,12 @@ async fn insert(
     // What the caller knew of each event's commit, carried to the hubs.
     let committed: HashMap<(Uuid, i32, &str), _> = rows
         .iter()
-        .map(|r| ((r.0.order_id, r.0.order_version, r.0.kind), r.0.committed_at))
+        .map(|r| {
+            (
+                (r.0.order_id, r.0.order_version, r.0.kind),
+                r.0.committed_at,
+            )
+        })
         .collect();
     for notice in &mut recorded {
         notice.committed_at = committed
