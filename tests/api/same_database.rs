@@ -16,7 +16,8 @@ async fn same_database_app() -> TestApp {
 }
 
 /// The order, its summary and its notice commit together: while the notice
-/// log's lock is held, the write cannot commit, so nobody sees the order;
+/// recording lock is held exclusively (the tests' seam; recordings take it
+/// shared), the write cannot commit, so nobody sees the order;
 /// once released, the commit makes it listed, counted and noticed at once.
 /// (With the notice recorded after the commit, as a projector would, the
 /// 201 would come back while the lock is held.)

@@ -43,10 +43,13 @@ const HUB_SAMPLES: usize = 300;
 
 /// The shared shape holds hundreds of streams per user, and each client
 /// process thousands from one address: far past the default caps, which
-/// are not what this measures.
+/// are not what this measures. That includes the connection cap per address
+/// (a tenth of the connection limit by default: about 2,000 here, which
+/// held the full run of 2026-12-05 to 10,453 streams).
 const STREAM_CAPS_OFF: &[(&str, &str)] = &[
     ("MAX_STREAMS_PER_USER", "1000000"),
     ("MAX_STREAMS_PER_ADDRESS", "1000000"),
+    ("MAX_CONNECTIONS_PER_ADDRESS", "1000000"),
 ];
 
 pub struct Capacity {

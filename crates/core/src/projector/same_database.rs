@@ -22,8 +22,9 @@ use crate::visibility::notice_log::{self, NewNotice};
 /// Counts `events` into their users' summaries and records their notices,
 /// inside the caller's transaction. Idempotent, like the projector: the
 /// inbox counts an event once, the log records a notice once. Returns how
-/// many notices were new. The notice log's lock is taken last and held
-/// until the caller commits.
+/// many notices were new. The notice log's locks on these users' streams
+/// (and its shared recording lock) are taken last and held until the
+/// caller commits; the caller wakes the hubs after its commit.
 pub async fn apply(conn: &mut PgConnection, events: &[OutboxEvent]) -> anyhow::Result<usize> {
     let mut decoded = Vec::with_capacity(events.len());
     for event in events {

@@ -3,7 +3,8 @@
 //! distributed bus's events are marked relayed; its projector marks them
 //! published once searchable).
 //!
-//! It wakes on the outbox's NOTIFY, with a slow safety poll. Claimed rows stay
+//! It wakes on the outbox's NOTIFY (and, when the web runs in the same
+//! process, on its writes directly), with a slow safety poll. Claimed rows stay
 //! locked until the batch is marked, so a crash mid-batch leaves them
 //! unpublished for the next attempt (the projector is idempotent).
 //!
