@@ -59,8 +59,13 @@ pub enum Part {
     Seed,
     Max,
     Sse,
-    /// The in-process bus beside NATS JetStream (needs `scripts/services
-    /// start nats`): 200/s and the maximum sustained rate of each.
+    /// The in-process bus beside NATS JetStream with one projector process
+    /// and with two (needs `scripts/services start nats`): 200/s and the
+    /// maximum sustained rate of each, the stages, CPU and disk writes per
+    /// order; and the disk's fsync latency.
     Bus,
+    /// Notices fanned out to 2 and to 8 web instances at 200/s: CPU per
+    /// instance.
+    Fanout,
     Replay,
 }

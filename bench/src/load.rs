@@ -28,12 +28,13 @@ pub struct Streams {
 
 impl Streams {
     /// Opens the streams and returns once every one has had `ready`.
-    pub async fn open(server: SocketAddr, tokens: &[String]) -> anyhow::Result<Self> {
+    /// With several web instances the streams are spread over them in turn.
+    pub async fn open(servers: &[SocketAddr], tokens: &[String]) -> anyhow::Result<Self> {
         let visible = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::with_capacity(tokens.len());
-        for token in tokens {
-            let mut stream = sse::connect(server, None, "/api/events", Some(token)).await?;
+        for (token, server) in tokens.iter().zip(servers.iter().cycle()) {
+            let mut stream = sse::connect(*server, None, "/api/events", Some(token)).await?;
             stream
                 .expect("ready")
                 .await
@@ -185,6 +186,7 @@ pub async fn offer(
     offered
 }
 
+#[derive(Clone)]
 pub struct LoadResult {
     pub offered_rate: f64,
     pub sent: usize,
@@ -207,6 +209,17 @@ pub struct LoadResult {
     /// CPU of the PostgreSQL processes (every `postgres` process on the
     /// machine: the bench's server is the only one), 1.0 = one core.
     pub pg_cpu: f64,
+    /// CPU of the NATS servers (every `nats-server` process: the cluster's
+    /// three nodes), 1.0 = one core; ~0 with the in-process bus.
+    pub nats_cpu: f64,
+    /// Bytes each component wrote to disk during the step.
+    pub written: Written,
+    /// The step's measuring window (sending, then waiting for the last
+    /// notices), s: what the CPU shares are averaged over.
+    pub window_secs: f64,
+    /// CPU of each process of the scenario (the server, then its helpers),
+    /// 1.0 = one core; `server_cpu` is their sum.
+    pub instance_cpu: Vec<f64>,
     /// Share of the whole machine's CPU time that was busy (`/proc/stat`),
     /// 1.0 = every core: when it nears 1.0 the box, not a lock, is the wall.
     pub machine_busy: f64,
@@ -267,7 +280,27 @@ pub async fn scenario(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
-    let server = bench.start_server(label, knobs).await?;
+    scenario_with(bench, label, knobs, &[], users, rate, duration).await
+}
+
+/// [`scenario`] with more instances beside the server, one per entry of
+/// `helpers` (its roles, e.g. `projector` or `web`).
+pub async fn scenario_with(
+    bench: &Bench,
+    label: &str,
+    knobs: &[(&str, &str)],
+    helpers: &[&str],
+    users: usize,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    let mut server = bench.start_server(label, knobs).await?;
+    for roles in helpers {
+        if let Err(e) = bench.start_helper(&mut server, roles).await {
+            server.stop(bench).await?;
+            return Err(e);
+        }
+    }
     let waits = super::waits::start(bench.admin.clone());
     let mut result = measure(bench, &server, users, rate, duration).await;
     let waits = waits.finish().await;
@@ -275,18 +308,22 @@ pub async fn scenario(
         r.waits = waits;
         r.statements = super::statements::top(&bench.admin, &server.name, STATEMENTS).await;
     }
-    // The server's own view (lag histograms, counters), for digging deeper.
-    if let Ok(response) = bench
-        .http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        && let Ok(text) = response.text().await
-    {
-        if let Ok(r) = result.as_mut() {
-            (r.stages, r.batches, r.events) = stage_means(&text);
+    // The servers' own view (lag histograms, counters), for digging deeper.
+    let mut texts = Vec::new();
+    for (i, base) in server.bases().iter().enumerate() {
+        if let Ok(response) = bench.http.get(format!("{base}/metrics")).send().await
+            && let Ok(text) = response.text().await
+        {
+            let name = match i {
+                0 => "metrics".to_owned(),
+                i => format!("{i}.metrics"),
+            };
+            let _ = std::fs::write(server.log.with_extension(name), &text);
+            texts.push(text);
         }
-        let _ = std::fs::write(server.log.with_extension("metrics"), text);
+    }
+    if let Ok(r) = result.as_mut() {
+        (r.stages, r.batches, r.events) = stage_means(&texts);
     }
     server.stop(bench).await?;
     result
@@ -299,15 +336,25 @@ pub const SINCE_COMMIT: [(&str, &str); 2] = [
     ("sent", "sightline_commit_to_notice_sent_seconds"),
 ];
 
-/// Mean ms per stage from the Prometheus text, and how many batches and
-/// events ran.
-fn stage_means(metrics: &str) -> (Vec<(String, f64)>, u64, u64) {
+/// Mean ms per stage from the Prometheus texts of the scenario's
+/// processes (summed), and how many batches and events ran.
+fn stage_means(texts: &[String]) -> (Vec<(String, f64)>, u64, u64) {
+    // A line's value summed over the processes that have it.
+    let sum_of = |prefix: &str| {
+        texts
+            .iter()
+            .filter_map(|metrics| {
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .reduce(|a, b| a + b)
+    };
     let value = |name: &str, stage: &str| {
-        let prefix = format!("{BATCH_STAGE_SECONDS}_{name}{{stage=\"{stage}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse::<f64>().ok())
+        sum_of(&format!(
+            "{BATCH_STAGE_SECONDS}_{name}{{stage=\"{stage}\"}} "
+        ))
     };
     let stages: Vec<(String, f64)> = BATCH_STAGES
         .iter()
@@ -321,13 +368,7 @@ fn stage_means(metrics: &str) -> (Vec<(String, f64)>, u64, u64) {
     // difference is what follows the refresh: recording the notice, the
     // NOTIFY, the hub and the socket.
     let since_commit = |name: &str| {
-        let read = |part: &str| {
-            let prefix = format!("{name}_{part} ");
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(&prefix))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
+        let read = |part: &str| sum_of(&format!("{name}_{part} "));
         let (sum, count) = (read("sum")?, read("count")?);
         (count > 0.0).then(|| sum / count * 1000.0)
     };
@@ -352,7 +393,7 @@ async fn measure(
 ) -> anyhow::Result<LoadResult> {
     let ids = bench.seed_users(server, users).await?;
     let tokens = bench.seed_sessions(server, &ids).await?;
-    let streams = Streams::open(server.addr, &tokens).await?;
+    let streams = Streams::open(&server.web_addrs(), &tokens).await?;
 
     // Warm-up (not measured): connections, the index, the first batches.
     let warm = offer(
@@ -373,12 +414,16 @@ async fn measure(
     let es_pid = bench.elasticsearch_pid().await;
     let es_cpu_seconds = || es_pid.map_or(0.0, cpu_seconds);
     let started = Instant::now();
+    let pids = server.pids();
+    let instances_before: Vec<f64> = pids.iter().map(|pid| cpu_seconds(*pid)).collect();
     let cpu_before = (
-        cpu_seconds(server.pid),
+        instances_before.iter().sum::<f64>(),
         cpu_seconds(std::process::id()),
         es_cpu_seconds(),
     );
-    let pg_before = postgres_cpu_seconds();
+    let pg_before = cpu_seconds_of("postgres");
+    let nats_before = cpu_seconds_of("nats-server");
+    let io_before = written_bytes(&pids);
     let machine_before = machine_ticks();
     let offered = offer(&bench.http, &server.base, &tokens, rate, duration).await;
     streams
@@ -386,14 +431,23 @@ async fn measure(
         .await;
     let waited_until = Instant::now();
     let window = waited_until.duration_since(started).as_secs_f64();
-    let server_cpu = (cpu_seconds(server.pid) - cpu_before.0) / window;
+    let instance_cpu: Vec<f64> = pids
+        .iter()
+        .zip(&instances_before)
+        .map(|(pid, before)| (cpu_seconds(*pid) - before) / window)
+        .collect();
+    let server_cpu = instance_cpu.iter().sum::<f64>();
     let bench_cpu = (cpu_seconds(std::process::id()) - cpu_before.1) / window;
     let es_cpu = (es_cpu_seconds() - cpu_before.2) / window;
-    let pg_cpu = postgres_cpu_seconds()
-        .iter()
-        .map(|(pid, after)| after - pg_before.get(pid).copied().unwrap_or(0.0))
-        .sum::<f64>()
-        / window;
+    let since = |before: &HashMap<u32, f64>, after: HashMap<u32, f64>| {
+        after
+            .iter()
+            .map(|(pid, after)| after - before.get(pid).copied().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let pg_cpu = since(&pg_before, cpu_seconds_of("postgres")) / window;
+    let nats_cpu = since(&nats_before, cpu_seconds_of("nats-server")) / window;
+    let written = written_bytes(&pids).since(&io_before);
     let machine_after = machine_ticks();
     let machine_busy = {
         let busy = machine_after.0 - machine_before.0;
@@ -428,6 +482,10 @@ async fn measure(
         bench_cpu,
         es_cpu,
         pg_cpu,
+        nats_cpu,
+        written,
+        window_secs: window,
+        instance_cpu,
         machine_busy,
         stages: Vec::new(),
         batches: 0,
@@ -437,20 +495,70 @@ async fn measure(
     })
 }
 
-/// User + system CPU time of a process so far, in seconds (0 if unknown).
-/// CPU seconds of every process named `postgres`, by pid (backends that
-/// exit during a step take their time with them; the pools keep theirs open).
-fn postgres_cpu_seconds() -> HashMap<u32, f64> {
+/// The processes named `comm` (`postgres`, `nats-server`, `java`).
+fn pids_named(comm: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return HashMap::new();
+        return Vec::new();
     };
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
         })
+        .collect()
+}
+
+/// CPU seconds of every process named `comm`, by pid (`postgres` backends
+/// that exit during a step take their time with them; the pools keep
+/// theirs open).
+fn cpu_seconds_of(comm: &str) -> HashMap<u32, f64> {
+    pids_named(comm)
+        .into_iter()
         .map(|pid| (pid, cpu_seconds(pid)))
         .collect()
+}
+
+/// Bytes each component asked the disk to write so far (`write_bytes` of
+/// `/proc/<pid>/io`: what reached the block layer, page cache write-back
+/// included): a volume, not a count of syncs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Written {
+    pub server: f64,
+    pub postgres: f64,
+    pub elasticsearch: f64,
+    pub nats: f64,
+}
+
+impl Written {
+    fn since(&self, before: &Written) -> Written {
+        Written {
+            server: self.server - before.server,
+            postgres: self.postgres - before.postgres,
+            elasticsearch: self.elasticsearch - before.elasticsearch,
+            nats: self.nats - before.nats,
+        }
+    }
+}
+
+fn written_bytes(server: &[u32]) -> Written {
+    let sum = |pids: &[u32]| pids.iter().map(|pid| io_write_bytes(*pid)).sum::<f64>();
+    Written {
+        server: sum(server),
+        postgres: sum(&pids_named("postgres")),
+        elasticsearch: sum(&pids_named("java")),
+        nats: sum(&pids_named("nats-server")),
+    }
+}
+
+/// `write_bytes` of one process (0 if unknown).
+fn io_write_bytes(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
 }
 
 /// The machine's (busy, total) CPU ticks so far, from `/proc/stat`.

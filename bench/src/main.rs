@@ -16,6 +16,7 @@
 //! the table and `latest.json` in `report`.
 
 mod bare_write;
+mod bus;
 mod capacity;
 mod cli;
 mod floor;

@@ -3,7 +3,7 @@
 
 use crate::load::LoadResult;
 use crate::stats::{self, round2};
-use crate::{bare_write, capacity, floor, replay};
+use crate::{bare_write, bus, capacity, floor, replay};
 
 /// What one run measured (a part left out with `--only` stays `None`).
 #[derive(Default)]
@@ -21,9 +21,13 @@ pub struct Results {
     pub pg_steps: Vec<(u32, LoadResult, bool)>,
     pub pg_max_sustained: Option<u32>,
     pub sse: Option<capacity::Capacity>,
-    /// Per bus (`inprocess`, `nats`): the 200/s scenario and the maximum
-    /// sustained rate.
-    pub bus: Vec<(&'static str, LoadResult, u32)>,
+    /// Per layout (`inprocess`, `nats`, `nats-2-projectors`): the 200/s
+    /// scenario and the maximum sustained rate.
+    pub bus: Vec<bus::BusResult>,
+    /// The disk's fdatasync latency (`pg_test_fsync`).
+    pub fsync: Option<bus::Fsync>,
+    /// 200/s with the streams spread over n web instances, per n.
+    pub fanout: Vec<(usize, LoadResult)>,
     /// The floor again after each visibility step and after the maximum
     /// search: the machine's noise, measured through the run.
     pub floors: Vec<floor::Floor>,

@@ -37,24 +37,6 @@ const SEED_SETTINGS: &[(&str, &str)] = &[
     ("INDEX_REFRESH_INTERVAL", "1s"),
 ];
 
-/// The knobs of a scenario on `bus`; NATS gets a stream of its own per
-/// scenario (removed by its age limit).
-fn bus_knobs(bus: &'static str, label: &str) -> Vec<(&'static str, &'static str)> {
-    let mut knobs = vec![("BUS", bus)];
-    if bus == "nats" {
-        let stream = format!(
-            "BENCH_{}_{}",
-            std::process::id(),
-            label
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-                .to_uppercase()
-        );
-        knobs.push(("NATS_STREAM", Box::leak(stream.into_boxed_str())));
-        knobs.push(("NATS_MAX_AGE_HOURS", "1"));
-    }
-    knobs
-}
-
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let quick = cli.quick;
     let step = Duration::from_secs(cli.step_secs.unwrap_or(if quick { 10 } else { 60 }));
@@ -132,11 +114,17 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         );
         results.bare_write = Some(bare);
         eprintln!("[4/6] maximum sustained rate (p99 <= 1 s)");
-        let (steps, max) = max_rate(&bench, "max", |_| vec![], step).await?;
+        let (steps, max) = max_rate(&bench, "max", |_| vec![], &[], step).await?;
         (results.steps, results.max_sustained) = (steps, Some(max));
         eprintln!("[4/6] maximum sustained rate, READ_STORE=postgres");
-        let (steps, max) =
-            max_rate(&bench, "max-postgres", |_| SAME_DATABASE.to_vec(), step).await?;
+        let (steps, max) = max_rate(
+            &bench,
+            "max-postgres",
+            |_| SAME_DATABASE.to_vec(),
+            &[],
+            step,
+        )
+        .await?;
         (results.pg_steps, results.pg_max_sustained) = (steps, Some(max));
         if runs(Part::Floor) {
             let f = floor::measure(&bench, floor_samples / 2).await?;
@@ -151,30 +139,32 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 
     if runs(Part::Bus) {
-        eprintln!("[bus] in-process vs NATS JetStream at 200/s, then each one's maximum");
-        for bus in ["inprocess", "nats"] {
-            let label = format!("bus-{bus}-200");
-            let knobs = bus_knobs(bus, &label);
-            let r = load::scenario(&bench, &label, &knobs, USERS, 200.0, step).await?;
-            eprintln!("  {bus} 200/s: {}", line(&r));
-            let max = match (bus, results.max_sustained) {
-                // Measured already with the same (default) settings.
-                ("inprocess", Some(max)) => max,
-                // A stream per step: every step's server starts its outbox
-                // ids again, which one stream's duplicate window would drop.
-                _ => {
-                    max_rate(
-                        &bench,
-                        &format!("{bus}-max"),
-                        |label| bus_knobs(bus, label),
-                        step,
-                    )
-                    .await?
-                    .1
-                }
-            };
-            results.bus.push((bus, r, max));
+        match crate::bus::fsync(&bench.out_dir, if quick { 1 } else { 2 }).await {
+            Ok(f) => {
+                eprintln!(
+                    "[bus] the disk's fdatasync of one 8 kB write: {:.0} µs ({:.0}/s)",
+                    f.micros, f.ops_per_sec
+                );
+                results.fsync = Some(f);
+            }
+            Err(e) => eprintln!("[bus] no fsync floor: {e:#}"),
         }
+        eprintln!(
+            "[bus] in-process vs NATS JetStream (one projector process, two) at 200/s, then each one's maximum"
+        );
+        let inprocess_max = results.max_sustained.and_then(|max| {
+            results
+                .steps
+                .iter()
+                .find(|(rate, _, _)| *rate == max)
+                .map(|(_, r, _)| (max, r.clone()))
+        });
+        results.bus = crate::bus::compare(&bench, step, inprocess_max).await?;
+    }
+
+    if runs(Part::Fanout) {
+        eprintln!("[fan-out] notices to several web instances at 200/s");
+        results.fanout = crate::bus::fanout(&bench, step).await?;
     }
 
     if runs(Part::Replay) {
@@ -196,18 +186,29 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
 
 /// Offers the rate steps in turn until one is not sustained; returns the
 /// steps and the highest sustained rate (0 if none).
-async fn max_rate(
+pub(crate) async fn max_rate(
     bench: &Bench,
     label: &str,
     // The server's settings for a step, by its label.
     settings: impl Fn(&str) -> Vec<(&'static str, &'static str)>,
+    // The roles of the instances beside the server.
+    helpers: &[&str],
     step: Duration,
 ) -> anyhow::Result<(Vec<(u32, LoadResult, bool)>, u32)> {
     let mut steps = Vec::new();
     for &rate in &bench.rate_steps {
         let step_label = format!("{label}-{rate}");
         let knobs = settings(&step_label);
-        let r = load::scenario(bench, &step_label, &knobs, USERS, rate.into(), step).await?;
+        let r = load::scenario_with(
+            bench,
+            &step_label,
+            &knobs,
+            helpers,
+            USERS,
+            rate.into(),
+            step,
+        )
+        .await?;
         let ok = r.sustained(SUSTAINED_P99_MS);
         eprintln!(
             "  {label} {rate}/s: {} -> {}",

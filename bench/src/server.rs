@@ -47,6 +47,7 @@ pub const KNOBS: &[&str] = &[
     "BUS",
     "NATS_STREAM",
     "NATS_MAX_AGE_HOURS",
+    "PROJECTOR_CONCURRENCY",
 ];
 
 /// Every server of the benchmark runs without the per-user write limit: its
@@ -111,6 +112,55 @@ pub struct Server {
     prefix: String,
     child: Child,
     pub log: PathBuf,
+    /// The settings it was started with, for its helpers.
+    knobs: Vec<(String, String)>,
+    /// More instances on the same database and index prefix (two projectors,
+    /// eight web instances), stopped before it.
+    pub helpers: Vec<Helper>,
+}
+
+/// Another `sightline serve` of a scenario, with roles of its own.
+pub struct Helper {
+    pub roles: String,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    child: Child,
+}
+
+impl Server {
+    /// Every process of the scenario: the server, then its helpers.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.pid)
+            .chain(self.helpers.iter().map(|h| h.pid))
+            .collect()
+    }
+
+    /// Where clients can open streams: the server unless it runs no web
+    /// role (`ROLES` among its knobs), and every web helper.
+    pub fn web_addrs(&self) -> Vec<SocketAddr> {
+        let web = |roles: &str| roles.split(',').any(|r| r.trim() == "web");
+        let own = self
+            .knobs
+            .iter()
+            .find(|(k, _)| k == "ROLES")
+            .is_none_or(|(_, roles)| web(roles));
+        own.then_some(self.addr)
+            .into_iter()
+            .chain(
+                self.helpers
+                    .iter()
+                    .filter(|h| web(&h.roles))
+                    .map(|h| h.addr),
+            )
+            .collect()
+    }
+
+    /// The base URL of every process (for `/metrics`).
+    pub fn bases(&self) -> Vec<String> {
+        std::iter::once(self.base.clone())
+            .chain(self.helpers.iter().map(|h| format!("http://{}", h.addr)))
+            .collect()
+    }
 }
 
 impl Bench {
@@ -284,15 +334,78 @@ impl Bench {
             .port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let log = self.out_dir.join("logs").join(format!("{n}-{label}.log"));
-        let log_file = std::fs::File::create(&log)?;
+        let knobs: Vec<(String, String)> = knobs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut child = self.spawn(addr, &name, &prefix, &log, &knobs)?;
+        let pid = child.id().context("server exited at once")?;
+        let base = format!("http://{addr}");
+
+        self.wait_ready(&mut child, &base, &log).await?;
+        let db = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&self.database_url(&name))
+            .await?;
+        Ok(Server {
+            name,
+            addr,
+            base,
+            db,
+            pid,
+            prefix,
+            child,
+            log,
+            knobs,
+            helpers: Vec::new(),
+        })
+    }
+
+    /// Starts another instance beside `server` (same database, index
+    /// prefix and settings) with `roles`, and waits until it is ready.
+    pub async fn start_helper(&self, server: &mut Server, roles: &str) -> anyhow::Result<()> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = server.log.with_extension(format!(
+            "{}.{}.log",
+            server.helpers.len() + 1,
+            roles.replace(',', "-")
+        ));
+        let mut knobs = server.knobs.clone();
+        knobs.retain(|(k, _)| k != "ROLES");
+        knobs.push(("ROLES".to_owned(), roles.to_owned()));
+        let mut child = self.spawn(addr, &server.name, &server.prefix, &log, &knobs)?;
+        let pid = child.id().context("a helper exited at once")?;
+        self.wait_ready(&mut child, &format!("http://{addr}"), &log)
+            .await?;
+        server.helpers.push(Helper {
+            roles: roles.to_owned(),
+            addr,
+            pid,
+            child,
+        });
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        addr: SocketAddr,
+        database: &str,
+        prefix: &str,
+        log: &std::path::Path,
+        knobs: &[(String, String)],
+    ) -> anyhow::Result<Child> {
+        let log_file = std::fs::File::create(log)?;
         let mut command = Command::new(&self.sightline);
         command
             .arg("serve")
             .current_dir(&self.work_dir)
             .env("BIND_ADDR", addr.to_string())
-            .env("DATABASE_URL", self.database_url(&name))
+            .env("DATABASE_URL", self.database_url(database))
             .env("ELASTICSEARCH_URL", &self.es_url)
-            .env("INDEX_PREFIX", &prefix)
+            .env("INDEX_PREFIX", prefix)
             // Request logs would cost the server time under load.
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -309,19 +422,25 @@ impl Bench {
         for (key, value) in &self.server_env {
             command.env(key, value);
         }
-        let mut child = command
+        command
             .spawn()
-            .with_context(|| format!("Failed to start {}", self.sightline.display()))?;
-        let pid = child.id().context("server exited at once")?;
-        let base = format!("http://{addr}");
+            .with_context(|| format!("Failed to start {}", self.sightline.display()))
+    }
 
+    /// Waits until `base` answers `/readyz` with Elasticsearch up (90 s at most).
+    async fn wait_ready(
+        &self,
+        child: &mut Child,
+        base: &str,
+        log: &std::path::Path,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait()? {
                 bail!(
                     "the server exited ({status}) while starting; see {}:\n{}",
                     log.display(),
-                    tail(&log)
+                    tail(log)
                 );
             }
             let ready = self
@@ -348,20 +467,7 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let db = PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&self.database_url(&name))
-            .await?;
-        Ok(Server {
-            name,
-            addr,
-            base,
-            db,
-            pid,
-            prefix,
-            child,
-            log,
-        })
+        Ok(())
     }
 
     /// Creates `n` users: the first through `POST /api/users` (one argon2
@@ -445,6 +551,17 @@ impl Server {
     /// database and indices.
     pub async fn stop(mut self, bench: &Bench) -> anyhow::Result<()> {
         self.db.close().await;
+        for mut helper in std::mem::take(&mut self.helpers) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &helper.pid.to_string()])
+                .status();
+            if tokio::time::timeout(Duration::from_secs(15), helper.child.wait())
+                .await
+                .is_err()
+            {
+                helper.child.kill().await?;
+            }
+        }
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status();
@@ -480,7 +597,7 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-fn tail(path: &PathBuf) -> String {
+fn tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")

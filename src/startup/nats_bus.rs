@@ -48,8 +48,12 @@ impl NatsWiring {
         stats: Arc<PipelineStats>,
         shutdown: Shutdown,
     ) -> impl Future<Output = ()> + Send + use<> {
-        let projector = Projector::new(db.clone(), read_store, settings.refresh_mode);
-        let consumer = NatsConsumer::new(
+        let projector = Arc::new(Projector::new(
+            db.clone(),
+            read_store,
+            settings.refresh_mode,
+        ));
+        NatsConsumer::new(
             self.js.clone(),
             self.names.clone(),
             projector,
@@ -57,8 +61,9 @@ impl NatsWiring {
             usize::try_from(settings.relay_batch_size).unwrap_or(1),
             settings.nats_max_deliver,
             stats,
-        );
-        consumer.run(shutdown)
+        )
+        .with_concurrency(settings.projector_concurrency.into())
+        .run(shutdown)
     }
 
     /// Samples the stream and the consumer for `/metrics` and `/status`.

@@ -48,6 +48,8 @@ struct Inner {
     /// One permit lets one held refresh go on.
     permits: Semaphore,
     seen: watch::Sender<Seen>,
+    /// The body of every `_bulk` request, as it arrived.
+    bulks: Mutex<Vec<String>>,
 }
 
 pub struct EsProxy {
@@ -66,6 +68,7 @@ impl EsProxy {
             hold: Mutex::new(Hold::Off),
             permits: Semaphore::new(0),
             seen: watch::Sender::new(Seen::default()),
+            bulks: Mutex::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -111,6 +114,25 @@ impl EsProxy {
         self.inner.permits.add_permits(Semaphore::MAX_PERMITS / 2);
     }
 
+    /// Waits (up to [`WAIT`]) until a `_bulk` request carrying `text` (e.g.
+    /// an order's id) has arrived.
+    pub async fn wait_for_bulk_with(&self, text: &str) {
+        tokio::time::timeout(WAIT, async {
+            while !self
+                .inner
+                .bulks
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|b| b.contains(text))
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no bulk write carried {text}"));
+    }
+
     pub fn seen(&self) -> Seen {
         *self.inner.seen.borrow()
     }
@@ -142,6 +164,10 @@ async fn forward(State(inner): State<Arc<Inner>>, request: Request) -> Response 
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    if is_bulk {
+        let text = String::from_utf8_lossy(&body).into_owned();
+        inner.bulks.lock().unwrap().push(text);
+    }
     let hold = if is_refresh {
         inner.seen.send_modify(|s| s.refreshes_arrived += 1);
         *inner.hold.lock().unwrap()

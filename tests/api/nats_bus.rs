@@ -252,3 +252,58 @@ async fn an_event_retried_within_the_duplicate_window_is_delivered_again_needs_e
         "the retry was stored as a message of its own"
     );
 }
+
+/// A projector process works on more than one batch at once
+/// (`PROJECTOR_CONCURRENCY`): an order placed while the batch ahead of it
+/// waits for its refresh's answer is written to the read store meanwhile,
+/// instead of waiting in the process for that batch to end; both become
+/// visible, with one notice each, once the refreshes answer.
+#[tokio::test]
+async fn an_order_is_projected_while_the_batch_ahead_waits_for_its_refresh_needs_elasticsearch() {
+    // A bus carries events to a separate read store; the same-database mode publishes none.
+    crate::helpers::require_elasticsearch();
+    let mut settings = nats_settings(test_settings().await);
+    let proxy = EsProxy::start(&settings.elasticsearch_url);
+    settings.elasticsearch_url = proxy.url.clone();
+    settings.projector_concurrency = 2;
+    let _stream = TestStream(settings.clone());
+    let app = spawn_app_with(settings.clone()).await;
+    let user = app.new_user().await;
+    let warm = app.place_simple_order(&user, "WARM").await;
+    app.wait_until_visible(&user, warm["id"].as_str().unwrap())
+        .await;
+
+    // The first order's batch: Elasticsearch has refreshed, but the answer
+    // is held, so its projector still waits for it.
+    proxy.hold_refreshes(Hold::AfterForwarding);
+    let before = proxy.seen();
+    let ahead = app.place_simple_order(&user, "AHEAD").await;
+    proxy
+        .wait_until("the first batch's refresh", |s| {
+            s.refreshes_done > before.refreshes_done
+        })
+        .await;
+    let behind = app.place_simple_order(&user, "BEHIND").await;
+    // With one batch at a time this write would wait for the held answer.
+    proxy
+        .wait_for_bulk_with(behind["id"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM notices WHERE kind = 'order-visible'")
+            .await,
+        1,
+        "a notice was recorded before its refresh answered"
+    );
+
+    proxy.open();
+    for order in [&ahead, &behind] {
+        app.wait_until_visible(&user, order["id"].as_str().unwrap())
+            .await;
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM notices WHERE kind = 'order-visible'")
+            .await,
+        3
+    );
+    assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
+}

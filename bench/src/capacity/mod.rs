@@ -286,7 +286,7 @@ async fn run(
     let idle_tokens = bench.seed_sessions(server, &owners).await?;
     let probe_token = bench.seed_sessions(server, probe_user).await?;
 
-    let probe = Streams::open(server.addr, &probe_token).await?;
+    let probe = Streams::open(&[server.addr], &probe_token).await?;
     // Warm the path up before the baseline.
     let warm = load::offer(
         &bench.http,

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::json::latest as report;
 use super::table::table;
+use crate::bus::{BusResult, Fsync};
 use crate::capacity::{Capacity, PerUser};
 use crate::floor::Floor;
 use crate::load::LoadResult;
@@ -40,6 +41,10 @@ fn load(p50: f64, rate: f64) -> LoadResult {
         bench_cpu: 0.123,
         es_cpu: 0.789,
         pg_cpu: 0.234,
+        nats_cpu: 0.0,
+        written: Default::default(),
+        window_secs: 10.0,
+        instance_cpu: vec![0.5, 0.1],
         machine_busy: 0.915,
         stages: vec![
             ("waiting".to_owned(), 1.25),
@@ -135,9 +140,30 @@ fn results() -> Results {
             fanout: summary(150.0),
         }),
         bus: vec![
-            ("inprocess", load(9.0, 200.0), 400),
-            ("nats", load(14.0, 200.0), 200),
+            BusResult {
+                name: "inprocess",
+                at_200: load(9.0, 200.0),
+                max_sustained: 400,
+                at_max: Some(load(30.0, 400.0)),
+            },
+            BusResult {
+                name: "nats",
+                at_200: load(14.0, 200.0),
+                max_sustained: 200,
+                at_max: None,
+            },
+            BusResult {
+                name: "nats-2-projectors",
+                at_200: load(13.0, 200.0),
+                max_sustained: 200,
+                at_max: None,
+            },
         ],
+        fsync: Some(Fsync {
+            ops_per_sec: 8661.0,
+            micros: 115.0,
+        }),
+        fanout: vec![(2, load(10.0, 200.0)), (8, load(12.0, 200.0))],
         floors: vec![floor(2.5), floor(1.75), floor(3.0)],
         replay: Some(Replay {
             notices: 20_000,

@@ -32,20 +32,7 @@ pub fn latest(r: &Results, machine: Value) -> Option<Value> {
     let (seed, tuned) = r.seed.as_ref()?;
     let sse = r.sse.as_ref()?;
     let visibility = visibility_json(&r.visibility);
-    let bus: serde_json::Map<String, Value> = r
-        .bus
-        .iter()
-        .map(|(bus, r, max)| {
-            let v = json!({
-                "p50_ms": round2(r.latency.p50),
-                "p95_ms": round2(r.latency.p95),
-                "p99_ms": round2(r.latency.p99),
-                "achieved_rate": round2(r.achieved_rate),
-                "max_sustained_rate": max,
-            });
-            ((*bus).to_owned(), v)
-        })
-        .collect();
+    let scale = super::scale::json(r);
     let latency_curve: Vec<Value> = r
         .visibility
         .iter()
@@ -104,7 +91,12 @@ pub fn latest(r: &Results, machine: Value) -> Option<Value> {
             "elasticsearch_50_p50_over_floor_ms": { "figure": es_50.map(|p| round2(p - floor_p50)), "target": "<= 5", "met": es_50.is_some_and(|p| p - floor_p50 <= 5.0) },
             "elasticsearch_200_p50_times_floor": { "figure": es_200.map(|p| round2(p / floor_p50)), "target": "<= 2", "met": es_200.is_some_and(|p| p / floor_p50 <= 2.0) },
         },
-        "bus": bus,
+        // Scaling out: the layouts of the bus part, their targets, the
+        // disk's fsync latency and the fan-out to several web instances.
+        "bus": scale["bus"],
+        "bus_targets": scale["bus_targets"],
+        "fsync": scale["fsync"],
+        "fanout": scale["fanout"],
         "floor_p50_ms": round2(floor_p50),
         "floor_samples_ms": samples,
         "floor_spread_ms": {

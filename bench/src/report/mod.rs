@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod golden;
 pub mod json;
+pub mod scale;
 pub mod table;
 
 use std::fmt::Write as _;

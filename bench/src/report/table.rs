@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sightline_core::monitoring::BATCH_STAGES;
 
-use super::{line, num};
+use super::num;
 use crate::capacity::{Capacity, IDLE_USERS as IDLE};
 use crate::load::{LoadResult, SINCE_COMMIT};
 use crate::results::Results;
@@ -29,7 +29,7 @@ pub fn table(r: &Results, mode: &str, step: Duration, m: &Value, elapsed: Durati
     }
     replay(&mut o, r);
     targets(&mut o, r);
-    bus(&mut o, r);
+    super::scale::table(&mut o, r);
     o
 }
 
@@ -516,19 +516,6 @@ fn targets(o: &mut String, r: &Results) {
             num(s.hub_notice.p99),
             mark(s.hub_notice.p99 <= 2.0)
         );
-    }
-}
-
-/// The in-process bus beside NATS JetStream.
-fn bus(o: &mut String, r: &Results) {
-    if !r.bus.is_empty() {
-        let _ = writeln!(
-            o,
-            "\nBus: 201 -> order-visible at 200/s, and the maximum sustained rate"
-        );
-        for (bus, l, max) in &r.bus {
-            let _ = writeln!(o, "  {bus:<10} {}; max sustained {max}/s", line(l));
-        }
     }
 }
 

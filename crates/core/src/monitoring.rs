@@ -419,8 +419,26 @@ pub fn render_metrics(monitor: &Monitor, metrics: &PrometheusHandle) -> String {
 pub const BATCH_STAGE_SECONDS: &str = "sightline_batch_stage_seconds";
 
 /// The stages, in pipeline order (the benchmark prints them in this order).
-pub const BATCH_STAGES: [&str; 7] = [
-    "waiting", "claim", "count", "write", "refresh", "notices", "mark",
+/// The in-process bus: waiting, claim, count, write, refresh, notices,
+/// mark. NATS: the relay's waiting, claim, publish (first publish to last
+/// PubAck), relayed (marking them and committing); the projector's delivery
+/// (an event stored in the stream to this process having it), batching
+/// (having it to its batch starting), count, write, refresh, notices,
+/// published (marking them), ack.
+pub const BATCH_STAGES: [&str; 13] = [
+    "waiting",
+    "claim",
+    "publish",
+    "relayed",
+    "delivery",
+    "batching",
+    "count",
+    "write",
+    "refresh",
+    "notices",
+    "published",
+    "ack",
+    "mark",
 ];
 
 /// The histogram of one stage.
@@ -452,7 +470,7 @@ pub const METRICS: &[Metric] = &[
     Metric::gauge(PIPELINE_FAILING_SINCE, Unit::Seconds, "Unix time the current run of failed relay batches began on this instance, 0 when the relay is not failing."),
     Metric::counter("sightline_status_samples_total", "Pipeline samples taken (outbox query + Elasticsearch ping): one a second, shared by every /status reader."),
     Metric::counter(BATCH_FAILURES, "Relay batches that failed, by kind of failure; their events are retried with backoff.").listed(Listed::OnFirstUse),
-    Metric::seconds(BATCH_STAGE_SECONDS, "Time a relay batch spends in each stage (waiting: from an event's creation to its claim; then claim, count, write, refresh, notices, mark): where visibility latency goes.").listed(Listed::OnFirstUse),
+    Metric::seconds(BATCH_STAGE_SECONDS, "Time a batch spends in each stage, where visibility latency goes. The relay: waiting (an event's creation to its claim), claim, then with the in-process bus count, write, refresh, notices, mark; with NATS publish (first publish to last PubAck) and relayed (marking, commit). A NATS projector: delivery (an event stored in the stream to this process having it) and batching (to its batch starting), both per event, then count, write, refresh, notices, published, ack.").listed(Listed::OnFirstUse),
 ];
 
 #[cfg(test)]

@@ -214,6 +214,7 @@ impl NatsBus {
             }
         }
         metrics::histogram!(PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+        crate::monitoring::record_stage("publish", started);
         metrics::counter!(PUBLISH_DUPLICATES).increment(duplicates);
         Ok(delivery)
     }

@@ -84,11 +84,12 @@ impl Settings {
             0
         };
         let hub = if self.runs(Role::Web) { 2 } else { 0 };
-        // With NATS the projector runs apart from the relay: the batch's
-        // share of the rebuild lock, its statement of the moment and the
-        // transaction that parks dead letters or marks it published.
+        // With NATS the projector runs apart from the relay: per batch in
+        // hand, its transaction (the share of the rebuild lock, marking it
+        // published, parking dead letters) and its statement of the moment;
+        // and the parking of what the bus gave up on.
         let projector = if self.bus == BusKind::Nats && self.runs(Role::Projector) {
-            3
+            2 * u32::from(self.projector_concurrency) + 1
         } else {
             0
         };
@@ -213,6 +214,7 @@ impl std::fmt::Debug for Settings {
             .field("read_store", &self.read_store)
             .field("relay_batch_size", &self.relay_batch_size)
             .field("relay_concurrency", &self.relay_concurrency)
+            .field("projector_concurrency", &self.projector_concurrency)
             .field("relay_poll_ms", &self.relay_poll_ms)
             .field("relay_wake", &self.relay_wake)
             .field("refresh_mode", &self.refresh_mode)

@@ -237,6 +237,14 @@ pub struct Settings {
     #[arg(long, help_heading = PIPELINE, env = "NATS_MAX_ACK_PENDING", default_value_t = 2000, value_parser = clap::value_parser!(i64).range(1..))]
     pub nats_max_ack_pending: i64,
 
+    /// With `BUS=nats`: batches one projector process works on at once. More
+    /// than one: an event arriving while a batch is being projected starts
+    /// its own batch at once (sharing that batch's refresh when they meet)
+    /// instead of waiting for it to end — smaller batches, more refreshes,
+    /// worth it only where Elasticsearch has room to spare (docs/SCALING.md).
+    #[arg(long, help_heading = PIPELINE, env = "PROJECTOR_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub projector_concurrency: u16,
+
     // ---- Limits (LIMITS) ----
     /// Most open HTTP connections on this instance; past it a new connection
     /// gets a bare 503 and is closed, while open ones (streams too) go on.

@@ -216,14 +216,17 @@ pub async fn users_changed_since(db: &PgPool, since: DateTime<Utc>) -> sqlx::Res
 /// the batch changed. A rebuild relies on that to find the summaries that
 /// changed while it copied them.
 pub async fn mark_published(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM dead_letters WHERE outbox_id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // One round trip: a data-modifying CTE runs whether or not it is read.
+    sqlx::query(
+        "WITH retried AS (DELETE FROM dead_letters WHERE outbox_id = ANY($1))
+         UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -237,17 +240,6 @@ pub async fn mark_relayed(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sq
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-/// [`mark_published`] in a transaction of its own: for the projector of a
-/// distributed bus, which holds no claim.
-pub async fn mark_projected(db: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut tx = db.begin().await?;
-    mark_published(&mut tx, ids).await?;
-    tx.commit().await
 }
 
 /// Which of these events are published (searchable, notice recorded).

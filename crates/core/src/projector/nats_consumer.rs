@@ -18,19 +18,19 @@
 //! recorded" for every reader of the outbox.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, Message};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use rand::Rng;
 use sqlx::PgPool;
 
 use crate::bus::failure_kind;
 use crate::bus::nats::{Names, consumer_config, ensure_stream};
 use crate::locks;
-use crate::monitoring::{BATCH_FAILURES, PipelineStats};
+use crate::monitoring::{BATCH_FAILURES, PipelineStats, record_stage, stage_histogram};
 use crate::outbox::{self, OutboxEvent};
 use crate::projector::Projector;
 use crate::shutdown::Shutdown;
@@ -42,19 +42,21 @@ const MAX_STREAM_ERRORS: u32 = 10;
 pub struct NatsConsumer {
     js: jetstream::Context,
     names: Names,
-    projector: Projector,
+    projector: Arc<Projector>,
     db: PgPool,
     batch_size: usize,
     max_deliver: i64,
     /// This process's last batch and current failure, for `/status`.
     stats: Arc<PipelineStats>,
+    /// Batches in hand at once (see [`Inbox`]).
+    concurrency: usize,
 }
 
 impl NatsConsumer {
     pub fn new(
         js: jetstream::Context,
         names: Names,
-        projector: Projector,
+        projector: Arc<Projector>,
         db: PgPool,
         batch_size: usize,
         max_deliver: i64,
@@ -68,10 +70,20 @@ impl NatsConsumer {
             batch_size: batch_size.max(1),
             max_deliver,
             stats,
+            concurrency: 1,
         }
     }
 
-    /// Consumes until shutdown. The batch in hand is finished (or handed
+    /// Lets up to `concurrency` batches be in hand at once (default 1): an
+    /// event that arrives while a batch is being projected starts its own at
+    /// once, sharing that batch's refresh when they meet (see
+    /// `refresher`), instead of waiting for it to end.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Consumes until shutdown. The batches in hand are finished (or handed
     /// back to the server) first.
     pub async fn run(self, mut shutdown: Shutdown) {
         let mut failures = 0u32;
@@ -92,17 +104,24 @@ impl NatsConsumer {
                 }
             };
             failures = 0;
-            let mut arrivals = Arrivals {
-                stream: messages,
-                held: Vec::new(),
-                ended: false,
-            };
-            while let Some(batch) = arrivals.next_batch(self.batch_size, &mut shutdown).await {
-                self.handle(batch, &mut arrivals, &mut shutdown).await;
-            }
+            let inbox = Inbox::default();
+            let (this, inbox_ref) = (&self, &inbox);
+            let workers = (0..self.concurrency).map(|_| {
+                let mut shutdown = shutdown.clone();
+                let (this, inbox) = (this, inbox_ref);
+                async move {
+                    while let Some(batch) = inbox.take(this.batch_size, &mut shutdown).await {
+                        this.handle(batch, &mut shutdown).await;
+                    }
+                }
+            });
+            tokio::join!(
+                inbox.read(messages, self.names.ack_wait, shutdown.clone()),
+                futures::future::join_all(workers)
+            );
             // Stopping (or the stream ended): what arrived and was not
             // begun goes back at once, for another projector.
-            for message in arrivals.held.drain(..) {
+            for (message, _) in inbox.drain() {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
             }
         }
@@ -128,7 +147,7 @@ impl NatsConsumer {
     /// One batch: parks what the bus gave up on, projects the rest until it
     /// is all taken or parked, acknowledging as it goes.
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
-    async fn handle(&self, batch: Vec<Message>, arrivals: &mut Arrivals, shutdown: &mut Shutdown) {
+    async fn handle(&self, batch: Vec<Message>, shutdown: &mut Shutdown) {
         let mut pending: Vec<(OutboxEvent, Message)> = Vec::with_capacity(batch.len());
         let mut given_up = Vec::new();
         for message in batch {
@@ -153,39 +172,44 @@ impl NatsConsumer {
         while !pending.is_empty() {
             let events: Vec<OutboxEvent> = pending.iter().map(|(e, _)| e.clone()).collect();
             let messages: Vec<&Message> = pending.iter().map(|(_, m)| m).collect();
-            let outcome = arrivals
-                .meanwhile(&messages, self.names.ack_wait, async {
-                    // A batch in flight holds off a rebuild's swap, as a relay
-                    // batch does (see `locks::REBUILD`).
-                    let mut rebuild_guard = self
-                        .db
-                        .begin()
+            let outcome = keep_alive(&messages, self.names.ack_wait, async {
+                // A batch in flight holds off a rebuild's swap, as a relay
+                // batch does (see `locks::REBUILD`).
+                let mut rebuild_guard = self
+                    .db
+                    .begin()
+                    .await
+                    .context("Failed to begin the batch's transaction")?;
+                sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                    .bind(locks::REBUILD)
+                    .execute(&mut *rebuild_guard)
+                    .await
+                    .context("Failed to take the batch's share of the rebuild lock")?;
+                let delivery = self.projector.project(&events).await?;
+                // Searchable with notices recorded: published, in the
+                // outbox's sense (read-your-writes and `/status` rely
+                // on it); parked with their `order-failed` notices
+                // recorded by `project`. In the batch's transaction:
+                // one commit for both.
+                let started = Instant::now();
+                outbox::mark_published(&mut rebuild_guard, &delivery.taken)
+                    .await
+                    .context("Failed to mark events published")?;
+                for (id, reason) in &delivery.parked {
+                    outbox::park(&mut rebuild_guard, *id, reason)
                         .await
-                        .context("Failed to begin the batch's transaction")?;
-                    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-                        .bind(locks::REBUILD)
-                        .execute(&mut *rebuild_guard)
-                        .await
-                        .context("Failed to take the batch's share of the rebuild lock")?;
-                    let delivery = self.projector.project(&events).await?;
-                    // Searchable with notices recorded: published, in the
-                    // outbox's sense (read-your-writes and `/status` rely on it).
-                    outbox::mark_projected(&self.db, &delivery.taken)
-                        .await
-                        .context("Failed to mark events published")?;
-                    if !delivery.parked.is_empty() {
-                        // `project` recorded their `order-failed` notices.
-                        park(&self.db, &delivery.parked).await?;
-                        metrics::counter!("sightline_dead_letters_total")
-                            .increment(delivery.parked.len() as u64);
-                    }
-                    rebuild_guard
-                        .commit()
-                        .await
-                        .context("Failed to end the batch's transaction")?;
-                    Ok::<_, anyhow::Error>(delivery)
-                })
-                .await;
+                        .context("Failed to park a dead letter")?;
+                }
+                rebuild_guard
+                    .commit()
+                    .await
+                    .context("Failed to commit the batch's transaction")?;
+                record_stage("published", started);
+                metrics::counter!("sightline_dead_letters_total")
+                    .increment(delivery.parked.len() as u64);
+                Ok::<_, anyhow::Error>(delivery)
+            })
+            .await;
             match outcome {
                 Ok(delivery) => {
                     let done: Vec<i64> = delivery
@@ -195,6 +219,7 @@ impl NatsConsumer {
                         .copied()
                         .collect();
                     let mut left = Vec::with_capacity(delivery.retry.len());
+                    let started = Instant::now();
                     for (event, message) in pending {
                         if done.contains(&event.id) {
                             // Lost acks only mean a harmless redelivery.
@@ -206,6 +231,7 @@ impl NatsConsumer {
                         }
                     }
                     pending = left;
+                    record_stage("ack", started);
                     self.stats.record_batch(done.len());
                     metrics::counter!("sightline_bus_events_projected_total")
                         .increment(delivery.taken.len() as u64);
@@ -226,14 +252,13 @@ impl NatsConsumer {
             failures += 1;
             let delay = backoff(failures);
             let messages: Vec<&Message> = pending.iter().map(|(_, m)| m).collect();
-            let stopped = arrivals
-                .meanwhile(&messages, self.names.ack_wait, async {
-                    tokio::select! {
-                        _ = shutdown.recv() => true,
-                        _ = tokio::time::sleep(delay) => false,
-                    }
-                })
-                .await;
+            let stopped = keep_alive(&messages, self.names.ack_wait, async {
+                tokio::select! {
+                    _ = shutdown.recv() => true,
+                    _ = tokio::time::sleep(delay) => false,
+                }
+            })
+            .await;
             if stopped {
                 // Handed back: another projector takes them at once.
                 for (_, message) in &pending {
@@ -322,86 +347,146 @@ async fn park(db: &PgPool, parked: &[(i64, String)]) -> anyhow::Result<()> {
     tx.commit().await.context("Failed to commit parking")
 }
 
-/// The consumer's message stream, and what arrived from it while a batch
-/// was in hand. The server counts a message delivered once it is sent to
-/// this process, whether or not the batch in hand lets it be looked at: so
-/// arrivals are taken off the stream meanwhile and kept alive with progress
-/// acks, or a long outage would redeliver them again and again until they
-/// reached `NATS_MAX_DELIVER` and were parked (at most `max_ack_pending`
-/// are ever held).
-struct Arrivals {
-    stream: jetstream::consumer::pull::Stream,
-    held: Vec<Message>,
-    ended: bool,
+/// What arrived from the consumer's message stream and no worker has begun
+/// yet. The server counts a message delivered once it is sent to this
+/// process, whether or not a worker is free to look at it: so arrivals are
+/// taken off the stream at once and kept alive with progress acks, or a long
+/// outage would redeliver them again and again until they reached
+/// `NATS_MAX_DELIVER` and were parked (at most `max_ack_pending` are ever
+/// held). A free worker takes all of them (up to a batch) at once: what
+/// arrives while every worker is busy forms the next batch, as relay
+/// batches form in-process.
+#[derive(Default)]
+struct Inbox {
+    /// What arrived, with when.
+    held: std::sync::Mutex<Vec<(Message, Instant)>>,
+    /// The stream ended, failed too often, or shutdown began: the workers
+    /// take nothing more.
+    ended: std::sync::atomic::AtomicBool,
+    changed: tokio::sync::Notify,
 }
 
-impl Arrivals {
-    /// The next batch: what is held first, then whatever else is there
-    /// already; waits for one message when there is none. `None` on
-    /// shutdown or when the stream ends.
-    async fn next_batch(&mut self, max: usize, shutdown: &mut Shutdown) -> Option<Vec<Message>> {
-        if self.held.is_empty() {
-            let mut errors = 0;
-            loop {
-                // Errors in a row (e.g. the consumer was deleted): start
-                // over, subscribing (and creating the consumer) again.
-                if self.ended || errors >= MAX_STREAM_ERRORS {
-                    return None;
+impl Inbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Message, Instant)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the stream into the inbox, and tells the server every third of
+    /// `ack_wait` that what is held is still wanted, until shutdown, the
+    /// stream's end or [`MAX_STREAM_ERRORS`] errors in a row (e.g. the
+    /// consumer was deleted: the caller subscribes, and creates it, again).
+    async fn read(
+        &self,
+        mut stream: jetstream::consumer::pull::Stream,
+        ack_wait: Duration,
+        mut shutdown: Shutdown,
+    ) {
+        let every = (ack_wait / 3).max(Duration::from_millis(100));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut errors = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => break,
+                _ = ticks.tick() => {
+                    let held: Vec<Message> = self.lock().iter().map(|(m, _)| m.clone()).collect();
+                    for message in held {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
                 }
-                let next = tokio::select! {
-                    _ = shutdown.recv() => return None,
-                    next = self.stream.next() => next,
-                };
-                match next {
-                    None => self.ended = true,
+                next = stream.next() => match next {
+                    None => break,
                     Some(Ok(message)) => {
-                        self.held.push(message);
-                        break;
+                        errors = 0;
+                        self.arrived(message);
                     }
                     // Missed heartbeats and the like: the stream goes on.
                     Some(Err(e)) => {
                         errors += 1;
                         tracing::debug!(error = %e, "NATS consumer stream");
+                        if errors >= MAX_STREAM_ERRORS {
+                            break;
+                        }
                     }
-                }
+                },
             }
         }
-        while self.held.len() < max && !self.ended {
-            match self.stream.next().now_or_never() {
-                Some(Some(Ok(message))) => self.held.push(message),
-                Some(None) => self.ended = true,
-                _ => break,
-            }
-        }
-        let take = self.held.len().min(max);
-        Some(self.held.drain(..take).collect())
+        self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
-    /// Runs `work`, meanwhile taking arrivals into `held` and telling the
-    /// server every third of `ack_wait` that the batch in hand and what is
-    /// held are still being worked on, so none is redelivered.
-    async fn meanwhile<T>(
-        &mut self,
-        in_hand: &[&Message],
-        ack_wait: Duration,
-        work: impl Future<Output = T>,
-    ) -> T {
-        let mut work = std::pin::pin!(work);
-        let every = (ack_wait / 3).max(Duration::from_millis(100));
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    /// Holds a message that arrived, noting how long it took from being
+    /// stored in the stream to reaching this process (the `delivery` stage;
+    /// the stream's clock and this one are the same machine's in the bench).
+    fn arrived(&self, message: Message) {
+        if let Ok(info) = message.info() {
+            let stored = info.published.unix_timestamp_nanos();
+            let now = chrono::Utc::now()
+                .timestamp_nanos_opt()
+                .map_or(stored, i128::from);
+            stage_histogram("delivery").record((now - stored).max(0) as f64 / 1e9);
+        }
+        self.lock().push((message, Instant::now()));
+        self.changed.notify_waiters();
+    }
+
+    /// The next batch: everything held, up to `max`, each event's wait
+    /// since it arrived noted (the `batching` stage); waits for a message
+    /// when there is none. `None` on shutdown or once reading has ended.
+    async fn take(&self, max: usize, shutdown: &mut Shutdown) -> Option<Vec<Message>> {
         loop {
-            tokio::select! {
-                done = &mut work => return done,
-                _ = ticks.tick() => {
-                    for message in in_hand.iter().copied().chain(&self.held) {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                    }
+            // Registered before looking, so an arrival between the look and
+            // the wait is not missed.
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut held = self.lock();
+                if !held.is_empty() {
+                    let take = held.len().min(max);
+                    let batching = stage_histogram("batching");
+                    return Some(
+                        held.drain(..take)
+                            .map(|(message, arrived)| {
+                                batching.record(arrived.elapsed().as_secs_f64());
+                                message
+                            })
+                            .collect(),
+                    );
                 }
-                next = self.stream.next(), if !self.ended => match next {
-                    Some(Ok(message)) => self.held.push(message),
-                    Some(Err(e)) => tracing::debug!(error = %e, "NATS consumer stream"),
-                    None => self.ended = true,
-                },
+            }
+            if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            tokio::select! {
+                _ = shutdown.recv() => return None,
+                _ = changed => {}
+            }
+        }
+    }
+
+    /// What is held and was never begun.
+    fn drain(&self) -> Vec<(Message, Instant)> {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+/// Runs `work`, meanwhile telling the server every third of `ack_wait` that
+/// the batch in hand is still being worked on, so none of it is redelivered.
+async fn keep_alive<T>(
+    in_hand: &[&Message],
+    ack_wait: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                for message in in_hand {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
             }
         }
     }

@@ -230,7 +230,14 @@ impl Relay {
         tx.commit()
             .await
             .context("Failed to commit the relay batch")?;
-        record_stage("mark", started);
+        record_stage(
+            if self.bus.projects_later() {
+                "relayed"
+            } else {
+                "mark"
+            },
+            started,
+        );
         self.stats.record_batch(events.len());
         metrics::counter!("sightline_events_published_total")
             .increment(delivery.taken.len() as u64);
