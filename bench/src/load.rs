@@ -238,6 +238,12 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
+    /// CPU µs per order committed, of a process (or group) that used
+    /// `cores` on average over the step's window.
+    pub fn us_per_order(&self, cores: f64) -> f64 {
+        cores * self.window_secs / (self.ok as f64).max(1.0) * 1e6
+    }
+
     /// The bar of the maximum-rate search.
     pub fn sustained(&self, p99_limit_ms: f64) -> bool {
         self.latency.p99 <= p99_limit_ms

@@ -21,7 +21,7 @@ struct PerOrder {
 
 fn per_order(l: &LoadResult) -> PerOrder {
     let orders = (l.ok as f64).max(1.0);
-    let cpu = |cores: f64| cores * l.window_secs / orders * 1e6;
+    let cpu = |cores: f64| l.us_per_order(cores);
     let kb = |bytes: f64| bytes / orders / 1024.0;
     PerOrder {
         cpu_us: [
@@ -194,7 +194,6 @@ pub fn table(o: &mut String, r: &Results) {
 /// Each instance's CPU share, the web-only ones' µs per notice, and
 /// PostgreSQL's µs per order.
 fn fanout_text(l: &LoadResult) -> String {
-    let notices = (l.ok as f64).max(1.0);
     let shares: Vec<String> = l
         .instance_cpu
         .iter()
@@ -204,7 +203,7 @@ fn fanout_text(l: &LoadResult) -> String {
         "cpu per instance {}; web-only µs per notice {:.0}; postgres µs per order {:.0}",
         shares.join(" "),
         web_only_us_per_notice(l),
-        l.pg_cpu * l.window_secs / notices * 1e6
+        l.us_per_order(l.pg_cpu)
     )
 }
 
@@ -215,7 +214,8 @@ fn web_only_us_per_notice(l: &LoadResult) -> f64 {
         return 0.0;
     }
     let mean = helpers.iter().sum::<f64>() / helpers.len() as f64;
-    mean * l.window_secs / (l.ok as f64).max(1.0) * 1e6
+    // Each order has one notice: µs per order is µs per notice.
+    l.us_per_order(mean)
 }
 
 /// `latest.json`'s `bus`, `bus_targets`, `fsync` and `fanout`.
@@ -263,7 +263,7 @@ pub fn json(r: &Results) -> Value {
                     "p99_ms": round2(l.latency.p99),
                     "instance_cpu": l.instance_cpu.iter().map(|c| round2(*c)).collect::<Vec<_>>(),
                     "web_only_cpu_us_per_notice": round2(web_only_us_per_notice(l)),
-                    "postgres_cpu_us_per_order": round2(l.pg_cpu * l.window_secs / (l.ok as f64).max(1.0) * 1e6),
+                    "postgres_cpu_us_per_order": round2(l.us_per_order(l.pg_cpu)),
                 }),
             )
         })
