@@ -152,7 +152,7 @@ impl Application {
             ),
             hub: Arc::new(NoticeHub::new(head, settings.sse_buffer)),
             deliveries: Arc::new(Deliveries::new(
-                deliveries::instance_name(port),
+                deliveries::instance_name(settings.instance_name.as_deref(), port),
                 settings.record_journeys,
             )),
             sessions: Default::default(),

@@ -196,6 +196,11 @@ pub struct Settings {
     #[arg(long, help_heading = PIPELINE, env = "RECORD_JOURNEYS", default_value_t = true, action = clap::ArgAction::Set)]
     pub record_journeys: bool,
 
+    /// How this instance names itself in the journeys' `sent` stage
+    /// (default: the machine's hostname and the bound port).
+    #[arg(long, help_heading = PIPELINE, env = "INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+
     /// The bus between the relay and the projectors: `inprocess` (one
     /// machine: the relay hands batches straight to the projector in the
     /// same process) or `nats` (NATS JetStream: relay and projectors run in

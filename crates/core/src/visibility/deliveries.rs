@@ -120,13 +120,11 @@ pub async fn run(deliveries: std::sync::Arc<Deliveries>, db: PgPool, mut shutdow
     }
 }
 
-/// This machine's name and `port`: how an instance names itself in the
-/// journeys it sends (`INSTANCE_NAME` overrides it).
-pub fn instance_name(port: u16) -> String {
-    if let Ok(name) = std::env::var("INSTANCE_NAME")
-        && !name.trim().is_empty()
-    {
-        return name.trim().to_owned();
+/// How an instance names itself in the journeys it sends: `configured`
+/// (`INSTANCE_NAME`), else this machine's name and `port`.
+pub fn instance_name(configured: Option<&str>, port: u16) -> String {
+    if let Some(name) = configured.map(str::trim).filter(|n| !n.is_empty()) {
+        return name.to_owned();
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
