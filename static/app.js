@@ -820,14 +820,14 @@ function showJourney(row, described, failure) {
     li.dataset.stage = s.stage;
     const name = document.createElement('span');
     name.className = 'stage-name';
-    name.textContent = s.detail ? `${s.label} — ${s.detail}` : s.label;
     const code = document.createElement('code');
     code.textContent = s.stage;
+    name.append(s.detail ? `${s.label} — ${s.detail} ` : `${s.label} `, code);
     const offset = document.createElement('span');
     offset.className = 'stage-offset';
     offset.textContent = formatOffset(s.offsetMicros);
     offset.title = s.at;
-    li.append(name, ' ', code, ' ', offset);
+    li.append(name, ' ', offset);
     list.append(li);
   }
   panel.append(list);

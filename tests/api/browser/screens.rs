@@ -912,7 +912,7 @@ async fn an_orders_state_opens_its_journey_on_a_phone_and_a_desktop() {
             );
             ensure!(stages.len() >= if pipeline { 6 } else { 4 }, "{shown}");
             ensure!(
-                stages.iter().any(|s| s["text"].as_str().is_some_and(|t| t.contains("Sent to your browser over the live stream"))),
+                stages.iter().any(|s| s["text"].as_str().is_some_and(|t| t.starts_with("Sent to your browser — over the live stream by "))),
                 "how it was sent, in words: {shown}"
             );
             assert_no_sideways_scroll(&client, &format!("an open journey at {} px", screen.width)).await?;
