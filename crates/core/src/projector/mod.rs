@@ -91,6 +91,7 @@ impl Projector {
 
         self.reached(Step::Received).await;
         let mut delivery = Delivery::default();
+        delivery.stamps.delivered_at = Some(Utc::now());
         let mut notices = Vec::new();
         let mut decoded = Vec::with_capacity(events.len());
         for event in events {
@@ -129,6 +130,11 @@ impl Projector {
             .await
             .context("Failed to write the batch to the read store")?;
         record_stage("write", started);
+        let indexed_at = Utc::now();
+        delivery.stamps.indexed_at = Some(indexed_at);
+        // With `wait_for` the bulk's answer is the refresh's: searchable
+        // then, unless an explicit refresh follows.
+        delivery.stamps.searchable_at = Some(indexed_at);
         let alias_missing = outcomes
             .iter()
             .chain(&summary_outcomes)
@@ -187,6 +193,7 @@ impl Projector {
                 .await
                 .context("Failed to refresh the read store")?;
             record_stage("refresh", started);
+            delivery.stamps.searchable_at = Some(Utc::now());
         }
         self.reached(Step::Refreshed).await;
 
