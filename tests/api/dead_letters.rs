@@ -159,6 +159,25 @@ async fn an_event_elasticsearch_rejects_is_parked_the_pipeline_goes_on_and_a_ret
         1
     );
 
+    // Its journey stops at `parked`, with the reason its owner was told
+    // (Elasticsearch's own words stay with operators: `sightline journey`).
+    let journey = app
+        .user_json(&user, &format!("/api/orders/{poison_id}/journey"))
+        .await;
+    let parked = journey["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "parked")
+        .unwrap_or_else(|| panic!("no parked stage: {journey}"));
+    assert_eq!(parked["reason"], data["error"], "{journey}");
+    assert!(!journey.to_string().contains("exception"), "{journey}");
+    let (ok, printed, _) = crate::binary::cli(&app.settings, &["journey", &poison_id]).await;
+    assert!(
+        ok && printed.contains("parked") && printed.contains("skus.raw"),
+        "{printed}"
+    );
+
     // The poll says so too.
     let body = visibility_body(&app, &user, &poison_id).await;
     assert_eq!(body["visible"], false, "{body}");

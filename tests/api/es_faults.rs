@@ -326,6 +326,8 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
         fix(&app, fault).await;
     }
 
+    // Retried (not an alias the app restores by itself at once).
+    let waited_out = checker_done.is_none();
     let seen = match checker_done {
         Some(seen) => seen,
         None => {
@@ -345,6 +347,29 @@ async fn burst_through(fault: Fault, refresh: RefreshMode) {
     // a failure, and the pipeline healthy again.
     let (source, list) = app.list(&user, "/api/orders?limit=100").await;
     assert_eq!(source, "read-model");
+    if waited_out {
+        // Their journeys say where they waited: retried for the fault's
+        // kind, then indexed; every journey's stages in time order.
+        let mut retried = 0;
+        for id in &placed {
+            let journey = app
+                .user_json(&user, &format!("/api/orders/{id}/journey"))
+                .await;
+            let stages = journey["stages"].as_array().unwrap();
+            let ats: Vec<&str> = stages.iter().map(|s| s["at"].as_str().unwrap()).collect();
+            assert!(ats.windows(2).all(|w| w[0] <= w[1]), "{journey}");
+            let position = |name: &str| stages.iter().position(|s| s["stage"] == name);
+            if let Some(at) = position("retrying") {
+                retried += 1;
+                assert_eq!(stages[at]["reason"], kind, "{journey}");
+                assert!(position("indexed").is_some_and(|i| i > at), "{journey}");
+            }
+        }
+        assert!(
+            retried > 0,
+            "no journey shows the retries of the {kind} fault"
+        );
+    }
     let mut listed = order_ids(&list);
     listed.sort();
     assert_eq!(listed, placed, "every order exactly once");

@@ -129,6 +129,7 @@ struct Row {
     parked_at: Option<DateTime<Utc>>,
     parked_reason: Option<String>,
     notice_kind: Option<String>,
+    notice_error: Option<String>,
     visible_at: Option<DateTime<Utc>>,
     sent_at: Option<DateTime<Utc>>,
     sent_via: Option<String>,
@@ -142,11 +143,12 @@ const SELECT: &str = "
     SELECT o.aggregate_version, o.created_at, o.claimed_at, o.handed_at, o.delivered_at,
            o.indexed_at, o.searchable_at, o.retried_at, o.retry_reason, o.journey_pruned,
            d.parked_at, d.error AS parked_reason,
-           n.kind AS notice_kind, n.visible_at, n.sent_at, n.sent_via, n.sent_by
+           n.kind AS notice_kind, n.error AS notice_error, n.visible_at, n.sent_at,
+           n.sent_via, n.sent_by
       FROM outbox o
       LEFT JOIN dead_letters d ON d.outbox_id = o.id
       LEFT JOIN LATERAL (
-            SELECT kind, visible_at, sent_at, sent_via, sent_by FROM notices
+            SELECT kind, error, visible_at, sent_at, sent_via, sent_by FROM notices
              WHERE order_id = o.aggregate_id AND order_version = o.aggregate_version
              ORDER BY kind = 'order-visible' DESC LIMIT 1) n ON true";
 
@@ -177,7 +179,8 @@ pub async fn read(
     .bind(version)
     .fetch_optional(db)
     .await?;
-    Ok(row.and_then(|row| assemble(order, row, same_database)))
+    let operator = matches!(reader, Reader::Operator);
+    Ok(row.and_then(|row| assemble(order, row, same_database, operator)))
 }
 
 /// The slowest journeys among the orders noticed in the last `within`
@@ -227,7 +230,10 @@ fn stage(stage: StageName, at: Option<DateTime<Utc>>) -> Option<Stage> {
     })
 }
 
-fn assemble(id: Uuid, row: Row, same_database: bool) -> Option<Journey> {
+/// `operator`: a parked event's reason is the dead letter's own error (the
+/// read store's words); its owner gets what the `order-failed` notice told
+/// them, never the internals.
+fn assemble(id: Uuid, row: Row, same_database: bool, operator: bool) -> Option<Journey> {
     if row.journey_pruned {
         return None;
     }
@@ -254,7 +260,14 @@ fn assemble(id: Uuid, row: Row, same_database: bool) -> Option<Journey> {
         stages.push(retrying);
     }
     if let Some(mut parked) = stage(StageName::Parked, row.parked_at) {
-        parked.reason = row.parked_reason;
+        parked.reason = if operator {
+            row.parked_reason
+        } else {
+            row.notice_error
+                .clone()
+                .filter(|_| row.notice_kind.as_deref() == Some("order-failed"))
+                .or_else(|| Some("the order could not be made searchable".to_owned()))
+        };
         stages.push(parked);
     }
     if row.notice_kind.is_some() {
@@ -295,6 +308,7 @@ mod tests {
             parked_at: None,
             parked_reason: None,
             notice_kind: Some("order-visible".into()),
+            notice_error: None,
             visible_at: t(32),
             sent_at: t(35),
             sent_via: Some("stream".into()),
@@ -304,7 +318,7 @@ mod tests {
 
     #[test]
     fn stages_are_in_the_pipelines_order_and_time_order() {
-        let journey = assemble(Uuid::nil(), row(false), false).unwrap();
+        let journey = assemble(Uuid::nil(), row(false), false, false).unwrap();
         let names: Vec<&str> = journey.stages.iter().map(|s| s.stage.as_str()).collect();
         assert_eq!(
             names,
@@ -331,7 +345,7 @@ mod tests {
 
     #[test]
     fn the_same_database_journey_is_the_short_one() {
-        let journey = assemble(Uuid::nil(), row(true), true).unwrap();
+        let journey = assemble(Uuid::nil(), row(true), true, false).unwrap();
         let names: Vec<&str> = journey.stages.iter().map(|s| s.stage.as_str()).collect();
         assert_eq!(names, ["committed", "searchable", "noticed", "sent"]);
     }
@@ -340,6 +354,6 @@ mod tests {
     fn a_pruned_journey_is_none() {
         let mut pruned = row(false);
         pruned.journey_pruned = true;
-        assert!(assemble(Uuid::nil(), pruned, false).is_none());
+        assert!(assemble(Uuid::nil(), pruned, false, false).is_none());
     }
 }
