@@ -480,9 +480,16 @@ const STAGE_PHASE = {
   sent: 4,
 };
 
-/** A failure's kind (`retrying`) or a dead letter's error (`parked`), in plain words. */
+/**
+ * A failure's kind (`retrying`: `elasticsearch_unreachable`, `status_503`,
+ * Elasticsearch's error type) or why it was set aside (`parked`: for the
+ * order's owner the words its `order-failed` notice gave, already plain; an
+ * operator's dead letter error otherwise), in plain words.
+ */
 export function reasonInWords(reason) {
-  const r = String(reason || '').toLowerCase();
+  const r = String(reason || '').trim().toLowerCase();
+  // Words already (the server's own for a customer): as they are.
+  if (/^[a-z][a-z ,.'’-]*$/.test(r) && r.includes(' ')) return r.replace(/\.$/, '');
   const status = /^status_(\d{3})$/.exec(r);
   if (r === 'elasticsearch_unreachable') return "search couldn't be reached";
   if (r === 'postgres') return "the order database couldn't be reached";
@@ -569,7 +576,7 @@ export function describeJourney(journey, { action = 'placed' } = {}) {
   const after = state === 'on-its-way' ? null : `after you ${did} it`;
   let reason = null;
   if (state === 'set-aside') {
-    reason = `It couldn't be made searchable: ${reasonInWords(raw.find((s) => s.stage === 'parked').reason)}.`;
+    reason = `It was set aside: ${reasonInWords(raw.find((s) => s.stage === 'parked').reason)}.`;
   }
   if (retrying && state !== 'set-aside') {
     const why = reasonInWords(retrying.reason);

@@ -793,7 +793,8 @@ async fn journey_sentences(client: &Client) -> anyhow::Result<Value> {
                   { stage: 'sent', at: at('45.129000'), via: 'poll', instance: 'web-2' },
                 ], { action: 'cancelled' }),
                 retrying: say([...full.slice(0, 3), { stage: 'retrying', at: at('45.200000'), reason: 'elasticsearch_unreachable' }]),
-                parked: say([...full.slice(0, 4), { stage: 'parked', at: at('45.300000'), reason: 'document_parsing_exception: failed to parse field [items.sku]' }]),
+                parked: say([...full.slice(0, 4), { stage: 'parked', at: at('45.300000'), reason: 'the order could not be made searchable' }]),
+                parkedForOperators: say([...full.slice(0, 4), { stage: 'parked', at: at('45.300000'), reason: 'document_parsing_exception: failed to parse field [items.sku]' }]),
               };
             })().then(done, (e) => done({ failure: String((e && e.stack) || e) }));"#,
             vec![],
@@ -828,7 +829,11 @@ async fn an_orders_state_opens_its_journey_on_a_phone_and_a_desktop() {
         }
         ensure!(said["retrying"]["reason"] == "Search couldn't be reached — trying again.", "{said}");
         ensure!(
-            said["parked"]["reason"] == "It couldn't be made searchable: search refused what the order contains.",
+            said["parked"]["reason"] == "It was set aside: the order could not be made searchable.",
+            "{said}"
+        );
+        ensure!(
+            said["parkedForOperators"]["reason"] == "It was set aside: search refused what the order contains.",
             "{said}"
         );
 
