@@ -19,7 +19,9 @@
 //   - search updates as you type; while search is unreachable the page shows
 //     the write side's orders (rendered by the server) with a banner, and
 //     recovers by itself when search is back;
-//   - money and times are printed in the browser's locale.
+//   - money and times are printed in the browser's locale;
+//   - a row's state opens its journey: how long each stage took, fetched
+//     when opened (sightline.js's getJourney, described by `describeJourney`).
 //
 // The talking to the server is sightline.js's; this file is the page.
 
@@ -27,6 +29,7 @@ import {
   SightlineError,
   cancelOrder,
   configure,
+  getJourney,
   getOrder,
   getSummary,
   listOrders,
@@ -108,6 +111,7 @@ if (form && tbody && rowTemplate) {
 function init() {
   localise(document);
   for (const row of rows()) {
+    enhanceState(row);
     const state = row.dataset.state;
     if (state === 'pending' || state === 'delayed') {
       watch(row.dataset.orderId, row, Number(row.dataset.placedAt) || serverNow());
@@ -252,6 +256,7 @@ function makeRow(order) {
 function fillRow(row, order) {
   const id = order.id;
   row.dataset.orderId = id;
+  enhanceState(row);
   row.dataset.status = order.status || 'placed';
   row.dataset.version = String(order.version || 1);
   const placedAt = Date.parse(order.placed_at);
@@ -319,8 +324,16 @@ function relabel(row, extra) {
 }
 
 function setRowState(row, state, extra) {
+  const changed = row.dataset.state !== state;
   row.dataset.state = state;
   relabel(row, extra);
+  if (state === 'rejected') {
+    // Never placed: there is no journey to show.
+    closeJourney(row);
+    plainState(row);
+  } else if (changed && journeyRow(row)) {
+    loadJourney(row);
+  }
 }
 
 function setStatus(row, status) {
@@ -434,6 +447,400 @@ function markFailed(id) {
 }
 
 // ---------------------------------------------------------------------------
+// A row's journey: its state is a button that opens how the order got there
+
+/** Stages in the words a person reads (the detailed list). */
+const STAGE_LABEL = {
+  committed: 'Saved, with its event',
+  claimed: 'Picked up to be passed on',
+  published: 'Handed on',
+  delivered_to_projector: 'Reached the search writer',
+  retrying: 'Tried again',
+  parked: 'Set aside',
+  indexed: 'Written to search',
+  searchable: 'Searchable',
+  noticed: 'Ready to tell you',
+  sent: 'Sent to your browser',
+};
+
+/**
+ * Where a stage falls in the summary: 1 saved (and handed on), 2 indexed,
+ * 3 searchable, 4 sent (through noticed); 0 is committed itself.
+ */
+const STAGE_PHASE = {
+  committed: 0,
+  claimed: 1,
+  published: 1,
+  delivered_to_projector: 1,
+  retrying: 2,
+  parked: 2,
+  indexed: 2,
+  searchable: 3,
+  noticed: 4,
+  sent: 4,
+};
+
+/**
+ * A failure's kind (`retrying`: `elasticsearch_unreachable`, `status_503`,
+ * Elasticsearch's error type) or why it was set aside (`parked`: for the
+ * order's owner the words its `order-failed` notice gave, already plain; an
+ * operator's dead letter error otherwise), in plain words.
+ */
+export function reasonInWords(reason) {
+  const r = String(reason || '').trim().toLowerCase();
+  // Words already (the server's own for a customer): as they are.
+  if (/^[a-z][a-z ,.'’-]*$/.test(r) && r.includes(' ')) return r.replace(/\.$/, '');
+  const status = /^status_(\d{3})$/.exec(r);
+  if (r === 'elasticsearch_unreachable') return "search couldn't be reached";
+  if (r === 'postgres') return "the order database couldn't be reached";
+  if (status) return `search answered with an error (${status[1]})`;
+  if (/rejected_execution|too_many_requests/.test(r)) return 'search was too busy';
+  if (/cluster_block|read_only|disk/.test(r)) return 'search was not taking new orders (it may be short of disk space)';
+  if (/index_not_found|index_closed/.test(r)) return "search's index was not available";
+  if (/timeout|timed_out/.test(r)) return 'search took too long to answer';
+  if (/pars|mapper|illegal_argument|max_bytes|too_long|strict_dynamic|document/.test(r)) {
+    return 'search refused what the order contains';
+  }
+  return 'something went wrong on the way';
+}
+
+/** RFC 3339 (with up to microseconds) → microseconds since the epoch. */
+function micros(at) {
+  const match = /^(.*T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})$/i.exec(String(at || ''));
+  if (!match) return NaN;
+  const seconds = Date.parse(match[1] + match[3]);
+  return seconds * 1000 + Number((match[2] || '').slice(0, 6).padEnd(6, '0'));
+}
+
+/**
+ * A journey (sightline.js's getJourney) in words, without the page: the
+ * total from committed to sent (or the last stage reached), and the parts a
+ * person understands — saved (committed → the stage before indexed), indexed,
+ * searchable, sent (through noticed) — as whole milliseconds that add up to
+ * the total (each part is the difference of rounded offsets). `action`:
+ * 'placed', 'cancelled' or 'changed' (what the person did to this version).
+ *
+ * Returns `{ state, lead, after, headline, totalMs, parts: [{ word, ms }],
+ * soFar, reason, sameDatabase, stages: [{ stage, label, offsetMicros, at,
+ * detail }] }` (headline: lead, total, after — "Confirmed 38 ms after you
+ * placed it"; only the lead, "On its way", while in flight);
+ * `state` is 'confirmed' (sent), 'searchable' (searchable, not sent yet),
+ * 'on-its-way' or 'set-aside' (parked).
+ */
+export function describeJourney(journey, { action = 'placed' } = {}) {
+  const raw = (journey && Array.isArray(journey.stages) ? journey.stages : []).filter(
+    (s) => s && typeof s.stage === 'string' && Number.isFinite(micros(s.at)),
+  );
+  const start = raw.find((s) => s.stage === 'committed') || raw[0];
+  const origin = start ? micros(start.at) : 0;
+  const stages = raw.map((s) => ({
+    stage: s.stage,
+    label: STAGE_LABEL[s.stage] || s.stage.replace(/_/g, ' '),
+    at: s.at,
+    offsetMicros: micros(s.at) - origin,
+    detail: stageDetail(s),
+  }));
+  const has = (name) => stages.some((s) => s.stage === name);
+  const sentAt = stages.findIndex((s) => s.stage === 'sent');
+  // The summary ends at sent (what the person saw); the list shows all.
+  const counted = sentAt >= 0 ? stages.slice(0, sentAt + 1) : stages;
+  const sameDatabase = has('searchable') && !stages.some((s) => [1, 2].includes(STAGE_PHASE[s.stage]));
+
+  const parts = [];
+  let reached = 0;
+  let previousMs = 0;
+  for (const s of counted.slice(1)) {
+    const own = STAGE_PHASE[s.stage] ?? reached;
+    // A stage stamped late (e.g. marked published once searchable) belongs
+    // to the phase after the furthest one reached.
+    const phase = own >= reached ? own : Math.min(4, reached + 1);
+    reached = Math.max(reached, phase);
+    const ms = Math.round(s.offsetMicros / 1000);
+    const last = parts[parts.length - 1];
+    if (last && last.phase === phase) {
+      last.ms += ms - previousMs;
+      last.end = s.stage;
+    } else {
+      parts.push({ phase, ms: ms - previousMs, end: s.stage });
+    }
+    previousMs = ms;
+  }
+  const totalMs = previousMs;
+  const words = parts.map(({ phase, ms, end }) => ({ word: partWord(phase, end, sameDatabase), ms }));
+
+  const parked = stages.find((s) => s.stage === 'parked');
+  const retrying = raw.find((s) => s.stage === 'retrying');
+  const state = parked ? 'set-aside' : has('sent') ? 'confirmed' : has('searchable') ? 'searchable' : 'on-its-way';
+  const did = { placed: 'placed', cancelled: 'cancelled' }[action] || 'changed';
+  const lead = { 'set-aside': 'Set aside', confirmed: 'Confirmed', searchable: 'Searchable' }[state] || 'On its way';
+  const after = state === 'on-its-way' ? null : `after you ${did} it`;
+  let reason = null;
+  if (state === 'set-aside') {
+    reason = `It was set aside: ${reasonInWords(raw.find((s) => s.stage === 'parked').reason)}.`;
+  }
+  if (retrying && state !== 'set-aside') {
+    const why = reasonInWords(retrying.reason);
+    reason = has('indexed')
+      ? `At first ${why}, so it was tried again.`
+      : `${why.charAt(0).toUpperCase()}${why.slice(1)} — trying again.`;
+  }
+  return {
+    state,
+    lead,
+    after,
+    headline: after ? `${lead} ${formatMs(totalMs)} ${after}` : lead,
+    totalMs,
+    parts: words,
+    soFar: state === 'on-its-way',
+    reason,
+    sameDatabase,
+    stages,
+  };
+}
+
+function partWord(phase, end, sameDatabase) {
+  if (phase === 1) return 'saved';
+  if (phase === 2) return end === 'indexed' ? 'indexed' : 'indexing';
+  if (phase === 3) return sameDatabase ? 'saved and searchable' : 'searchable';
+  return end === 'sent' ? 'sent' : 'ready to send';
+}
+
+function stageDetail(s) {
+  if (s.stage === 'sent') {
+    const via = s.via === 'poll' ? 'a long poll' : s.via === 'stream' ? 'the live stream' : '';
+    return [via && `over ${via}`, s.instance && `by ${s.instance}`].filter(Boolean).join(' ');
+  }
+  if (s.stage === 'retrying' || s.stage === 'parked') return reasonInWords(s.reason);
+  return '';
+}
+
+const msFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+const fineMsFormat = new Intl.NumberFormat(undefined, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+const secondsFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+/** Whole milliseconds as a person reads them: "38 ms", "12.3 s", "4 min". */
+export function formatMs(ms) {
+  if (ms < 10000) return `${msFormat.format(ms)} ms`;
+  if (ms < 120000) return `${secondsFormat.format(ms / 1000)} s`;
+  return `${msFormat.format(Math.round(ms / 60000))} min`;
+}
+
+/** An offset from committed, finer for the detailed list: "+3.4 ms". */
+function formatOffset(offsetMicros) {
+  const ms = offsetMicros / 1000;
+  if (offsetMicros === 0) return '0 ms';
+  return `+${ms < 100 ? `${fineMsFormat.format(ms)} ms` : formatMs(Math.round(ms))}`;
+}
+
+/** The summary as one line of text (what the page shows, without markup). */
+export function journeyText(described) {
+  const parts = described.parts.map((p) => partText(p, described)).join(' · ');
+  return parts ? `${described.headline}: ${parts}${described.soFar ? ' so far' : ''}` : described.headline;
+}
+
+function partText(part, described) {
+  if (described.sameDatabase && part.word === 'saved and searchable' && part.ms === 0) return `${part.word} at once`;
+  return `${part.word} ${formatMs(part.ms)}`;
+}
+
+/** The row's state becomes the button that opens its journey (the script's rows and the server's). */
+function enhanceState(row) {
+  const badge = row.querySelector('td.state [data-slot="label"]');
+  if (!badge || badge.closest('button.journey-toggle') || row.dataset.state === 'rejected') return;
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'journey-toggle';
+  button.setAttribute('aria-expanded', 'false');
+  const hint = document.createElement('span');
+  hint.className = 'visually-hidden';
+  hint.dataset.slot = 'journey-hint';
+  const chevron = document.createElement('span');
+  chevron.className = 'chevron';
+  chevron.setAttribute('aria-hidden', 'true');
+  badge.replaceWith(button);
+  button.append(badge, hint, chevron);
+  nameToggle(row);
+}
+
+function nameToggle(row) {
+  const hint = row.querySelector('[data-slot="journey-hint"]');
+  if (hint) hint.textContent = ` — how order ${(row.dataset.orderId || '').slice(0, 8)} got here`;
+}
+
+/** Back to the plain badge (an order never placed has no journey). */
+function plainState(row) {
+  const button = row.querySelector('button.journey-toggle');
+  if (!button) return;
+  button.replaceWith(button.querySelector('[data-slot="label"]'));
+}
+
+function journeyRow(row) {
+  const next = row.nextElementSibling;
+  return next && next.matches('tr.journey-row') && next.dataset.journeyFor === row.dataset.orderId ? next : null;
+}
+
+function toggleJourney(row) {
+  if (journeyRow(row)) closeJourney(row);
+  else openJourney(row);
+}
+
+function openJourney(row) {
+  const id = row.dataset.orderId;
+  const button = row.querySelector('button.journey-toggle');
+  if (!id || !button) return;
+  nameToggle(row);
+  const panelId = `journey-${id}`;
+  const detail = document.createElement('tr');
+  detail.className = 'journey-row';
+  detail.dataset.journeyFor = id;
+  const cell = document.createElement('td');
+  cell.colSpan = row.cells.length || 6;
+  const panel = document.createElement('div');
+  panel.className = 'journey';
+  panel.id = panelId;
+  const summary = document.createElement('p');
+  summary.className = 'journey-summary';
+  // Read out once it is loaded (and when it changes while open).
+  summary.setAttribute('aria-live', 'polite');
+  summary.textContent = 'Loading how it got here…';
+  panel.append(summary);
+  cell.append(panel);
+  detail.append(cell);
+  row.after(detail);
+  row.classList.add('journey-open');
+  button.setAttribute('aria-expanded', 'true');
+  button.setAttribute('aria-controls', panelId);
+  loadJourney(row);
+}
+
+function closeJourney(row) {
+  const detail = journeyRow(row);
+  const entry = journeys.get(row.dataset.orderId);
+  if (entry) {
+    entry.controller.abort();
+    clearTimeout(entry.timer);
+    journeys.delete(row.dataset.orderId);
+  }
+  if (!detail) return;
+  detail.remove();
+  row.classList.remove('journey-open');
+  const button = row.querySelector('button.journey-toggle');
+  if (button) {
+    button.setAttribute('aria-expanded', 'false');
+    button.removeAttribute('aria-controls');
+  }
+}
+
+/** id → { controller, timer } of a journey being fetched. */
+const journeys = new Map();
+/** `sent` is written in batches, a moment after the notice went out: ask again a few times. */
+const SENT_RETRIES = 5;
+const SENT_RETRY_MS = 250;
+
+async function loadJourney(row, attempt = 0) {
+  const id = row.dataset.orderId;
+  const previous = journeys.get(id);
+  if (previous) {
+    previous.controller.abort();
+    clearTimeout(previous.timer);
+  }
+  const entry = { controller: new AbortController(), timer: 0 };
+  journeys.set(id, entry);
+  const version = Number(row.dataset.version) || undefined;
+  const action = version === 1 || !version ? 'placed' : row.dataset.status === 'cancelled' ? 'cancelled' : 'changed';
+  let journey;
+  try {
+    journey = await getJourney(id, { version, signal: entry.controller.signal });
+  } catch (error) {
+    if (entry.controller.signal.aborted || journeys.get(id) !== entry) return;
+    journeys.delete(id);
+    if (error instanceof SightlineError && error.status === 401) goOffline();
+    const why =
+      error instanceof SightlineError && error.status === 404
+        ? 'Its journey is not available (journeys are kept only for a while).'
+        : `Couldn't load how it got here: ${(error && error.error) || 'please try again'}.`;
+    showJourney(row, null, why);
+    return;
+  }
+  if (journeys.get(id) !== entry) return;
+  const described = describeJourney(journey, { action });
+  showJourney(row, described);
+  // The page was told it is visible, so `sent` is coming: ask again shortly.
+  const waitingForSent = row.dataset.state === 'visible' && (described.state === 'searchable' || described.state === 'on-its-way');
+  if (waitingForSent && attempt < SENT_RETRIES) {
+    entry.timer = setTimeout(() => {
+      if (journeys.get(id) === entry && journeyRow(row)) loadJourney(row, attempt + 1);
+    }, SENT_RETRY_MS);
+  } else {
+    journeys.delete(id);
+  }
+}
+
+function showJourney(row, described, failure) {
+  const detail = journeyRow(row);
+  if (!detail) return;
+  const panel = detail.querySelector('.journey');
+  const summary = panel.querySelector('.journey-summary');
+  for (const extra of panel.querySelectorAll(':scope > :not(.journey-summary)')) extra.remove();
+  if (!described) {
+    panel.dataset.journeyState = 'unavailable';
+    summary.textContent = failure;
+    return;
+  }
+  panel.dataset.journeyState = described.state;
+  const head = document.createElement('strong');
+  head.className = 'journey-headline';
+  if (described.after) {
+    const total = document.createElement('data');
+    total.className = 'journey-total';
+    total.value = String(described.totalMs);
+    total.textContent = formatMs(described.totalMs);
+    head.append(`${described.lead} `, total, ` ${described.after}`);
+  } else {
+    head.textContent = described.lead;
+  }
+  const nodes = [head];
+  described.parts.forEach((part, i) => {
+    nodes.push(i === 0 ? ': ' : ' · ');
+    const span = document.createElement('span');
+    span.className = 'journey-part';
+    span.dataset.word = part.word;
+    const amount = document.createElement('data');
+    amount.value = String(part.ms);
+    amount.textContent = partText(part, described).slice(part.word.length + 1);
+    span.append(`${part.word} `, amount);
+    nodes.push(span);
+  });
+  if (described.soFar && described.parts.length) nodes.push(' so far');
+  summary.replaceChildren(...nodes);
+  if (described.reason) {
+    const reason = document.createElement('p');
+    reason.className = 'journey-reason';
+    reason.textContent = described.reason;
+    panel.append(reason);
+  }
+  const list = document.createElement('ol');
+  list.className = 'journey-stages';
+  list.setAttribute('aria-label', 'Every stage, after it was saved');
+  for (const s of described.stages) {
+    const li = document.createElement('li');
+    li.dataset.stage = s.stage;
+    const name = document.createElement('span');
+    name.className = 'stage-name';
+    const code = document.createElement('code');
+    code.textContent = s.stage;
+    name.append(s.detail ? `${s.label} — ${s.detail} ` : `${s.label} `, code);
+    const offset = document.createElement('span');
+    offset.className = 'stage-offset';
+    offset.textContent = formatOffset(s.offsetMicros);
+    offset.title = s.at;
+    li.append(name, ' ', offset);
+    list.append(li);
+  }
+  panel.append(list);
+}
+
+// ---------------------------------------------------------------------------
 // Cancel, with a few seconds to undo
 
 function onRowSubmit(event) {
@@ -445,6 +852,12 @@ function onRowSubmit(event) {
 }
 
 function onRowClick(event) {
+  const toggle = event.target.closest('button.journey-toggle');
+  if (toggle) {
+    const row = toggle.closest('tr[data-order-id]');
+    if (row) toggleJourney(row);
+    return;
+  }
   const undo = event.target.closest('button.undo');
   if (!undo) return;
   const row = undo.closest('tr[data-order-id]');

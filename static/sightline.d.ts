@@ -266,3 +266,59 @@ export interface Summary {
 
 /** `GET /api/summary`. */
 export function getSummary(options?: RequestOptions): Promise<Summary>;
+
+/** A stage of an order's journey through the pipeline, in the order the pipeline reaches them. */
+export type JourneyStageName =
+  | 'committed'
+  | 'claimed'
+  | 'published'
+  | 'delivered_to_projector'
+  | 'retrying'
+  | 'parked'
+  | 'indexed'
+  | 'searchable'
+  | 'noticed'
+  | 'sent';
+
+/** A stage reached, and when (RFC 3339 with microseconds, UTC). */
+export interface JourneyStep {
+  stage: Exclude<JourneyStageName, 'retrying' | 'parked' | 'sent'>;
+  at: string;
+}
+
+/** `retrying`: the latest passing failure's kind (e.g. `elasticsearch_unreachable`); `parked`: why it was set aside. */
+export interface JourneyProblem {
+  stage: 'retrying' | 'parked';
+  at: string;
+  reason: string;
+}
+
+/** `sent`: when the notice was first sent to a client, over the stream or a long poll, by which instance. */
+export interface JourneySent {
+  stage: 'sent';
+  at: string;
+  via: 'stream' | 'poll';
+  instance: string;
+}
+
+/** One stage of a journey: narrow it on `stage`. */
+export type JourneyStage = JourneyStep | JourneyProblem | JourneySent;
+
+/**
+ * An order version's journey: its stages in time order; any may be missing
+ * (not reached yet; the same-database mode has only `committed`,
+ * `searchable`, `noticed`, `sent`; `retrying` and `parked` only on failure).
+ */
+export interface Journey {
+  id: string;
+  version: number;
+  stages: JourneyStage[];
+}
+
+export interface GetJourneyOptions extends RequestOptions {
+  /** The version whose journey to show (default: the latest). */
+  version?: number;
+}
+
+/** `GET /api/orders/{id}/journey` (404 for an order, version or journey the user cannot see). */
+export function getJourney(id: string, options?: GetJourneyOptions): Promise<Journey>;

@@ -269,6 +269,23 @@ export async function listOrders({ q, limit, cursor, consistencyToken, signal, b
 }
 
 /**
+ * GET /api/orders/{id}/journey: when each stage of the pipeline took the
+ * order's latest version (or `version`): `{ id, version, stages: [{ stage,
+ * at, … }] }`, stages in time order, those not reached yet absent. `at` is
+ * RFC 3339 with microseconds. Rejects with a SightlineError (404 for an
+ * order, version or journey the user cannot see, 400 for a bad version).
+ * @param {string} id
+ * @param {import('./sightline.js').GetJourneyOptions} [options]
+ * @returns {Promise<import('./sightline.js').Journey>}
+ */
+export async function getJourney(id, { version, signal, baseUrl, token } = {}) {
+  const o = options({ baseUrl, token });
+  const query = version === undefined || version === null ? '' : `?version=${encodeURIComponent(String(version))}`;
+  const { json } = await getJson(o, `/api/orders/${encodeURIComponent(id)}/journey${query}`, { signal });
+  return json;
+}
+
+/**
  * GET /api/summary: the user's counters (`orders_placed`,
  * `orders_cancelled`, `spent_cents` per currency, `last_order_at`).
  * @param {import('./sightline.js').RequestOptions} [options]

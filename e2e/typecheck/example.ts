@@ -6,6 +6,7 @@ import {
   SightlineError,
   cancelOrder,
   configure,
+  getJourney,
   getOrder,
   getSummary,
   listOrders,
@@ -15,6 +16,8 @@ import {
   whenVisible,
   type FieldError,
   type ConnectionState,
+  type Journey,
+  type JourneyStage,
   type Notice,
   type PlacedOrder,
   type Visible,
@@ -97,6 +100,25 @@ export async function manage(id: string): Promise<number> {
   return summary.orders_placed + (summary.spent_cents['USD'] ?? 0);
 }
 
+/** How long each stage of an order's journey came after it was committed. */
+export async function journeyOf(id: string, version?: number): Promise<string[]> {
+  const journey: Journey = await getJourney(id, { version });
+  const micros = (at: string): number => Date.parse(at) * 1000 + Number((/\.(\d{1,6})/.exec(at)?.[1] ?? '').padEnd(6, '0').slice(3));
+  const start = journey.stages.find((s) => s.stage === 'committed');
+  return journey.stages.map((s: JourneyStage) => {
+    const offset = start ? (micros(s.at) - micros(start.at)) / 1000 : 0;
+    switch (s.stage) {
+      case 'sent':
+        return `v${journey.version} sent over ${s.via === 'stream' ? 'the stream' : 'a long poll'} by ${s.instance} +${offset} ms`;
+      case 'retrying':
+      case 'parked':
+        return `${s.stage} (${s.reason}) +${offset} ms`;
+      default:
+        return `${s.stage} +${offset} ms`;
+    }
+  });
+}
+
 // Mistakes the declarations catch.
 // @ts-expect-error items are required
 void placeOrder({});
@@ -110,3 +132,11 @@ subscribe((notice) => {
   // @ts-expect-error failed_at exists only on order-failed notices
   if (notice.kind === 'order-visible') seen.push(notice.failed_at);
 });
+void getJourney('an-id').then((journey) => {
+  for (const stage of journey.stages) {
+    // @ts-expect-error reason exists only on retrying and parked stages
+    if (stage.stage === 'indexed') seen.push(stage.reason);
+  }
+});
+// @ts-expect-error the version is a number
+void getJourney('an-id', { version: '2' });

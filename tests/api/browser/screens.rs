@@ -755,3 +755,197 @@ async fn axe_core_finds_no_serious_problem_on_any_page() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// An order's journey
+
+/// `describeJourney` (app.js) on journeys of the contract's shapes, in the
+/// page, without the server: the sentence a person reads.
+async fn journey_sentences(client: &Client) -> anyhow::Result<Value> {
+    let result = client
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            (async () => {
+              const m = await import('/static/app.js');
+              const at = (s) => `2026-12-06T01:23:${s}Z`;
+              const committed = { stage: 'committed', at: at('45.123456') };
+              const full = [
+                committed,
+                { stage: 'claimed', at: at('45.124900') },
+                { stage: 'published', at: at('45.125800') },
+                { stage: 'delivered_to_projector', at: at('45.126300') },
+                { stage: 'indexed', at: at('45.147600') },
+                { stage: 'searchable', at: at('45.156100') },
+                { stage: 'noticed', at: at('45.157000') },
+                { stage: 'sent', at: at('45.161500'), via: 'stream', instance: 'web-1' },
+              ];
+              const say = (stages, options) => {
+                const d = m.describeJourney({ id: 'x', version: 1, stages }, options);
+                return { text: m.journeyText(d), reason: d.reason, state: d.state };
+              };
+              return {
+                full: say(full),
+                inFlight: say(full.slice(0, 3)),
+                sameDatabase: say([
+                  committed,
+                  { stage: 'searchable', at: at('45.123456') },
+                  { stage: 'noticed', at: at('45.124000') },
+                  { stage: 'sent', at: at('45.129000'), via: 'poll', instance: 'web-2' },
+                ], { action: 'cancelled' }),
+                retrying: say([...full.slice(0, 3), { stage: 'retrying', at: at('45.200000'), reason: 'elasticsearch_unreachable' }]),
+                parked: say([...full.slice(0, 4), { stage: 'parked', at: at('45.300000'), reason: 'the order could not be made searchable' }]),
+                parkedForOperators: say([...full.slice(0, 4), { stage: 'parked', at: at('45.300000'), reason: 'document_parsing_exception: failed to parse field [items.sku]' }]),
+              };
+            })().then(done, (e) => done({ failure: String((e && e.stack) || e) }));"#,
+            vec![],
+        )
+        .await?;
+    ensure!(result.get("failure").is_none(), "{result}");
+    Ok(result)
+}
+
+/// A confirmed order's state opens its journey, by keyboard: the total from
+/// committed to sent and the parts a customer understands (saved, indexed,
+/// searchable, sent — which add up to the total), every stage's offset, on a
+/// desktop and a phone, with nothing to scroll sideways and nothing axe-core
+/// calls serious; Enter again closes it.
+#[tokio::test]
+async fn an_orders_state_opens_its_journey_on_a_phone_and_a_desktop() {
+    let app = spawn_app().await;
+    with_browser(Browser::JavaScript, "journey", async |client| {
+        sign_up_through_form(&client, &app).await?;
+        wait_for(&client, LIVE).await?;
+
+        // The words, from journeys of every shape the contract allows.
+        let said = journey_sentences(&client).await?;
+        for (shape, text) in [
+            ("full", "Confirmed 38 ms after you placed it: saved 3 ms · indexed 21 ms · searchable 9 ms · sent 5 ms"),
+            ("inFlight", "On its way: saved 2 ms so far"),
+            ("sameDatabase", "Confirmed 6 ms after you cancelled it: saved and searchable at once · sent 6 ms"),
+            ("retrying", "On its way: saved 2 ms · indexing 75 ms so far"),
+            ("parked", "Set aside 177 ms after you placed it: saved 3 ms · indexing 174 ms"),
+        ] {
+            ensure!(said[shape]["text"] == text, "{shape}: {}", said[shape]);
+        }
+        ensure!(said["retrying"]["reason"] == "Search couldn't be reached — trying again.", "{said}");
+        ensure!(
+            said["parked"]["reason"] == "It was set aside: the order could not be made searchable.",
+            "{said}"
+        );
+        ensure!(
+            said["parkedForOperators"]["reason"] == "It was set aside: search refused what the order contains.",
+            "{said}"
+        );
+
+        let pipeline = test_read_store() == ReadStoreKind::Elasticsearch;
+        let words: &[&str] = if pipeline {
+            &["saved", "indexed", "searchable", "sent"]
+        } else {
+            &["saved and searchable", "sent"]
+        };
+        for screen in [DESKTOP, PHONE] {
+            use_screen(&client, screen).await?;
+            let id = place_order_through_form(&client, "JOURNEY-42", 1, 1250, "").await?;
+            wait_for(&client, &visible_row(&id)).await?;
+            let toggle_css = format!("{} button.journey-toggle", row(&id));
+            let toggle = client.find(Locator::Css(&toggle_css)).await?;
+            ensure!(toggle.attr("aria-expanded").await?.as_deref() == Some("false"));
+            ensure!(
+                toggle.text().await?.starts_with("Confirmed"),
+                "the state is the button's visible name"
+            );
+
+            // By keyboard: Tab to the state, Enter opens its journey.
+            tab_to(&client, &toggle_css).await?;
+            press(&client, &Key::Enter).await?;
+            let panel_css = format!("#journey-{id}");
+            wait_for(&client, &format!(r#"{panel_css}[data-journey-state="confirmed"]"#))
+                .await
+                .context("the journey reached sent")?;
+            ensure!(toggle.attr("aria-expanded").await?.as_deref() == Some("true"));
+            ensure!(toggle.attr("aria-controls").await?.as_deref() == Some(&format!("journey-{id}")[..]));
+
+            let shown = client
+                .execute(
+                    "const panel = document.querySelector(arguments[0]);
+                     panel.scrollIntoView({ block: 'center' });
+                     return {
+                       summary: panel.querySelector('.journey-summary').textContent,
+                       total: Number(panel.querySelector('.journey-total').value),
+                       totalText: panel.querySelector('.journey-total').textContent,
+                       parts: [...panel.querySelectorAll('.journey-part')].map((p) => ({
+                         word: p.dataset.word, ms: Number(p.querySelector('data').value), text: p.textContent })),
+                       stages: [...panel.querySelectorAll('.journey-stages li')].map((li) => ({
+                         stage: li.dataset.stage, text: li.textContent })),
+                     };",
+                    vec![json!(panel_css)],
+                )
+                .await?;
+            let summary = shown["summary"].as_str().context("summary")?;
+            ensure!(
+                summary.starts_with("Confirmed ") && summary.contains(" after you placed it: "),
+                "{summary}"
+            );
+            let total = shown["total"].as_i64().context("total")?;
+            ensure!(
+                shown["totalText"] == format!("{total} ms"),
+                "the total as shown is its value: {shown}"
+            );
+            // Plausible: on its way for a moment, not for ages.
+            ensure!((0..30_000).contains(&total), "{shown}");
+            let parts = shown["parts"].as_array().context("parts")?;
+            let shown_words: Vec<&str> = parts.iter().filter_map(|p| p["word"].as_str()).collect();
+            ensure!(shown_words == words, "the parts a customer understands: {shown}");
+            let mut sum = 0;
+            for part in parts {
+                let ms = part["ms"].as_i64().context("ms")?;
+                ensure!(ms >= 0, "{shown}");
+                let text = part["text"].as_str().context("text")?;
+                ensure!(
+                    text == format!("{} {ms} ms", part["word"].as_str().unwrap_or_default())
+                        || (ms == 0 && text.ends_with(" at once")),
+                    "each part shows its value: {text}"
+                );
+                sum += ms;
+            }
+            ensure!(sum == total, "the parts add up to the total: {shown}");
+            let stages = shown["stages"].as_array().context("stages")?;
+            ensure!(
+                stages.first().is_some_and(|s| s["stage"] == "committed" && s["text"].as_str().is_some_and(|t| t.ends_with("0 ms")))
+                    && stages.last().is_some_and(|s| s["stage"] == "sent"),
+                "every stage, from committed to sent: {shown}"
+            );
+            ensure!(stages.len() >= if pipeline { 6 } else { 4 }, "{shown}");
+            ensure!(
+                // The stream's notice, or the page's first question
+                // (`visibility?wait=0`) when the order was visible by then.
+                stages.iter().any(|s| s["text"].as_str().is_some_and(|t| {
+                    t.starts_with("Sent to your browser — over the live stream by ")
+                        || t.starts_with("Sent to your browser — over a long poll by ")
+                })),
+                "how it was sent, in words: {shown}"
+            );
+            assert_no_sideways_scroll(&client, &format!("an open journey at {} px", screen.width)).await?;
+            assert_in_viewport(&client, &format!("{panel_css} .journey-summary")).await?;
+            shot(&client, screen, "journey").await?;
+            axe(&client, &format!("orders-journey-{}", screen.width)).await?;
+
+            // Enter again closes it; the focus stays on the state.
+            press(&client, &Key::Enter).await?;
+            wait_until(
+                &client,
+                "the journey to close",
+                &format!("!document.querySelector({})", json!(panel_css)),
+            )
+            .await?;
+            ensure!(toggle.attr("aria-expanded").await?.as_deref() == Some("false"));
+            ensure!(
+                client.execute("return document.activeElement.matches(arguments[0]);", vec![json!(toggle_css)]).await?
+                    == json!(true),
+                "the focus stays on the state"
+            );
+        }
+        Ok(())
+    })
+    .await;
+}
