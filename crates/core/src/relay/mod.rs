@@ -183,8 +183,9 @@ impl Relay {
     }
 
     /// Claims one batch, publishes it, marks what the bus took. Returns how
-    /// many events were claimed.
-    #[tracing::instrument(skip(self))]
+    /// many events were claimed. (Its span is logged, not traced: see
+    /// `telemetry::traces::UNEXPORTED`.)
+    #[tracing::instrument(skip(self), target = "sightline_core::relay::polls")]
     pub async fn relay_batch(&self) -> anyhow::Result<usize> {
         use anyhow::Context;
         let started = std::time::Instant::now();
@@ -210,7 +211,15 @@ impl Relay {
             let waited = (claimed_at - event.created_at).to_std().unwrap_or_default();
             waiting.record(waited.as_secs_f64());
         }
-        let delivery = self.bus.publish(&events).await?;
+        // Traces (only while exported): a `relay.batch` span links to every
+        // event's trace, and each event gets a `relay.publish` span in its
+        // own trace and goes to the bus carrying it (telemetry::traces).
+        let traced = crate::telemetry::traces::batch_span("relay.batch", &events);
+        let hand_over = crate::telemetry::traces::EventSpans::start("relay.publish", &events);
+        let delivery =
+            tracing::Instrument::instrument(self.bus.publish(&hand_over.hand_on(&events)), traced)
+                .await?;
+        drop(hand_over);
         let started = std::time::Instant::now();
         if self.bus.projects_later() {
             outbox::mark_relayed(&mut tx, &delivery.taken)
