@@ -10,9 +10,9 @@
 //! for every module (`sightline::relay`, `sightline::web`, …).
 
 pub use sightline_core::{
-    auth, bus, config, consistency, db, locks, metric_catalogue, money, monitoring, order, outbox,
-    projector, rate, read_side, rebuild_log, relay, shutdown, supervision, telemetry, visibility,
-    wake, write_side,
+    auth, bus, config, consistency, db, journey, locks, metric_catalogue, money, monitoring, order,
+    outbox, projector, rate, read_side, rebuild_log, relay, shutdown, supervision, telemetry,
+    visibility, wake, write_side,
 };
 
 /// All of HTTP: the JSON API, pages, health, status, CORS, extractors,

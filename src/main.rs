@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sightline::config::Settings;
 use sightline::db::connect_and_migrate;
+use sightline::operations::journey;
 use sightline::operations::outbox::{self, OutboxCommand};
 use sightline::operations::prune;
 use sightline::operations::rebuild::{self, RebuildArgs};
@@ -65,6 +66,23 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Print one order's journey through the pipeline: when it was
+    /// committed, claimed, handed to the bus, delivered to a projector,
+    /// indexed, made searchable, noticed and first sent (or where it
+    /// stopped), any user's order. Journeys go with the notice log's
+    /// retention (`prune`).
+    Journey {
+        /// The order's id.
+        order_id: uuid::Uuid,
+        /// An earlier version than the latest.
+        #[arg(long)]
+        version: Option<i32>,
+        /// Print the JSON document `GET /api/orders/{id}/journey` answers.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Print the OpenAPI 3.1 document of the JSON API (the one served at
     /// `/api/openapi.json`), e.g. to generate a client without a server.
     Openapi,
@@ -91,6 +109,12 @@ async fn main() -> ExitCode {
             batch_size,
             settings,
         } => prune::command(yes, batch_size, settings).await,
+        Command::Journey {
+            order_id,
+            version,
+            json,
+            settings,
+        } => journey::command(order_id, version, json, settings).await,
         Command::Openapi => {
             print!("{}", sightline::web::openapi::json());
             Ok(())

@@ -200,6 +200,51 @@ pub async fn fanout(bench: &Bench, step: Duration) -> anyhow::Result<Vec<(usize,
     Ok(out)
 }
 
+/// The in-process bus at 200/s with journeys recorded and not, `rounds`
+/// times each, alternately (on, off, on, off: the machine's drift falls on
+/// both).
+pub async fn journeys(
+    bench: &Bench,
+    step: Duration,
+    rounds: usize,
+) -> anyhow::Result<Vec<(bool, LoadResult)>> {
+    let mut out = Vec::new();
+    for round in 0..rounds.max(1) {
+        for on in [true, false] {
+            let label = format!("journeys-{}-{round}", if on { "on" } else { "off" });
+            let knobs = [("RECORD_JOURNEYS", if on { "true" } else { "false" })];
+            let r = load::scenario_with(bench, &label, &knobs, &[], USERS, 200.0, step).await?;
+            eprintln!(
+                "  journeys {}: {}",
+                if on { "on " } else { "off" },
+                line(&r)
+            );
+            out.push((on, r));
+        }
+    }
+    Ok(out)
+}
+
+/// CPU µs per order of the server, PostgreSQL and Elasticsearch together.
+pub fn pipeline_us_per_order(l: &LoadResult) -> f64 {
+    l.us_per_order(l.server_cpu + l.pg_cpu + l.es_cpu)
+}
+
+/// Mean CPU µs per order (server + PostgreSQL + Elasticsearch) with
+/// journeys on and off, and the cost in percent of "off".
+pub fn journey_cost(results: &[(bool, LoadResult)]) -> Option<(f64, f64, f64)> {
+    let mean = |on: bool| {
+        let v: Vec<f64> = results
+            .iter()
+            .filter(|(o, _)| *o == on)
+            .map(|(_, l)| pipeline_us_per_order(l))
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let (on, off) = (mean(true)?, mean(false)?);
+    Some((on, off, (on - off) / off.max(1.0) * 100.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,5 +67,9 @@ pub enum Part {
     /// Notices fanned out to 2 and to 8 web instances at 200/s: CPU per
     /// instance.
     Fanout,
+    /// The cost of recording journeys: the in-process bus at 200/s with
+    /// `RECORD_JOURNEYS` on and off, alternately: CPU per order of the
+    /// server, PostgreSQL and Elasticsearch.
+    Journeys,
     Replay,
 }

@@ -28,6 +28,8 @@ pub struct Results {
     pub fsync: Option<bus::Fsync>,
     /// 200/s with the streams spread over n web instances, per n.
     pub fanout: Vec<(usize, LoadResult)>,
+    /// 200/s in process with journeys recorded (`true`) and not, alternately.
+    pub journeys: Vec<(bool, LoadResult)>,
     /// The floor again after each visibility step and after the maximum
     /// search: the machine's noise, measured through the run.
     pub floors: Vec<floor::Floor>,

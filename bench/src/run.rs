@@ -167,6 +167,11 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         results.fanout = crate::bus::fanout(&bench, step).await?;
     }
 
+    if runs(Part::Journeys) {
+        eprintln!("[journeys] 200/s with RECORD_JOURNEYS on and off, alternately");
+        results.journeys = crate::bus::journeys(&bench, step, if quick { 1 } else { 2 }).await?;
+    }
+
     if runs(Part::Replay) {
         let notices = if quick { 20_000 } else { 100_000 };
         eprintln!("[6/6] resume {notices} notices behind");

@@ -6,9 +6,11 @@
 //! - [`rebuild`]: a fresh read model from the event log, swapped in while the
 //!   live one keeps serving.
 //! - [`outbox`]: backlog, dead letters, retries and retention of the outbox.
+//! - [`journey`]: one order's journey through the pipeline.
 //! - [`prune`]: the `prune` command; [`retention`]: what it counts and
 //!   deletes, through each table's owner.
 
+pub mod journey;
 pub mod outbox;
 pub mod prune;
 pub mod rebuild;

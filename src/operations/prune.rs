@@ -1,5 +1,5 @@
-//! `sightline prune`: retention of the notice log, expired sessions and the
-//! projector's inbox, and what it prints (what goes, table by table, is
+//! `sightline prune`: retention of the notice log (and the journeys that go
+//! with it), expired sessions and the projector's inbox, and what it prints (what goes, table by table, is
 //! [`super::retention`]).
 
 use super::retention;
@@ -16,12 +16,13 @@ pub async fn command(yes: bool, batch_size: i64, settings: Settings) -> anyhow::
         retention::plan(&db, cutoff).await?
     };
     println!(
-        "{} {} notices recorded before {} ({} days), {} expired sessions, {} inbox entries of \
-         events published before then{}",
+        "{} {} notices recorded before {} ({} days), the journeys of {} events committed \
+         before then, {} expired sessions, {} inbox entries of events published before then{}",
         if yes { "deleted" } else { "would delete" },
         report.notices,
         cutoff.to_rfc3339(),
         settings.notice_retention_days,
+        report.journeys,
         report.sessions,
         report.inbox,
         if yes {

@@ -1,7 +1,8 @@
 //! Retention across the tables that grow without bound: what `sightline
 //! prune` counts and deletes. Each table's rows go through the module that
 //! owns it — notices (`visibility::retention`, where the rule that keeps a
-//! resume inside the bound whole is written), expired sessions
+//! resume inside the bound whole is written), the journeys' stage times on
+//! the outbox (`outbox::stamps`: journeys go with the notices), expired sessions
 //! (`auth::session`) and the projector inbox (`projector::summaries`, where
 //! the rule that keeps an event from counting twice is written); this file
 //! only calls them in turn and adds up.
@@ -10,6 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::auth::session;
+use crate::outbox;
 use crate::projector::summaries;
 use crate::visibility::retention;
 
@@ -17,6 +19,8 @@ use crate::visibility::retention;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PruneReport {
     pub notices: i64,
+    /// Events whose journey (stage times) goes with the notices.
+    pub journeys: i64,
     pub sessions: i64,
     pub inbox: i64,
 }
@@ -25,6 +29,7 @@ pub struct PruneReport {
 pub async fn plan(db: &PgPool, cutoff: DateTime<Utc>) -> sqlx::Result<PruneReport> {
     Ok(PruneReport {
         notices: retention::count_notices_before(db, cutoff).await?,
+        journeys: outbox::stamps::count_journeys_before(db, cutoff).await?,
         sessions: session::count_expired(db).await?,
         inbox: summaries::count_settled_inbox(db, cutoff).await?,
     })
@@ -36,6 +41,7 @@ pub async fn plan(db: &PgPool, cutoff: DateTime<Utc>) -> sqlx::Result<PruneRepor
 pub async fn prune(db: &PgPool, cutoff: DateTime<Utc>, batch: i64) -> sqlx::Result<PruneReport> {
     Ok(PruneReport {
         notices: retention::prune_notices(db, cutoff, batch).await?,
+        journeys: outbox::forget_journeys(db, cutoff, batch).await?,
         sessions: session::delete_expired(db, batch).await?,
         inbox: summaries::prune_settled_inbox(db, cutoff, batch).await?,
     })

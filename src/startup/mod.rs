@@ -22,6 +22,7 @@ use crate::read_side::postgres::PgReadModel;
 use crate::relay::Relay;
 use crate::shutdown::ShutdownSignal;
 use crate::supervision::Tasks;
+use crate::visibility::deliveries::{self, Deliveries};
 use crate::visibility::hub::{self, NoticeHub};
 use crate::visibility::notice_log;
 use crate::web::state::{App, AppState};
@@ -150,6 +151,10 @@ impl Application {
                 WriteLimiter::new(settings.write_burst, settings.write_rate_per_min),
             ),
             hub: Arc::new(NoticeHub::new(head, settings.sse_buffer)),
+            deliveries: Arc::new(Deliveries::new(
+                deliveries::instance_name(port),
+                settings.record_journeys,
+            )),
             sessions: Default::default(),
             login_throttle: Throttle::new(Policy::from_settings(&settings)),
             hashing: Hashing::new(settings.hash_permits()),
@@ -256,6 +261,14 @@ impl Application {
                 "notice hub",
                 hub::run(
                     state.hub.clone(),
+                    state.pipeline_db.clone(),
+                    state.shutdown.subscribe(),
+                ),
+            );
+            tasks.spawn(
+                "notice deliveries",
+                deliveries::run(
+                    state.deliveries.clone(),
                     state.pipeline_db.clone(),
                     state.shutdown.subscribe(),
                 ),
@@ -386,6 +399,7 @@ fn pipeline(
     // The web's writes in this process (if it runs here) wake it directly.
     .with_local_wake(state.relay_waker.clone())
     .with_concurrency(settings.relay_concurrency.into())
+    .with_journeys(settings.record_journeys)
     .with_stats(state.pipeline.clone());
     relay.run(state.shutdown.subscribe())
 }

@@ -63,6 +63,7 @@ impl NatsWiring {
             stats,
         )
         .with_concurrency(settings.projector_concurrency.into())
+        .with_journeys(settings.record_journeys)
         .run(shutdown)
     }
 

@@ -18,6 +18,7 @@ mod event_streams;
 mod events_api;
 mod hang_ups;
 mod instances;
+mod journeys;
 mod lifecycle;
 mod limits;
 mod log_privacy;

@@ -328,6 +328,7 @@ async fn pruning_never_breaks_a_resume_inside_the_retention_bound() {
         plan,
         retention::PruneReport {
             notices: 2,
+            journeys: 2,
             sessions: 1,
             inbox: 1
         }
@@ -336,15 +337,29 @@ async fn pruning_never_breaks_a_resume_inside_the_retention_bound() {
     let counted = prune_cli(&app, &[]).await;
     assert!(
         counted.contains("would delete 2 notices")
+            && counted.contains("the journeys of 2 events")
             && counted.contains(", 1 expired sessions, 1 inbox"),
         "{counted}"
     );
     assert_eq!(cursors_of(&app, &user).await, cursors);
     let pruned = prune_cli(&app, &["--yes", "--batch-size", "1"]).await;
     assert!(
-        pruned.contains("deleted 2 notices") && pruned.contains(", 1 expired sessions, 1 inbox"),
+        pruned.contains("deleted 2 notices")
+            && pruned.contains("the journeys of 2 events")
+            && pruned.contains(", 1 expired sessions, 1 inbox"),
         "{pruned}"
     );
+    // Their journeys went with them (the owner gets 404, as for an order
+    // that is not theirs); the younger orders' stay.
+    for (id, kept) in [(&ids[0], false), (&ids[1], false), (&ids[2], true)] {
+        let status = app
+            .get(&user, &format!("/api/orders/{id}/journey"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), if kept { 200 } else { 404 }, "order {id}");
+    }
     assert_eq!(cursors_of(&app, &user).await, cursors[2..].to_vec());
     assert_eq!(
         app.count(&format!(

@@ -164,6 +164,7 @@ fn results() -> Results {
             micros: 115.0,
         }),
         fanout: vec![(2, load(10.0, 200.0)), (8, load(12.0, 200.0))],
+        journeys: vec![(true, load(10.0, 200.0)), (false, load(10.0, 200.0))],
         floors: vec![floor(2.5), floor(1.75), floor(3.0)],
         replay: Some(Replay {
             notices: 20_000,

@@ -179,6 +179,7 @@ pub fn table(o: &mut String, r: &Results) {
             );
         }
     }
+    journeys_text(o, r);
     if !r.fanout.is_empty() {
         let _ = writeln!(
             o,
@@ -188,6 +189,35 @@ pub fn table(o: &mut String, r: &Results) {
             let _ = writeln!(o, "  {n} instances: {}", line(l));
             let _ = writeln!(o, "  {:<12} {}", "", fanout_text(l));
         }
+    }
+}
+
+/// The journeys' recording cost: each run, then the means and the cost.
+fn journeys_text(o: &mut String, r: &Results) {
+    if r.journeys.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nJourneys: 200/s in process, RECORD_JOURNEYS on and off alternately; CPU µs per order (server + PostgreSQL + Elasticsearch)"
+    );
+    for (on, l) in &r.journeys {
+        let _ = writeln!(
+            o,
+            "  {:<4} {}  cpu µs/order {:.0} (server {:.0}, postgres {:.0}, es {:.0})",
+            if *on { "on" } else { "off" },
+            line(l),
+            crate::bus::pipeline_us_per_order(l),
+            l.us_per_order(l.server_cpu),
+            l.us_per_order(l.pg_cpu),
+            l.us_per_order(l.es_cpu)
+        );
+    }
+    if let Some((on, off, pct)) = crate::bus::journey_cost(&r.journeys) {
+        let _ = writeln!(
+            o,
+            "  recording costs {pct:+.1} % of CPU per order ({on:.0} vs {off:.0} µs; target < 3 %)"
+        );
     }
 }
 
@@ -273,5 +303,12 @@ pub fn json(r: &Results) -> Value {
         "bus_targets": targets,
         "fsync": r.fsync.as_ref().map(|f| json!({ "fdatasync_8kb_us": round2(f.micros), "ops_per_sec": round2(f.ops_per_sec) })),
         "fanout": fanout,
+        "journeys": crate::bus::journey_cost(&r.journeys).map(|(on, off, pct)| json!({
+            "cpu_us_per_order_on": round2(on),
+            "cpu_us_per_order_off": round2(off),
+            "cost_pct": round2(pct),
+            "p50_ms_on": r.journeys.iter().find(|(o, _)| *o).map(|(_, l)| round2(l.latency.p50)),
+            "p50_ms_off": r.journeys.iter().find(|(o, _)| !*o).map(|(_, l)| round2(l.latency.p50)),
+        })),
     })
 }

@@ -31,6 +31,9 @@ pub mod visibility;
 /// Lag samples and pipeline statistics for `/metrics` and `/status`.
 pub mod monitoring;
 
+/// One order version's journey through all of the above, read back.
+pub mod journey;
+
 // Foundations every stage may use.
 pub mod auth;
 pub mod config;

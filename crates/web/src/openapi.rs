@@ -60,6 +60,7 @@ pub async fn serve() -> impl IntoResponse {
         crate::api::orders::get_order,
         crate::api::orders::get_summary,
         crate::api::visibility::visibility,
+        crate::api::journey::journey,
         crate::api::events::events,
         crate::health::healthz,
         crate::health::readyz,

@@ -43,6 +43,9 @@ pub struct App {
     pub orders: sightline_core::write_side::orders::Orders,
     /// Fans recorded notices out to this instance's SSE streams and long polls.
     pub hub: Arc<NoticeHub>,
+    /// When this instance first sent each notice (the journeys' `sent`),
+    /// written in batches by its task (`visibility::deliveries`).
+    pub deliveries: Arc<sightline_core::visibility::deliveries::Deliveries>,
     /// The sessions this instance's streams and polls are open under: they
     /// end when their session does.
     pub sessions: Arc<sightline_core::auth::session_watch::SessionWatch>,

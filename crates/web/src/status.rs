@@ -1,6 +1,7 @@
 //! `/status`: the pipeline at a glance for a person — backlog, lag against
-//! the SLO, the last batch, PostgreSQL and Elasticsearch, and which failure
-//! keeps the relay failing since when — with a live chart of lag fed by
+//! the SLO, the last batch, PostgreSQL and Elasticsearch, which failure
+//! keeps the relay failing since when, the slowest journeys of the last
+//! minutes (which stage dominated each) — with a live chart of lag fed by
 //! `/status/stream` (one `event: sample` per monitor sample).
 //!
 //! Guarded with `/metrics` (see `ops_access`: open on loopback, else
@@ -52,6 +53,52 @@ struct StatusPage {
     bus: String,
     sampled_at: String,
     window_minutes: usize,
+    /// The slowest journeys of the last [`SLOWEST_WITHIN`], slowest first.
+    slowest: Vec<SlowJourney>,
+    slowest_minutes: u64,
+}
+
+/// How far back `/status` looks for the slowest journeys, and how many.
+const SLOWEST_WITHIN: Duration = Duration::from_secs(5 * 60);
+const SLOWEST: i64 = 5;
+
+/// A slow journey as the page lists it: the order (for `sightline journey`),
+/// its total, the step that dominated, every step.
+struct SlowJourney {
+    order: String,
+    version: i32,
+    total: String,
+    dominant: String,
+    steps: String,
+}
+
+fn millis(d: chrono::Duration) -> String {
+    format!(
+        "{:.1} ms",
+        d.num_microseconds().unwrap_or(0) as f64 / 1000.0
+    )
+}
+
+impl SlowJourney {
+    fn from(journey: &sightline_core::journey::Journey) -> Self {
+        let steps = journey
+            .stages
+            .windows(2)
+            .map(|w| format!("{} {}", w[1].stage.as_str(), millis(w[1].at - w[0].at)))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        Self {
+            order: journey.id.to_string(),
+            version: journey.version,
+            total: journey.total().map_or_else(String::new, millis),
+            dominant: journey
+                .slowest_step()
+                .map_or_else(String::new, |(stage, took)| {
+                    format!("{} ({})", stage.as_str(), millis(took))
+                }),
+            steps,
+        }
+    }
 }
 
 /// One word and one phrase for the whole picture; the page's script uses
@@ -177,7 +224,9 @@ fn bus(kind: BusKind, look: Option<BusLook>) -> (&'static str, String) {
 }
 
 /// `GET /status`: the monitor's latest sample, rendered. Never a sample of
-/// its own: a crowd of readers costs the databases nothing more.
+/// its own: a crowd of readers costs the databases nothing more. The one
+/// read it makes is the slowest journeys, bounded (the newest notices
+/// only) and skipped when it fails.
 pub async fn page(State(state): State<AppState>) -> Response {
     let Some(sample) = state
         .monitor
@@ -190,6 +239,13 @@ pub async fn page(State(state): State<AppState>) -> Response {
     let (relay_state, relay) = relay(&sample);
     let (bus_state, bus) = bus(state.settings.bus, state.bus.latest());
     let unknown = || "unknown".to_owned();
+    let slowest =
+        sightline_core::journey::slowest(&state.db, SLOWEST_WITHIN, SLOWEST, sample.same_database)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the slowest journeys");
+                Vec::new()
+            });
     let page = StatusPage {
         nonce: nonce(),
         overall,
@@ -224,6 +280,8 @@ pub async fn page(State(state): State<AppState>) -> Response {
         bus,
         sampled_at: sample.time().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         window_minutes: monitoring::HISTORY * monitoring::SAMPLE_EVERY.as_secs() as usize / 60,
+        slowest: slowest.iter().map(SlowJourney::from).collect(),
+        slowest_minutes: SLOWEST_WITHIN.as_secs() / 60,
     };
     match page.render() {
         Ok(body) => {

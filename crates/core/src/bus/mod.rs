@@ -14,7 +14,7 @@ pub mod nats;
 
 use futures::future::BoxFuture;
 
-use crate::outbox::OutboxEvent;
+use crate::outbox::{OutboxEvent, Stamps};
 
 /// What the bus did with a batch.
 #[derive(Debug, Default)]
@@ -27,6 +27,10 @@ pub struct Delivery {
     /// Outbox ids that failed for a passing reason: they stay unpublished
     /// and are tried again after a backoff.
     pub retry: Vec<(i64, Failure)>,
+    /// When the consumer received, indexed and made the batch searchable
+    /// (the journey's stages, for the marking statement; the in-process
+    /// bus's consumer fills them, a distributed bus's relay side does not).
+    pub stamps: Stamps,
 }
 
 /// Where the relay hands a claimed batch.

@@ -187,6 +187,15 @@ pub struct Settings {
     #[arg(long, help_heading = PIPELINE, env = "NOTICE_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub notice_retention_days: u32,
 
+    /// Record every order's journey (the time of each pipeline stage, on
+    /// the rows the pipeline writes anyway, and when each notice was first
+    /// sent): `GET /api/orders/{id}/journey`, `sightline journey`, the
+    /// slowest journeys on `/status`. `false` turns it off (the benchmark
+    /// measures its cost that way); journeys then stop at `committed` and
+    /// `noticed`.
+    #[arg(long, help_heading = PIPELINE, env = "RECORD_JOURNEYS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub record_journeys: bool,
+
     /// The bus between the relay and the projectors: `inprocess` (one
     /// machine: the relay hands batches straight to the projector in the
     /// same process) or `nats` (NATS JetStream: relay and projectors run in

@@ -14,11 +14,13 @@ pub mod backlog;
 pub mod events;
 pub mod parked;
 pub mod prune;
+pub mod stamps;
 pub mod wake;
 
 pub use backlog::{OutboxStatus, backlog, status};
 pub use parked::{DeadLetter, RetryFilter, dead_letters, parked_matching, retry, retry_matching};
 pub use prune::{PrunePlan, parse_cutoff, prune, prune_plan};
+pub use stamps::{Stamps, forget_journeys};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -73,14 +75,17 @@ pub struct OutboxEvent {
 pub fn append_sql() -> String {
     format!(
         "INSERT INTO outbox (event_id, event_type, schema_version, aggregate_id,
-                             aggregate_version, user_id, payload, traceparent)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE pg_current_xact_id() IS NOT NULL
+                             aggregate_version, user_id, payload, created_at, traceparent)
+         SELECT $1, $2, $3, $4, $5, $6, $7, clock_timestamp(), $8
+         WHERE pg_current_xact_id() IS NOT NULL
          RETURNING {COLUMNS}"
     )
 }
 
 /// Appends an event inside the caller's transaction and returns it as
-/// stored. It does not wake the relay: a NOTIFY here would serialise every
+/// stored. Its `created_at` is the insert's own time (`clock_timestamp()`,
+/// not the transaction's start): the append is the transaction's last write,
+/// so that is its journey's "committed" within a fraction of a millisecond. It does not wake the relay: a NOTIFY here would serialise every
 /// write's commit on PostgreSQL's notification-queue lock; the web wakes it
 /// once the request is answered ([`wake`]), and the relay's safety poll
 /// covers the rest.
@@ -226,16 +231,47 @@ pub async fn users_changed_since(db: &PgPool, since: DateTime<Utc>) -> sqlx::Res
 /// (`now()`): marking follows the projection, so it is later than anything
 /// the batch changed. A rebuild relies on that to find the summaries that
 /// changed while it copied them.
-pub async fn mark_published(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
+pub async fn mark_published(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+    stamps: &Stamps,
+) -> sqlx::Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
+    if stamps.is_empty() {
+        // Journeys not recorded (`RECORD_JOURNEYS=false`): the statement
+        // as it was before them, so the benchmark compares the two.
+        sqlx::query(
+            "WITH retried AS (DELETE FROM dead_letters WHERE outbox_id = ANY($1))
+             UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
     // One round trip: a data-modifying CTE runs whether or not it is read.
+    // The journey's times are kept where set (a redelivery does not move
+    // them); `unnest` pads a shorter `delivered` with NULLs.
     sqlx::query(
-        "WITH retried AS (DELETE FROM dead_letters WHERE outbox_id = ANY($1))
-         UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)",
+        "WITH retried AS (DELETE FROM dead_letters WHERE outbox_id = ANY($1)),
+              batch AS (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]) AS b (id, delivered))
+         UPDATE outbox o SET published_at = clock_timestamp(),
+                claimed_at = COALESCE(o.claimed_at, $3),
+                handed_at = COALESCE(o.handed_at, $4),
+                delivered_at = COALESCE(o.delivered_at, b.delivered, $5),
+                indexed_at = COALESCE(o.indexed_at, $6),
+                searchable_at = COALESCE(o.searchable_at, $7)
+           FROM batch b WHERE o.id = b.id",
     )
     .bind(ids)
+    .bind(&stamps.delivered_each)
+    .bind(stamps.claimed_at)
+    .bind(stamps.handed_at)
+    .bind(stamps.delivered_at)
+    .bind(stamps.indexed_at)
+    .bind(stamps.searchable_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -244,12 +280,43 @@ pub async fn mark_published(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> 
 /// Records that a distributed bus has durably taken these events (its
 /// acknowledgement): the relay no longer claims them; the projector marks
 /// them published once they are searchable (see the migration adding
-/// `relayed_at`).
-pub async fn mark_relayed(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE outbox SET relayed_at = clock_timestamp() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
+/// `relayed_at`). `stamps` gives the journey's claim and hand-over times.
+pub async fn mark_relayed(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+    stamps: &Stamps,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET relayed_at = clock_timestamp(),
+                claimed_at = COALESCE(claimed_at, $2), handed_at = COALESCE(handed_at, $3)
+          WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(stamps.claimed_at)
+    .bind(stamps.handed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records on the journeys of still-unpublished events that an attempt
+/// failed for a passing reason (`kind`, one short word): the first failure's
+/// time stays, the latest kind replaces the one before.
+pub async fn mark_retrying<'c, E>(executor: E, ids: &[i64], kind: &str) -> sqlx::Result<()>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox SET retried_at = COALESCE(retried_at, clock_timestamp()), retry_reason = $2
+          WHERE id = ANY($1) AND published_at IS NULL",
+    )
+    .bind(ids)
+    .bind(kind)
+    .execute(executor)
+    .await?;
     Ok(())
 }
 

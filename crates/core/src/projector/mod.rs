@@ -97,6 +97,7 @@ impl Projector {
         traces::link_events(&tracing::Span::current(), events);
         let traced = traces::EventSpans::start("projector.project", events);
         let mut delivery = Delivery::default();
+        delivery.stamps.delivered_at = Some(Utc::now());
         let mut notices = Vec::new();
         let mut decoded = Vec::with_capacity(events.len());
         for event in events {
@@ -137,6 +138,11 @@ impl Projector {
             .context("Failed to write the batch to the read store")?;
         drop(step);
         record_stage("write", started);
+        let indexed_at = Utc::now();
+        delivery.stamps.indexed_at = Some(indexed_at);
+        // With `wait_for` the bulk's answer is the refresh's: searchable
+        // then, unless an explicit refresh follows.
+        delivery.stamps.searchable_at = Some(indexed_at);
         let alias_missing = outcomes
             .iter()
             .chain(&summary_outcomes)
@@ -197,6 +203,7 @@ impl Projector {
                 .context("Failed to refresh the read store")?;
             drop(step);
             record_stage("refresh", started);
+            delivery.stamps.searchable_at = Some(Utc::now());
         }
         self.reached(Step::Refreshed).await;
 

@@ -51,6 +51,8 @@ pub struct NatsConsumer {
     stats: Arc<PipelineStats>,
     /// Batches in hand at once (see [`Inbox`]).
     concurrency: usize,
+    /// Whether the journeys' stage times are written (`RECORD_JOURNEYS`).
+    journeys: bool,
 }
 
 impl NatsConsumer {
@@ -72,7 +74,14 @@ impl NatsConsumer {
             max_deliver,
             stats,
             concurrency: 1,
+            journeys: true,
         }
+    }
+
+    /// Whether to write the journeys' stage times (default: yes).
+    pub fn with_journeys(mut self, journeys: bool) -> Self {
+        self.journeys = journeys;
+        self
     }
 
     /// Lets up to `concurrency` batches be in hand at once (default 1): an
@@ -122,7 +131,7 @@ impl NatsConsumer {
             );
             // Stopping (or the stream ended): what arrived and was not
             // begun goes back at once, for another projector.
-            for (message, _) in inbox.drain() {
+            for (message, _, _) in inbox.drain() {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
             }
         }
@@ -148,16 +157,19 @@ impl NatsConsumer {
     /// One batch: parks what the bus gave up on, projects the rest until it
     /// is all taken or parked, acknowledging as it goes.
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
-    async fn handle(&self, batch: Vec<Message>, shutdown: &mut Shutdown) {
+    async fn handle(&self, batch: Vec<(Message, Arrival)>, shutdown: &mut Shutdown) {
         let mut pending: Vec<(OutboxEvent, Message)> = Vec::with_capacity(batch.len());
+        // When each event reached this process (its journey's delivery).
+        let mut arrivals = std::collections::HashMap::with_capacity(batch.len());
         let mut given_up = Vec::new();
-        for message in batch {
+        for (message, arrived_at) in batch {
             let delivered = message.info().map_or(1, |info| info.delivered);
             match serde_json::from_slice::<OutboxEvent>(&message.payload) {
                 Ok(event) if delivered >= self.max_deliver => {
                     given_up.push((event, message, delivered));
                 }
                 Ok(mut event) => {
+                    arrivals.insert(event.id, arrived_at);
                     event.traceparent = bus_hop(&message, delivered);
                     pending.push((event, message))
                 }
@@ -189,14 +201,23 @@ impl NatsConsumer {
                     .execute(&mut *rebuild_guard)
                     .await
                     .context("Failed to take the batch's share of the rebuild lock")?;
-                let delivery = self.projector.project(&events).await?;
+                let mut delivery = self.projector.project(&events).await?;
+                if !self.journeys {
+                    delivery.stamps = Default::default();
+                } else {
+                    delivery.stamps.delivered_each = delivery
+                        .taken
+                        .iter()
+                        .map(|id| arrivals.get(id).copied().unwrap_or_else(chrono::Utc::now))
+                        .collect();
+                }
                 // Searchable with notices recorded: published, in the
                 // outbox's sense (read-your-writes and `/status` rely
                 // on it); parked with their `order-failed` notices
                 // recorded by `project`. In the batch's transaction:
                 // one commit for both.
                 let started = Instant::now();
-                outbox::mark_published(&mut rebuild_guard, &delivery.taken)
+                outbox::mark_published(&mut rebuild_guard, &delivery.taken, &delivery.stamps)
                     .await
                     .context("Failed to mark events published")?;
                 for (id, reason) in &delivery.parked {
@@ -245,11 +266,17 @@ impl NatsConsumer {
                             continue;
                         }
                         Some((_, failure)) => {
-                            self.record_failure(failure.kind.clone(), failure.to_string())
+                            self.record_failure(failure.kind.clone(), failure.to_string());
+                            let ids: Vec<i64> = delivery.retry.iter().map(|(id, _)| *id).collect();
+                            self.note_retrying(&ids, &failure.kind).await;
                         }
                     }
                 }
-                Err(e) => self.record_failure(failure_kind(&e), format!("{e:#}")),
+                Err(e) => {
+                    self.record_failure(failure_kind(&e), format!("{e:#}"));
+                    let ids: Vec<i64> = pending.iter().map(|(event, _)| event.id).collect();
+                    self.note_retrying(&ids, &failure_kind(&e)).await;
+                }
             }
             // A passing failure: keep the batch (the server does not hand it
             // to anyone else meanwhile) and try again after a backoff.
@@ -270,6 +297,14 @@ impl NatsConsumer {
                 }
                 return;
             }
+        }
+    }
+
+    /// Notes the failure on the events' journeys; best effort (PostgreSQL
+    /// may be what failed): the retry goes on either way.
+    async fn note_retrying(&self, ids: &[i64], kind: &str) {
+        if let Err(e) = outbox::mark_retrying(&self.db, ids, kind).await {
+            tracing::debug!(error = %e, "cannot note the retry on the journeys");
         }
     }
 
@@ -380,10 +415,15 @@ async fn park(db: &PgPool, parked: &[(i64, String)]) -> anyhow::Result<()> {
 /// held). A free worker takes all of them (up to a batch) at once: what
 /// arrives while every worker is busy forms the next batch, as relay
 /// batches form in-process.
+/// A message held in the [`Inbox`]: when it arrived, by the monotonic clock
+/// (the `batching` stage) and by the wall clock (its journey).
+type Held = (Message, Instant, Arrival);
+type Arrival = chrono::DateTime<chrono::Utc>;
+
 #[derive(Default)]
 struct Inbox {
     /// What arrived, with when.
-    held: std::sync::Mutex<Vec<(Message, Instant)>>,
+    held: std::sync::Mutex<Vec<Held>>,
     /// The stream ended, failed too often, or shutdown began: the workers
     /// take nothing more.
     ended: std::sync::atomic::AtomicBool,
@@ -391,7 +431,7 @@ struct Inbox {
 }
 
 impl Inbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Message, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Held>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -412,7 +452,7 @@ impl Inbox {
             tokio::select! {
                 _ = shutdown.recv() => break,
                 _ = ticks.tick() => {
-                    let held: Vec<Message> = self.lock().iter().map(|(m, _)| m.clone()).collect();
+                    let held: Vec<Message> = self.lock().iter().map(|(m, _, _)| m.clone()).collect();
                     for message in held {
                         let _ = message.ack_with(AckKind::Progress).await;
                     }
@@ -449,14 +489,15 @@ impl Inbox {
                 .map_or(stored, i128::from);
             stage_histogram("delivery").record((now - stored).max(0) as f64 / 1e9);
         }
-        self.lock().push((message, Instant::now()));
+        self.lock()
+            .push((message, Instant::now(), chrono::Utc::now()));
         self.changed.notify_waiters();
     }
 
     /// The next batch: everything held, up to `max`, each event's wait
     /// since it arrived noted (the `batching` stage); waits for a message
     /// when there is none. `None` on shutdown or once reading has ended.
-    async fn take(&self, max: usize, shutdown: &mut Shutdown) -> Option<Vec<Message>> {
+    async fn take(&self, max: usize, shutdown: &mut Shutdown) -> Option<Vec<(Message, Arrival)>> {
         loop {
             // Registered before looking, so an arrival between the look and
             // the wait is not missed.
@@ -470,9 +511,9 @@ impl Inbox {
                     let batching = stage_histogram("batching");
                     return Some(
                         held.drain(..take)
-                            .map(|(message, arrived)| {
+                            .map(|(message, arrived, at)| {
                                 batching.record(arrived.elapsed().as_secs_f64());
-                                message
+                                (message, at)
                             })
                             .collect(),
                     );
@@ -489,7 +530,7 @@ impl Inbox {
     }
 
     /// What is held and was never begun.
-    fn drain(&self) -> Vec<(Message, Instant)> {
+    fn drain(&self) -> Vec<Held> {
         std::mem::take(&mut *self.lock())
     }
 }

@@ -44,6 +44,8 @@ pub struct Relay {
     local_wake: Option<Arc<crate::wake::Waker>>,
     /// The last batch, for `/status`.
     stats: Arc<PipelineStats>,
+    /// Whether the journeys' stage times are written (`RECORD_JOURNEYS`).
+    journeys: bool,
 }
 
 // Short enough that the pipeline notices a recovered dependency within seconds.
@@ -62,7 +64,14 @@ impl Relay {
             wake: RelayWake::Notify,
             local_wake: None,
             stats: Arc::default(),
+            journeys: true,
         }
+    }
+
+    /// Whether to write the journeys' stage times (default: yes).
+    pub fn with_journeys(mut self, journeys: bool) -> Self {
+        self.journeys = journeys;
+        self
     }
 
     /// Where the relay records its last batch (time and size).
@@ -216,19 +225,50 @@ impl Relay {
         // own trace and goes to the bus carrying it (telemetry::traces).
         let traced = crate::telemetry::traces::batch_span("relay.batch", &events);
         let hand_over = crate::telemetry::traces::EventSpans::start("relay.publish", &events);
-        let delivery =
-            tracing::Instrument::instrument(self.bus.publish(&hand_over.hand_on(&events)), traced)
-                .await?;
+        // The journey's hand-over: the call itself in process (the
+        // projector starts on it at once), the bus's acknowledgement with a
+        // distributed bus.
+        let handed_at = chrono::Utc::now();
+        let handed = hand_over.hand_on(&events);
+        let publish = tracing::Instrument::instrument(self.bus.publish(&handed), traced);
+        let mut delivery = match publish.await {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                // The claim's rows stay unpublished either way; committing
+                // instead of rolling back keeps the failure on their journeys.
+                let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+                let kind = failure_kind(&e);
+                if outbox::mark_retrying(&mut *tx, &ids, &kind).await.is_ok() {
+                    let _ = tx.commit().await;
+                }
+                return Err(e);
+            }
+        };
         drop(hand_over);
+        delivery.stamps.claimed_at = Some(claimed_at);
+        delivery.stamps.handed_at = Some(if self.bus.projects_later() {
+            chrono::Utc::now()
+        } else {
+            handed_at
+        });
+        if !self.journeys {
+            delivery.stamps = Default::default();
+        }
         let started = std::time::Instant::now();
         if self.bus.projects_later() {
-            outbox::mark_relayed(&mut tx, &delivery.taken)
+            outbox::mark_relayed(&mut tx, &delivery.taken, &delivery.stamps)
                 .await
                 .context("Failed to mark events relayed")?;
         } else {
-            outbox::mark_published(&mut tx, &delivery.taken)
+            outbox::mark_published(&mut tx, &delivery.taken, &delivery.stamps)
                 .await
                 .context("Failed to mark events published")?;
+        }
+        if let Some((_, failure)) = delivery.retry.first() {
+            let ids: Vec<i64> = delivery.retry.iter().map(|(id, _)| *id).collect();
+            outbox::mark_retrying(&mut *tx, &ids, &failure.kind)
+                .await
+                .context("Failed to note the events to retry")?;
         }
         for (id, reason) in &delivery.parked {
             tracing::error!(outbox_id = id, %reason, "event dead-lettered");

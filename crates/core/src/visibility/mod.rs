@@ -9,7 +9,10 @@
 //! - `notice_buffer` — one user's notices not yet read by all its subscribers
 //! - `sse_data` — the JSON `data` of each event of `GET /api/events`
 //! - `retention` — `sightline prune`: old notices, expired sessions, the inbox
+//! - `deliveries` — when each notice first reached a client (its journey's
+//!   last stage), written in batches
 
+pub mod deliveries;
 pub mod hub;
 pub mod notice_buffer;
 pub mod notice_log;

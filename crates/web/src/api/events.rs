@@ -26,6 +26,7 @@ use crate::extract::client_addr::{ClientAddr, limit_key};
 use crate::state::AppState;
 use sightline_core::auth::CurrentUser;
 use sightline_core::auth::session_watch::Ended;
+use sightline_core::visibility::deliveries::{Deliveries, Via};
 use sightline_core::visibility::notice_log::{self, Cursor, CursorCheck, Notice, Snapshot};
 use sightline_core::visibility::sse_data;
 
@@ -178,6 +179,7 @@ pub async fn events(
     let replayed = if replay {
         replay_pages(
             state.db.clone(),
+            state.deliveries.clone(),
             user.id,
             from.position,
             hub_head,
@@ -188,6 +190,7 @@ pub async fn events(
         stream::empty().boxed()
     };
     let user_id = user.id;
+    let deliveries = state.deliveries.clone();
     let live = subscription
         .receiver
         .into_stream()
@@ -205,6 +208,7 @@ pub async fn events(
                 Ok(n) if n.user_id == user_id && n.user_seq > sent.load(Ordering::Relaxed) => {
                     sent.store(n.user_seq, Ordering::Relaxed);
                     count_live(&n);
+                    deliveries.sent(n.seq, Via::Stream);
                     Some(n.event(notice_event))
                 }
                 _ => None,
@@ -275,13 +279,15 @@ async fn reset(
 /// reconnects from the last notice it got and loses nothing.
 fn replay_pages(
     db: sqlx::PgPool,
+    deliveries: Arc<Deliveries>,
     user_id: Uuid,
     after: i64,
     seen: Snapshot,
     sent: Arc<AtomicI64>,
 ) -> impl Stream<Item = Bytes> {
     stream::unfold(Some(after), move |after| {
-        let (db, seen, sent) = (db.clone(), seen.clone(), sent.clone());
+        let (db, seen, sent, deliveries) =
+            (db.clone(), seen.clone(), sent.clone(), deliveries.clone());
         async move {
             let after = after?;
             let page =
@@ -296,6 +302,9 @@ fn replay_pages(
             sent.store(last, Ordering::Relaxed);
             let next = (page.len() as i64 == REPLAY_PAGE).then_some(last);
             metrics::counter!("sightline_notices_sent_total").increment(page.len() as u64);
+            for notice in &page {
+                deliveries.sent(notice.seq, Via::Stream);
+            }
             let events: Vec<Bytes> = page.iter().map(notice_event).collect();
             Some((stream::iter(events), next))
         }

@@ -6,8 +6,10 @@
 //! - `orders` — `/api/orders` (place, cancel, list, get) and `/api/summary`
 //! - `events` — `GET /api/events`, where the notice leaves (SSE)
 //! - `visibility` — `GET /api/orders/{id}/visibility`, the long-poll fallback
+//! - `journey` — `GET /api/orders/{id}/journey`, when each stage took an order
 
 pub mod events;
+pub mod journey;
 pub mod orders;
 pub mod sessions;
 pub mod visibility;
@@ -25,4 +27,5 @@ pub fn router() -> Router<AppState> {
         .merge(orders::router())
         .route(events::EVENTS_PATH, get(events::events))
         .route("/api/orders/{id}/visibility", get(visibility::visibility))
+        .route("/api/orders/{id}/journey", get(journey::journey))
 }

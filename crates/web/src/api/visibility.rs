@@ -16,6 +16,7 @@ use crate::extract::client_addr::{ClientAddr, limit_key};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use sightline_core::auth::CurrentUser;
+use sightline_core::visibility::deliveries::Via;
 use sightline_core::visibility::notice_log::{self, Notice};
 
 pub const MAX_WAIT_SECS: u64 = 30;
@@ -102,7 +103,7 @@ pub async fn visibility(
     let mut subscription = state.hub.subscribe(user.id);
     let now = current(&state, user.id, id).await?;
     if enough(now.latest.as_ref()) || wait == 0 {
-        return Ok(answer(id, now));
+        return Ok(answer(&state, id, now));
     }
     // Only a poll that waits holds anything: capped per user and per address.
     let _held = state
@@ -145,7 +146,7 @@ pub async fn visibility(
     // Whatever ended the wait (the notice, the timeout, a shutdown), the
     // answer is the order's state now: an earlier version that is visible
     // stays visible in it.
-    Ok(answer(id, current(&state, user.id, id).await?))
+    Ok(answer(&state, id, current(&state, user.id, id).await?))
 }
 
 /// What is known of an order's visibility.
@@ -218,12 +219,17 @@ async fn current(state: &AppState, user_id: Uuid, id: Uuid) -> AppResult<Current
     })
 }
 
-fn answer(id: Uuid, now: Current) -> Json<Visibility> {
+fn answer(state: &AppState, id: Uuid, now: Current) -> Json<Visibility> {
     let Current {
         latest,
         visible,
         pruned,
     } = now;
+    // The poll that answers with a notice delivers it (the journey's `sent`;
+    // the stand-in of a pruned notice has no position and is not noted).
+    if let Some(notice) = visible.as_ref().or(latest.as_ref()) {
+        state.deliveries.sent(notice.seq, Via::Poll);
+    }
     let failed = latest.filter(|n| n.kind == notice_log::ORDER_FAILED);
     Json(Visibility {
         id,

@@ -27,6 +27,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 mod record;
+mod sent;
+
+pub use sent::record_sent;
 
 pub use record::{record, record_in, wake_hubs};
 
