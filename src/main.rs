@@ -91,8 +91,15 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    telemetry::init_tracing();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    // Only a server exports traces (named after its roles); the operator's
+    // commands only log.
+    let traces_as = match &cli.command {
+        Command::Serve(settings) => Some(telemetry::traces::service_name(&settings.roles)),
+        _ => None,
+    };
+    telemetry::init_tracing(traces_as.as_deref());
+    let result = match cli.command {
         Command::Serve(settings) => serve(settings).await,
         Command::Migrate(settings) => migrate(settings).await,
         Command::Rebuild { options, settings } => rebuild::command(options, settings).await,
@@ -113,6 +120,10 @@ async fn main() -> ExitCode {
             Ok(())
         }
     };
+    // The spans still buffered (a no-op when none are exported).
+    tokio::task::spawn_blocking(telemetry::traces::shutdown)
+        .await
+        .ok();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

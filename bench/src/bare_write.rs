@@ -90,6 +90,8 @@ fn script_text() -> String {
             "1",
             user,
             &format!("'{}'::jsonb", payload.replace('\'', "''")),
+            // No trace exported (the server's default).
+            "NULL",
         ],
     );
     format!(

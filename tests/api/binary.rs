@@ -50,7 +50,7 @@ impl Server {
     ) -> Server {
         let port = free_port();
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("serve-{}log", settings.index_prefix));
+            .join(format!("serve-{}{port}.log", settings.index_prefix));
         let file = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_sightline"));
         command

@@ -45,6 +45,8 @@ mod sse_clients;
 mod stress;
 mod table_owners;
 mod task_deaths;
+// One trace per order across the processes, in Jaeger (issue 27).
+mod traces;
 mod typed_client;
 mod write_costs;
 

@@ -335,8 +335,17 @@ fn the_configuration_document_lists_every_setting_of_serve_and_the_scripts() {
         undocumented.is_empty(),
         "settings missing from docs/CONFIGURATION.md's tables: {undocumented:?}"
     );
-    // Read by the logger, not by clap.
-    let logging = ["RUST_LOG", "LOG_FORMAT"];
+    // Read by the logger and the OpenTelemetry SDK, not by clap.
+    let logging = [
+        "RUST_LOG",
+        "LOG_FORMAT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SERVICE_NAME",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_BSP_SCHEDULE_DELAY",
+    ];
     let unknown: Vec<_> = documented
         .iter()
         .filter(|n| !help.contains(*n) && !scripts.contains(*n) && !logging.contains(&n.as_str()))

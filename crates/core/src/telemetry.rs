@@ -6,18 +6,65 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+pub mod traces;
+
 /// Logs to stderr; `LOG_FORMAT=json` for structured logs, `RUST_LOG` to filter.
-pub fn init_tracing() {
+///
+/// With `traces_as` (the service name, see [`traces::service_name`]) and
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set, the workspace's spans are also exported
+/// over OTLP ([`traces`]); call [`traces::shutdown`] before exiting to send
+/// the last ones. Otherwise no trace layer is installed at all.
+pub fn init_tracing(traces_as: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let json = std::env::var("LOG_FORMAT").as_deref() == Ok("json");
+    let tracer = match traces_as.filter(|_| traces::endpoint_configured()) {
+        Some(service) => match traces::install(service) {
+            Ok(tracer) => Some(tracer),
+            Err(e) => {
+                eprintln!("sightline: traces are not exported: {e}");
+                None
+            }
+        },
+        None => None,
     };
+    let Some(tracer) = tracer else {
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = if json {
+            builder.json().try_init()
+        } else {
+            builder.try_init()
+        };
+        return;
+    };
+    use tracing::Level;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = if json {
+        log.json().boxed()
+    } else {
+        log.boxed()
+    };
+    // The traces have a filter of their own: `RUST_LOG=warn` quiets the log
+    // without emptying the traces, and the dependencies' spans stay out.
+    let spans = Targets::new()
+        .with_target("sightline", Level::INFO)
+        .with_target("sightline_core", Level::INFO)
+        .with_target("sightline_web", Level::INFO)
+        .with_target(traces::UNEXPORTED, tracing::level_filters::LevelFilter::OFF);
+    let _ = tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(spans),
+        )
+        .try_init();
 }
 
 /// The process-wide Prometheus recorder (installed once: the `metrics` facade

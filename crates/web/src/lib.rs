@@ -136,7 +136,17 @@ fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                let span = tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id);
+                // A caller's W3C `traceparent` is continued (only while
+                // traces are exported: otherwise this returns at once).
+                sightline_core::telemetry::traces::continue_from(
+                    &span,
+                    request
+                        .headers()
+                        .get(sightline_core::telemetry::traces::TRACEPARENT)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                span
             }),
         )
         // Inside the request-id layers: preflight answers carry X-Request-Id too.

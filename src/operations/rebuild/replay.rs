@@ -229,6 +229,7 @@ mod tests {
                 payload: Value::Null,
                 created_at: Utc::now(),
                 relay_attempt: 0,
+                traceparent: None,
             })
             .collect()
     }

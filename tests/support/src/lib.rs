@@ -60,7 +60,7 @@ static TRACING: Once = Once::new();
 pub async fn test_settings() -> Settings {
     TRACING.call_once(|| {
         if std::env::var("TEST_LOG").is_ok() {
-            sightline::telemetry::init_tracing();
+            sightline::telemetry::init_tracing(None);
         }
     });
     let mut settings = Settings::from_env().expect("Failed to read settings");

@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 use crate::bus::{Bus, BusLook, BusWatch, Delivery, Failure, FailureKind};
 use crate::config::Settings;
 use crate::outbox::OutboxEvent;
+use crate::telemetry::traces::TRACEPARENT;
 
 /// The relay retries a failed publish for as long as it takes (backoff at
 /// most 5 s), but a batch's rows stay claimed while it publishes, and an
@@ -173,9 +174,14 @@ impl NatsBus {
         let mut sent = Vec::with_capacity(events.len());
         for event in events {
             let payload = serde_json::to_vec(event).context("Failed to encode an event")?;
-            let publish = PublishMessage::build()
+            let mut publish = PublishMessage::build()
                 .payload(payload.into())
                 .message_id(message_id(event));
+            // The relay's span for this event (W3C trace context), where
+            // any consumer looks for it: the message's headers.
+            if let Some(traceparent) = &event.traceparent {
+                publish = publish.header(TRACEPARENT, traceparent.as_str());
+            }
             sent.push(
                 self.js
                     .send_publish(self.names.subject(event), publish)

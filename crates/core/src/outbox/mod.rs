@@ -57,17 +57,26 @@ pub struct OutboxEvent {
     #[serde(default)]
     #[sqlx(default)]
     pub relay_attempt: i32,
+    /// The trace context (W3C `traceparent`) of the request that wrote it,
+    /// or of the last hop that handed it on (the relay's `relay.publish`
+    /// span, see `telemetry::traces`); `None` when no trace is exported.
+    /// On NATS it travels in the message's `traceparent` header, not in the
+    /// JSON (so other consumers see the standard header, and an untraced
+    /// message is as long as before).
+    #[serde(default, skip_serializing)]
+    #[sqlx(default)]
+    pub traceparent: Option<String>,
 }
 
 /// The statement [`append`] runs: `$1` event id, `$2` type, `$3` schema
 /// version, `$4` aggregate id, `$5` aggregate version, `$6` user id, `$7`
-/// payload. Public so the benchmark's bare write rate runs exactly this SQL
-/// through `pgbench`.
+/// payload, `$8` traceparent (NULL unless a trace is exported). Public so
+/// the benchmark's bare write rate runs exactly this SQL through `pgbench`.
 pub fn append_sql() -> String {
     format!(
         "INSERT INTO outbox (event_id, event_type, schema_version, aggregate_id,
-                             aggregate_version, user_id, payload, created_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, clock_timestamp()
+                             aggregate_version, user_id, payload, created_at, traceparent)
+         SELECT $1, $2, $3, $4, $5, $6, $7, clock_timestamp(), $8
          WHERE pg_current_xact_id() IS NOT NULL
          RETURNING {COLUMNS}"
     )
@@ -95,6 +104,8 @@ pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<Ou
         .bind(event.aggregate_version)
         .bind(event.user_id)
         .bind(event.payload)
+        // The request's span (`None`, bound as NULL, when nothing exports).
+        .bind(crate::telemetry::traces::current_traceparent())
         .fetch_one(&mut *conn)
         .await
 }
@@ -119,7 +130,7 @@ pub async fn claim_batch(
 
 /// The columns of an [`OutboxEvent`].
 const COLUMNS: &str = "id, event_id, event_type, schema_version, aggregate_id, aggregate_version,
-                       user_id, payload, created_at, relay_attempt";
+                       user_id, payload, created_at, relay_attempt, traceparent";
 
 /// Up to `limit` events after `after`, in id order, published or not (a
 /// replay of the log).

@@ -33,6 +33,7 @@ use crate::outbox::OutboxEvent;
 use crate::outbox::events::OrderEvent;
 use crate::read_side::document::OrderDocument;
 use crate::read_side::index::{IndexError, ItemFailure, SearchIndex, WriteOutcome};
+use crate::telemetry::traces;
 use crate::visibility::notice_log::{self, NewNotice};
 use refresher::Refresher;
 use steps::{Step, StepHook};
@@ -90,6 +91,11 @@ impl Projector {
         }
 
         self.reached(Step::Received).await;
+        // Traces (only while exported): this batch's span links to every
+        // event's trace; in each event's own trace, `projector.project` with
+        // the bulk write, refresh and notice under it (telemetry::traces).
+        traces::link_events(&tracing::Span::current(), events);
+        let traced = traces::EventSpans::start("projector.project", events);
         let mut delivery = Delivery::default();
         delivery.stamps.delivered_at = Some(Utc::now());
         let mut notices = Vec::new();
@@ -124,11 +130,13 @@ impl Projector {
             .map(|(event, order_event)| to_document(event, order_event))
             .collect();
         let started = Instant::now();
+        let step = traced.step("projector.bulk");
         let (outcomes, summary_outcomes) = self
             .store
             .write_batch(&docs, &summaries, self.refresh)
             .await
             .context("Failed to write the batch to the read store")?;
+        drop(step);
         record_stage("write", started);
         let indexed_at = Utc::now();
         delivery.stamps.indexed_at = Some(indexed_at);
@@ -188,10 +196,12 @@ impl Projector {
         // to make searchable, and a refresh would only fail the same way.
         if (self.refresh == RefreshMode::Explicit || written_before) && !applied.is_empty() {
             let started = Instant::now();
+            let step = traced.step("projector.refresh");
             self.refresher
                 .make_searchable()
                 .await
                 .context("Failed to refresh the read store")?;
+            drop(step);
             record_stage("refresh", started);
             delivery.stamps.searchable_at = Some(Utc::now());
         }
@@ -210,9 +220,11 @@ impl Projector {
         }
         // Searchable now: the notices may go out.
         let started = Instant::now();
+        let step = traced.step("projector.notice");
         let recorded = notice_log::record(&self.db, &notices)
             .await
             .context("Failed to record notices")?;
+        drop(step);
         record_stage("notices", started);
         metrics::counter!("sightline_notices_recorded_total").increment(recorded.len() as u64);
         self.reached(Step::NoticesRecorded).await;

@@ -34,6 +34,7 @@ use crate::monitoring::{BATCH_FAILURES, PipelineStats, record_stage, stage_histo
 use crate::outbox::{self, OutboxEvent};
 use crate::projector::Projector;
 use crate::shutdown::Shutdown;
+use crate::telemetry::traces;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Errors in a row from the consumer's stream before subscribing anew.
@@ -167,8 +168,9 @@ impl NatsConsumer {
                 Ok(event) if delivered >= self.max_deliver => {
                     given_up.push((event, message, delivered));
                 }
-                Ok(event) => {
+                Ok(mut event) => {
                     arrivals.insert(event.id, arrived_at);
+                    event.traceparent = bus_hop(&message, delivered);
                     pending.push((event, message))
                 }
                 Err(e) => {
@@ -371,6 +373,26 @@ impl NatsConsumer {
             }
         }
     }
+}
+
+/// The event's trace goes on from here (only while traces are exported):
+/// the bus's hop, from the stream storing the message to its arrival, as a
+/// span under the relay's (`telemetry::traces`); its context for the
+/// projector's spans.
+fn bus_hop(message: &Message, delivered: i64) -> Option<String> {
+    if !traces::exporting() {
+        return None;
+    }
+    let traceparent = message.headers.as_ref()?.get(traces::TRACEPARENT)?;
+    let stored = message.info().ok()?.published.unix_timestamp_nanos();
+    let stored = std::time::SystemTime::UNIX_EPOCH
+        + Duration::from_nanos(u64::try_from(stored).unwrap_or_default());
+    traces::bus_hop(
+        Some(traceparent.as_str()),
+        stored,
+        message.subject.as_str(),
+        delivered,
+    )
 }
 
 /// Parks events in the dead-letter table, in one transaction.

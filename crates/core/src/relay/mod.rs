@@ -192,8 +192,9 @@ impl Relay {
     }
 
     /// Claims one batch, publishes it, marks what the bus took. Returns how
-    /// many events were claimed.
-    #[tracing::instrument(skip(self))]
+    /// many events were claimed. (Its span is logged, not traced: see
+    /// `telemetry::traces::UNEXPORTED`.)
+    #[tracing::instrument(skip(self), target = "sightline_core::relay::polls")]
     pub async fn relay_batch(&self) -> anyhow::Result<usize> {
         use anyhow::Context;
         let started = std::time::Instant::now();
@@ -219,11 +220,18 @@ impl Relay {
             let waited = (claimed_at - event.created_at).to_std().unwrap_or_default();
             waiting.record(waited.as_secs_f64());
         }
+        // Traces (only while exported): a `relay.batch` span links to every
+        // event's trace, and each event gets a `relay.publish` span in its
+        // own trace and goes to the bus carrying it (telemetry::traces).
+        let traced = crate::telemetry::traces::batch_span("relay.batch", &events);
+        let hand_over = crate::telemetry::traces::EventSpans::start("relay.publish", &events);
         // The journey's hand-over: the call itself in process (the
         // projector starts on it at once), the bus's acknowledgement with a
         // distributed bus.
         let handed_at = chrono::Utc::now();
-        let mut delivery = match self.bus.publish(&events).await {
+        let handed = hand_over.hand_on(&events);
+        let publish = tracing::Instrument::instrument(self.bus.publish(&handed), traced);
+        let mut delivery = match publish.await {
             Ok(delivery) => delivery,
             Err(e) => {
                 // The claim's rows stay unpublished either way; committing
@@ -236,6 +244,7 @@ impl Relay {
                 return Err(e);
             }
         };
+        drop(hand_over);
         delivery.stamps.claimed_at = Some(claimed_at);
         delivery.stamps.handed_at = Some(if self.bus.projects_later() {
             chrono::Utc::now()
