@@ -81,6 +81,7 @@ pub async fn insert_order(
     outbox::append(
         &mut *conn,
         NewEvent {
+            traceparent: None,
             event_type: ORDER_PLACED,
             schema_version,
             aggregate_id: order_id,

@@ -182,6 +182,7 @@ impl Planned {
         let (order_id, user_id) = (order.order_id, order.user_id);
         match self.cancelled_at {
             None => NewEvent {
+                traceparent: None,
                 event_type: events::ORDER_PLACED,
                 schema_version: OrderPlacedV2::SCHEMA_VERSION,
                 aggregate_id: order_id,
@@ -190,6 +191,7 @@ impl Planned {
                 payload: serde_json::to_value(order).unwrap(),
             },
             Some(cancelled_at) => NewEvent {
+                traceparent: None,
                 event_type: events::ORDER_CANCELLED,
                 schema_version: OrderCancelledV1::SCHEMA_VERSION,
                 aggregate_id: order_id,

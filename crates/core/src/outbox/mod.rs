@@ -38,6 +38,9 @@ pub struct NewEvent {
     pub aggregate_version: i32,
     pub user_id: Uuid,
     pub payload: Value,
+    /// The trace context of the request that writes it (W3C `traceparent`;
+    /// `None` unless traces are exported: `telemetry::traces`).
+    pub traceparent: Option<String>,
 }
 
 /// Serialisable: a distributed bus carries it as it is (JSON).
@@ -105,7 +108,7 @@ pub async fn append(conn: &mut PgConnection, event: NewEvent) -> sqlx::Result<Ou
         .bind(event.user_id)
         .bind(event.payload)
         // The request's span (`None`, bound as NULL, when nothing exports).
-        .bind(crate::telemetry::traces::current_traceparent())
+        .bind(event.traceparent)
         .fetch_one(&mut *conn)
         .await
 }

@@ -10,7 +10,8 @@
 //! `traceparent` stays NULL), nothing is added to a NATS message.
 //!
 //! How a context crosses each boundary (W3C trace context, `traceparent`):
-//! - web → outbox: `outbox::append` stores [`current_traceparent`] — the
+//! - web → outbox: the write side hands [`current_traceparent`] to
+//!   `outbox::append` (`NewEvent::traceparent`), which stores it — the
 //!   request's span (a `traceparent` the client sent is continued, see
 //!   `web`'s trace layer) — with the event, in the order's transaction.
 //! - relay → bus: for each event a `relay.publish` span, a child of the
@@ -116,7 +117,7 @@ pub fn shutdown() {
 }
 
 /// The current span's context as a `traceparent`, when spans are exported
-/// and there is one (what `outbox::append` stores).
+/// and there is one (what the write side gives `outbox::append` to store).
 pub fn current_traceparent() -> Option<String> {
     if !exporting() {
         return None;

@@ -74,6 +74,7 @@ pub async fn cancel_order(
     let appended = outbox::append(
         &mut tx,
         NewEvent {
+            traceparent: crate::telemetry::traces::current_traceparent(),
             event_type: events::ORDER_CANCELLED,
             schema_version: events::OrderCancelledV1::SCHEMA_VERSION,
             aggregate_id: id,

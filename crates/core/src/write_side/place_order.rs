@@ -92,6 +92,7 @@ pub async fn place_order(
     let appended = outbox::append(
         &mut tx,
         NewEvent {
+            traceparent: crate::telemetry::traces::current_traceparent(),
             event_type: events::ORDER_PLACED,
             schema_version: events::OrderPlacedV2::SCHEMA_VERSION,
             aggregate_id: order.id,
