@@ -293,12 +293,11 @@ export interface JourneyProblem {
   reason: string;
 }
 
-/** `sent`: when the notice was first sent to a client, over the stream or a long poll, by which instance. */
+/** `sent`: when the notice was first sent to a client, over the stream or a long poll (which instance sent it is shown to operators only). */
 export interface JourneySent {
   stage: 'sent';
   at: string;
   via: 'stream' | 'poll';
-  instance: string;
 }
 
 /** One stage of a journey: narrow it on `stage`. */

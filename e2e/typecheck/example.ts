@@ -109,7 +109,7 @@ export async function journeyOf(id: string, version?: number): Promise<string[]>
     const offset = start ? (micros(s.at) - micros(start.at)) / 1000 : 0;
     switch (s.stage) {
       case 'sent':
-        return `v${journey.version} sent over ${s.via === 'stream' ? 'the stream' : 'a long poll'} by ${s.instance} +${offset} ms`;
+        return `v${journey.version} sent over ${s.via === 'stream' ? 'the stream' : 'a long poll'} +${offset} ms`;
       case 'retrying':
       case 'parked':
         return `${s.stage} (${s.reason}) +${offset} ms`;

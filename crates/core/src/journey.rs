@@ -62,7 +62,8 @@ pub struct Stage {
     /// `sent`: `stream` or `poll`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
-    /// `sent`: the instance that sent it.
+    /// `sent`: the instance that sent it (operators only: `sightline
+    /// journey`, `/status`; never in the API).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
 }
@@ -274,7 +275,9 @@ fn assemble(id: Uuid, row: Row, same_database: bool, operator: bool) -> Option<J
         stages.extend(stage(StageName::Noticed, row.visible_at));
         if let Some(mut sent) = stage(StageName::Sent, row.sent_at) {
             sent.via = row.sent_via;
-            sent.instance = row.sent_by;
+            // Which instance sent it is for operators: to anyone else a
+            // host's name and port is the inside of the system.
+            sent.instance = row.sent_by.filter(|_| operator);
             stages.push(sent);
         }
     }
@@ -318,7 +321,7 @@ mod tests {
 
     #[test]
     fn stages_are_in_the_pipelines_order_and_time_order() {
-        let journey = assemble(Uuid::nil(), row(false), false, false).unwrap();
+        let journey = assemble(Uuid::nil(), row(false), false, true).unwrap();
         let names: Vec<&str> = journey.stages.iter().map(|s| s.stage.as_str()).collect();
         assert_eq!(
             names,
@@ -341,6 +344,10 @@ mod tests {
         let json = serde_json::to_value(&journey).unwrap();
         assert_eq!(json["stages"][0]["at"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(json["stages"][7]["via"], "stream");
+        assert_eq!(json["stages"][7]["instance"], "host:1");
+        // Its owner is not told which host sent it.
+        let owners = assemble(Uuid::nil(), row(false), false, false).unwrap();
+        assert_eq!(owners.stages[7].instance, None);
     }
 
     #[test]

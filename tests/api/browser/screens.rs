@@ -920,8 +920,10 @@ async fn an_orders_state_opens_its_journey_on_a_phone_and_a_desktop() {
                 // The stream's notice, or the page's first question
                 // (`visibility?wait=0`) when the order was visible by then.
                 stages.iter().any(|s| s["text"].as_str().is_some_and(|t| {
-                    t.starts_with("Sent to your browser — over the live stream by ")
-                        || t.starts_with("Sent to your browser — over a long poll by ")
+                    // (Which instance sent it is for operators: not shown.)
+                    (t.starts_with("Sent to your browser — over the live stream ")
+                        || t.starts_with("Sent to your browser — over a long poll "))
+                        && !t.contains(" by ")
                 })),
                 "how it was sent, in words: {shown}"
             );

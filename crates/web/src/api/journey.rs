@@ -24,8 +24,8 @@ pub struct JourneyParams {
 
 /// The journey of an order version: `committed`, `claimed`, `published`,
 /// `delivered_to_projector`, `indexed`, `searchable`, `noticed`, `sent` (and
-/// `retrying` / `parked` with a `reason`), each with when, in the order they
-/// happened; the stages not reached yet are absent. With
+/// `retrying` / `parked` with a `reason`; `sent` with `via`), each with when,
+/// in the order they happened; the stages not reached yet are absent. With
 /// `READ_STORE=postgres` it is `committed`, `searchable`, `noticed`, `sent`.
 /// `sent` appears up to 100 ms after the notice was first sent (it is
 /// written in batches). Journeys go with the notice log's retention.
